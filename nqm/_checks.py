@@ -1,0 +1,52 @@
+"""Input validation shared by the library: one clear ``ValueError`` naming the parameter, the value
+and what is allowed. The CLI turns these into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+def real(name: str, value: object, allowed: str, *, low: float, high: float,
+         low_open: bool = True, high_open: bool = True) -> float:
+    """``value`` as a float inside the interval (low, high), with openness as given; else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number in {allowed}, got {value!r}")
+    x = float(value)
+    inside = (
+        math.isfinite(x)
+        and (x > low if low_open else x >= low)
+        and (x < high if high_open else x <= high)
+    )
+    if not inside:
+        raise ValueError(f"{name} must be in {allowed}, got {x!r}")
+    return x
+
+
+def integer(name: str, value: object, *, minimum: int) -> int:
+    """``value`` as an int >= minimum (integral floats such as 5.0 are accepted); else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not float(value).is_integer() or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def array(name: str, values: object, *, positive: bool) -> np.ndarray:
+    """``values`` as a float64 array, all finite and > 0 (``positive``) or >= 0; else raise naming
+    the first offending entry."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or a 1-D array, got shape {arr.shape}")
+    flat = np.atleast_1d(arr)
+    if flat.size == 0:
+        raise ValueError(f"{name} must have at least one entry, got an empty array")
+    ok = np.isfinite(flat) & ((flat > 0) if positive else (flat >= 0))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        where = f"{name}[{i}]" if flat.size > 1 else name
+        allowed = "finite and > 0" if positive else "finite and >= 0"
+        raise ValueError(f"{where} must be {allowed}, got {flat[i]!r}")
+    return arr

@@ -1,0 +1,195 @@
+"""Closed-form steady states of the NQM rules, vectorised over coordinates, float64.
+
+Per coordinate: ``rho = lr*h``, ``r = 1 - rho``, ``u = r**k`` (lag-k autocorrelation of SGD iterates),
+``sigma2 = c/B``. Formulas (derivations: ``proofs/``; summary: ``shared/notes/nqm-theory.md``):
+
+- SGD: ``V* = lr*sigma2 / (h*(2 - rho))``, exists iff ``0 < rho < 2``.
+- heavy ball: ``V* = lr*sigma2*(1+mu) / ((1-mu)*h*(2*(1+mu) - rho))``, iff ``0 < rho < 2(1+mu)``.
+- SMA without feedback over SGD: ``R = (1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``.
+- SMA with feedback = Lookahead (``alpha = 1-beta``): ``R = alpha(1+u) / (alpha(1+u) + 2(1-alpha))``.
+- SMA without feedback over any stationary base with autocovariance ``gamma``:
+  ``Var y = (1-beta)/(1+beta) * [gamma(0) + 2 sum_{m>=1} beta^m gamma(mk)]``.
+
+Near ``rho -> 0`` and ``rho -> 2`` the differences ``1 - u`` and ``1 + u`` are formed from
+``log1p``/``expm1`` and every denominator is a sum of non-negative terms, so no cancellation occurs
+(at ``rho = 1e-8, k = 5, beta = 0.9``, ``R = 0.99999953``). No epsilon is added anywhere. A query with
+no steady state raises ``ValueError``; a divergent case never returns a finite number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nqm import _checks
+from nqm.problem import Problem
+from nqm.rules import EMA, SGD, SMA, Base, Lookahead, Momentum, Polyak, Rule
+
+
+def rho(base: Base, h: np.ndarray) -> np.ndarray:
+    """``lr*h`` after checking that the base optimizer has a steady state at every coordinate."""
+    h = _checks.array("h", h, positive=True)
+    rho = base.lr * h
+    high = 2.0 * (1.0 + base.mu) if isinstance(base, Momentum) else 2.0
+    bad = ~(rho < high)
+    if bad.any():
+        i = int(np.flatnonzero(np.atleast_1d(bad))[0])
+        at = f" at coordinate {i}" if np.ndim(h) else ""
+        bound = "2*(1+mu)" if isinstance(base, Momentum) else "2"
+        raise ValueError(
+            f"no steady state: rho = lr*h must be in (0, {bound}) = (0, {high:g}), got "
+            f"rho = {float(np.atleast_1d(rho)[i])!r}{at} (lr={base.lr!r}, h={float(np.atleast_1d(h)[i])!r})"
+        )
+    return rho
+
+
+def lag_correlation(rho: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(u, 1-u, 1+u)`` for ``u = (1-rho)**k``, each accurate to a few ulps for rho in (0, 2)."""
+    rho = np.asarray(rho, dtype=np.float64)
+    # |1 - rho| = 1 - delta with delta = min(rho, 2 - rho), so log|r| = log1p(-delta) is exact-ish.
+    log_abs_u = k * np.log1p(-np.minimum(rho, 2.0 - rho))
+    abs_u = np.exp(log_abs_u)
+    one_minus_abs = -np.expm1(log_abs_u)
+    negative = (rho > 1.0) & (k % 2 == 1)
+    u = np.where(negative, -abs_u, abs_u)
+    one_minus_u = np.where(negative, 1.0 + abs_u, one_minus_abs)
+    one_plus_u = np.where(negative, one_minus_abs, 1.0 + abs_u)
+    return u, one_minus_u, one_plus_u
+
+
+def sgd_variance(lr: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Stationary variance of SGD, ``lr*sigma2 / (h*(2 - rho))``."""
+    base = SGD(lr)
+    r = rho(base, h)
+    sigma2 = _checks.array("sigma2", sigma2, positive=False)
+    return base.lr * sigma2 / (np.asarray(h) * (2.0 - r))
+
+
+def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Stationary variance of heavy-ball momentum,
+    ``lr*sigma2*(1+mu) / ((1-mu)*h*(2(1+mu) - rho))``."""
+    base = Momentum(lr, mu)
+    r = rho(base, h)
+    sigma2 = _checks.array("sigma2", sigma2, positive=False)
+    return lr * sigma2 * (1 + mu) / ((1 - mu) * np.asarray(h) * (2 * (1 + mu) - r))
+
+
+def sma_ratio(beta: float, rho: np.ndarray, k: int) -> np.ndarray:
+    """``R = Var_SMA / Var_SGD`` for SMA without feedback over SGD,
+    ``(1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``, with both brackets formed as positive sums."""
+    beta = _checks.real("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
+    u, one_minus_u, one_plus_u = lag_correlation(rho, k)
+    numerator = (1 - beta) * np.where(u >= 0, 1 + beta * u, (1 - beta) + beta * one_plus_u)
+    return numerator / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
+
+
+def lookahead_ratio(alpha: float, rho: np.ndarray, k: int) -> np.ndarray:
+    """``R_LA = alpha(1+u) / (alpha(1+u) + 2(1-alpha))`` for Lookahead / SMA with feedback."""
+    alpha = _checks.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+    _, _, one_plus_u = lag_correlation(rho, k)
+    return alpha * one_plus_u / (alpha * one_plus_u + 2 * (1 - alpha))
+
+
+def base_variance(base: Base, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    if isinstance(base, Momentum):
+        return momentum_variance(base.lr, base.mu, h, sigma2)
+    return sgd_variance(base.lr, h, sigma2)
+
+
+def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Stationary variance of the rule's readout, shape of ``h``.
+
+    Raises ``ValueError`` where no steady state exists (including Polyak averaging, whose variance
+    falls to 0) and ``NotImplementedError`` for Lookahead over momentum, which has no closed form
+    here (``nqm.moments.stationary_variance`` solves it).
+    """
+    if isinstance(rule, SGD | Momentum):
+        return base_variance(rule, h, sigma2)
+    if isinstance(rule, Polyak):
+        raise ValueError(
+            "rule: Polyak averaging has no steady state (its variance falls like 1/n); "
+            "use polyak_variance(rule, h, sigma2, n) for the variance after n samples"
+        )
+    k, beta, feedback = _as_sma(rule)
+    v = base_variance(rule.base, h, sigma2)
+    if isinstance(rule.base, SGD):
+        r = rho(rule.base, h)
+        ratio = lookahead_ratio(1 - beta, r, k) if feedback else sma_ratio(beta, r, k)
+        return v * ratio
+    if feedback:
+        raise NotImplementedError(
+            f"no closed form for {rule.label()}; use nqm.moments.stationary_variance"
+        )
+    gamma_sum = _momentum_autocovariance_sum(rule.base, h, v, k, beta)
+    return (1 - beta) / (1 + beta) * (v + 2 * gamma_sum)
+
+
+def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
+    """Steady variance of the readout over SGD's at the same learning rate; independent of sigma2."""
+    h = np.asarray(h, dtype=np.float64)
+    return steady_variance(rule, h, np.ones_like(h)) / sgd_variance(rule.base.lr, h, np.ones_like(h))
+
+
+def steady_loss(problem: Problem, rule: Rule) -> float:
+    """Steady-state expected loss ``1/2 * sum_i h_i V_i`` (the mean has decayed to 0)."""
+    return float(0.5 * problem.h @ steady_variance(rule, problem.h, problem.sigma2))
+
+
+def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> np.ndarray:
+    """Variance of the uniform average of ``n`` consecutive stationary samples, k steps apart:
+    ``(1/n) * [gamma(0) + 2 sum_{m=1}^{n-1} (1 - m/n) gamma(mk)]``. Over SGD, ``gamma(mk) = V* u^m``
+    sums to ``(V*/n) * [(1+u)/(1-u) - 2u(1-u^n) / (n(1-u)^2)]``; its relative rounding error grows
+    like ``eps / (n*(1-u))``, small unless ``rho*k*n`` is tiny. Over momentum the sum is taken term
+    by term (O(n))."""
+    n = _checks.integer("n", n, minimum=1)
+    v = base_variance(rule.base, h, sigma2)
+    if isinstance(rule.base, SGD):
+        u, one_minus_u, _ = lag_correlation(rho(rule.base, h), rule.k)
+        u_n = np.sign(u) ** n * np.exp(n * np.log(np.abs(u)))
+        one_minus_un = np.where(u >= 0, -np.expm1(n * np.log(np.abs(u))), 1 - u_n)
+        bracket = (1 + u) / one_minus_u - 2 * u * one_minus_un / (n * one_minus_u**2)
+        return v / n * bracket
+    total = np.zeros_like(v)
+    for m, gamma in enumerate(_momentum_autocovariances(rule.base, h, v, rule.k, n - 1), start=1):
+        total += (1 - m / n) * gamma
+    return (v + 2 * total) / n
+
+
+def _as_sma(rule: SMA | EMA | Lookahead) -> tuple[int, float, bool]:
+    """``(k, beta, feedback)`` of the SMA that the rule equals."""
+    if isinstance(rule, SMA):
+        return rule.k, rule.beta, rule.feedback
+    if isinstance(rule, EMA):
+        return 1, rule.beta, False
+    if isinstance(rule, Lookahead):
+        return rule.k, 1.0 - rule.alpha, True
+    raise ValueError(f"rule must be an NQM rule, got {rule!r}")
+
+
+def _momentum_companion(base: Momentum, h: np.ndarray, variance: np.ndarray, k: int):
+    """Heavy ball is the AR(2) ``x' = phi1*x + phi2*x_prev + noise`` with ``phi1 = 1+mu-rho``,
+    ``phi2 = -mu``. Yule-Walker: ``w_l = (gamma(l+1), gamma(l))`` obeys ``w_{l+1} = C w_l``, with
+    ``w_0 = (phi1*gamma0/(1+mu), gamma0)``. Returns ``C**k`` (d, 2, 2) and ``w_0`` (d, 2)."""
+    phi1 = 1 + base.mu - rho(base, h)
+    companion = np.zeros((*phi1.shape, 2, 2))
+    companion[..., 0, 0] = phi1
+    companion[..., 0, 1] = -base.mu
+    companion[..., 1, 0] = 1.0
+    w0 = np.stack([phi1 * variance / (1 + base.mu), variance], axis=-1)
+    return np.linalg.matrix_power(companion, k), w0
+
+
+def _momentum_autocovariance_sum(base: Momentum, h, variance, k: int, beta: float) -> np.ndarray:
+    """``sum_{m>=1} beta^m gamma(mk) = [G (I-G)^{-1} w_0]_2`` with ``G = beta*C^k``."""
+    ck, w0 = _momentum_companion(base, np.atleast_1d(h), np.atleast_1d(variance), k)
+    g = beta * ck
+    z = np.linalg.solve(np.eye(2) - g, w0[..., None])
+    return (g @ z)[..., 1, 0].reshape(np.shape(variance))
+
+
+def _momentum_autocovariances(base: Momentum, h, variance, k: int, count: int):
+    """Yields ``gamma(k), gamma(2k), ..., gamma(count*k)``."""
+    ck, w = _momentum_companion(base, np.atleast_1d(h), np.atleast_1d(variance), k)
+    w = w[..., None]
+    for _ in range(count):
+        w = ck @ w
+        yield w[..., 1, 0].reshape(np.shape(variance))

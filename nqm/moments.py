@@ -1,0 +1,154 @@
+"""Exact first and second moments of every rule, at every step and in steady state.
+
+Each rule is linear in its state ``s = (x, y, v)`` and the gradient noise, so one optimizer step is
+``s <- A_t s + b_t * eps`` with ``eps ~ N(0, sigma2)``. ``A_t`` and ``b_t`` are read off the rule's own
+``step`` by applying it to basis vectors (:func:`transition`), so the propagated moments follow the same
+code as the Monte Carlo chains. Moments propagate exactly:
+``m <- A m``, ``P <- A P A^T + sigma2 * b b^T`` (shapes (d, 3) and (d, 3, 3)).
+
+The steady state of a rule with period k is that of the period map ``M = A_k ... A_1`` with noise
+``Q = sum_j (A_k ... A_{j+1}) b_j b_j^T (...)^T sigma2``, restricted to the states the rule uses, from
+``scipy.linalg.solve_discrete_lyapunov(M, Q)`` (``X = M X M^T + Q``), per coordinate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from nqm import _checks
+from nqm.problem import Problem
+from nqm.rules import STATE_NAMES, Polyak, Rule, State
+
+N_STATES = len(STATE_NAMES)
+
+
+def transition(rule: Rule, t: int, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, b)`` of optimizer step t: shapes (d, 3, 3) and (d, 3), state order (x, y, v)."""
+    h = np.atleast_1d(np.asarray(h, dtype=np.float64))
+    # Columns 0..2 probe the basis states without noise, column 3 probes unit noise from zero state.
+    probe = np.zeros((N_STATES, h.size, N_STATES + 1))
+    for i in range(N_STATES):
+        probe[i, :, i] = 1.0
+    noise = np.zeros((h.size, N_STATES + 1))
+    noise[:, N_STATES] = 1.0
+    out = np.stack(rule.step(t, State(*probe), h[:, None], noise), axis=1)  # (d, 3, 4)
+    return out[:, :, :N_STATES], out[:, :, N_STATES]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Moments after ``t`` optimizer steps: ``mean`` (d, 3), ``cov`` (d, 3, 3) over (x, y, v)."""
+
+    t: int
+    mean: np.ndarray
+    cov: np.ndarray
+
+    def readout(self, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the rule's readout, each (d,)."""
+        i = STATE_NAMES.index(rule.readout)
+        return self.mean[:, i], self.cov[:, i, i]
+
+
+def initial_moments(problem: Problem) -> Moments:
+    """``x_0 ~ N(mean0, var0)``, ``y_0 = x_0``, ``v_0 = 0``."""
+    d = problem.dim
+    mean = np.zeros((d, N_STATES))
+    mean[:, 0] = mean[:, 1] = problem.mean0
+    cov = np.zeros((d, N_STATES, N_STATES))
+    cov[:, :2, :2] = problem.var0[:, None, None]
+    return Moments(0, mean, cov)
+
+
+def iterate(problem: Problem, rule: Rule, steps: int) -> Iterator[Moments]:
+    """Yields the exact moments after 0, 1, ..., ``steps`` optimizer steps."""
+    steps = _checks.integer("steps", steps, minimum=0)
+    m = initial_moments(problem)
+    yield m
+    mean, cov, sigma2 = m.mean, m.cov, problem.sigma2[:, None, None]
+    for t in range(1, steps + 1):
+        a, b = transition(rule, t, problem.h)
+        mean = np.einsum("dij,dj->di", a, mean)
+        cov = a @ cov @ a.transpose(0, 2, 1) + sigma2 * (b[:, :, None] * b[:, None, :])
+        yield Moments(t, mean, cov)
+
+
+@dataclass(frozen=True)
+class LossCurve:
+    """Expected loss of the readout at ``steps``: ``loss = bias + variance`` with
+    ``bias = 1/2 sum h m^2`` and ``variance = 1/2 sum h V`` (units of the loss)."""
+
+    steps: np.ndarray
+    bias: np.ndarray
+    variance: np.ndarray
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.bias + self.variance
+
+
+def loss_curve(problem: Problem, rule: Rule, steps: int, record: np.ndarray | None = None) -> LossCurve:
+    """Exact expected loss of the readout after each step in ``record`` (default 0..steps)."""
+    record = _record_steps(steps, record)
+    wanted = set(record.tolist())
+    bias, variance = [], []
+    for m in iterate(problem, rule, int(record[-1])):
+        if m.t in wanted:
+            b, v = problem.expected_loss(*m.readout(rule))
+            bias.append(b)
+            variance.append(v)
+    return LossCurve(record, np.array(bias), np.array(variance))
+
+
+def period_map(rule: Rule, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, N)`` with ``s_{t+k} = M s_t + noise``, noise covariance ``sigma2 * N``, over one period
+    that ends on a sampling step; shapes (d, n, n) over ``rule.states`` only."""
+    if isinstance(rule, Polyak):
+        raise ValueError("rule: Polyak averaging has no steady state (its variance falls like 1/n)")
+    h = np.atleast_1d(np.asarray(h, dtype=np.float64))
+    m = np.broadcast_to(np.eye(N_STATES), (h.size, N_STATES, N_STATES)).copy()
+    n = np.zeros_like(m)
+    for t in range(1, rule.period + 1):
+        a, b = transition(rule, t, h)
+        m = a @ m
+        n = a @ n @ a.transpose(0, 2, 1) + b[:, :, None] * b[:, None, :]
+    idx = [STATE_NAMES.index(s) for s in rule.states]
+    return m[:, idx][:, :, idx], n[:, idx][:, :, idx]
+
+
+def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Stationary covariance over ``rule.states`` just after a sampling step, (d, n, n).
+
+    Raises ``ValueError`` when the period map has spectral radius >= 1 (no steady state)."""
+    h = np.atleast_1d(_checks.array("h", h, positive=True))
+    sigma2 = np.broadcast_to(_checks.array("sigma2", sigma2, positive=False), h.shape)
+    m, n = period_map(rule, h)
+    radius = np.abs(np.linalg.eigvals(m)).max(axis=-1)
+    if not (radius < 1).all():
+        i = int(np.flatnonzero(~(radius < 1))[0])
+        raise ValueError(
+            f"no steady state: the period-{rule.period} map of {rule.label()} has spectral radius "
+            f"{radius[i]:.6g} >= 1 at h = {float(h[i])!r} (rho = lr*h = {float(rule.base.lr * h[i])!r})"
+        )
+    return np.stack(
+        [scipy.linalg.solve_discrete_lyapunov(mi, s2 * ni) for mi, ni, s2 in zip(m, n, sigma2)]
+    )
+
+
+def stationary_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Stationary variance of the readout from the Lyapunov solve, shape (d,)."""
+    i = rule.states.index(rule.readout)
+    return stationary_covariance(rule, h, sigma2)[:, i, i]
+
+
+def _record_steps(steps: int, record: np.ndarray | None) -> np.ndarray:
+    steps = _checks.integer("steps", steps, minimum=0)
+    if record is None:
+        return np.arange(steps + 1)
+    record = np.unique(np.asarray(record, dtype=np.int64))
+    if record.size == 0 or record[0] < 0 or record[-1] > steps:
+        raise ValueError(f"record must hold step numbers in [0, {steps}], got {record!r}")
+    return record
