@@ -50,3 +50,30 @@ def array(name: str, values: object, *, positive: bool) -> np.ndarray:
         allowed = "finite and > 0" if positive else "finite and >= 0"
         raise ValueError(f"{where} must be {allowed}, got {flat[i]!r}")
     return arr
+
+
+def interval_array(name: str, values: object, allowed: str, *, low: float, high: float,
+                   low_open: bool = True, high_open: bool = True) -> np.ndarray:
+    """``values`` (scalar or array) as float64, every entry inside the interval; else raise naming
+    the first offending entry."""
+    arr = np.asarray(values, dtype=np.float64)
+    flat = np.atleast_1d(arr)
+    with np.errstate(invalid="ignore"):
+        ok = (flat > low if low_open else flat >= low) & (flat < high if high_open else flat <= high)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        where = f"{name}[{i}]" if flat.size > 1 else name
+        raise ValueError(f"{where} must be in {allowed}, got {float(flat[i])!r}")
+    return arr
+
+
+def integer_array(name: str, values: object, *, minimum: int) -> np.ndarray:
+    """``values`` (scalar or array) as int64, every entry an integer >= minimum; else raise."""
+    arr = np.asarray(values)
+    flat = np.atleast_1d(arr).astype(np.float64)
+    ok = np.isfinite(flat) & (flat == np.round(flat)) & (flat >= minimum)
+    if arr.dtype == bool or not ok.all():
+        i = 0 if arr.dtype == bool else int(np.flatnonzero(~ok)[0])
+        where = f"{name}[{i}]" if flat.size > 1 else name
+        raise ValueError(f"{where} must be an integer >= {minimum}, got {np.atleast_1d(arr)[i].item()!r}")
+    return arr.astype(np.int64)

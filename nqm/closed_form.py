@@ -42,11 +42,14 @@ def rho(base: Base, h: np.ndarray) -> np.ndarray:
     return rho
 
 
-def lag_correlation(rho: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(u, 1-u, 1+u)`` for ``u = (1-rho)**k``, each accurate to a few ulps for rho in (0, 2)."""
-    rho = np.asarray(rho, dtype=np.float64)
+def lag_correlation(rho: np.ndarray, k: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(u, 1-u, 1+u)`` for ``u = (1-rho)**k``, each accurate to a few ulps for rho in (0, 2);
+    rho and k broadcast."""
+    rho = _checks.interval_array("rho", rho, "(0, 2)", low=0, high=2)
+    k = _checks.integer_array("k", k, minimum=1)
     # |1 - rho| = 1 - delta with delta = min(rho, 2 - rho), so log|r| = log1p(-delta) is exact-ish.
-    log_abs_u = k * np.log1p(-np.minimum(rho, 2.0 - rho))
+    with np.errstate(divide="ignore"):  # rho = 1 gives log 0 = -inf and u = 0, as it should
+        log_abs_u = k * np.log1p(-np.minimum(rho, 2.0 - rho))
     abs_u = np.exp(log_abs_u)
     one_minus_abs = -np.expm1(log_abs_u)
     negative = (rho > 1.0) & (k % 2 == 1)
@@ -73,18 +76,20 @@ def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -
     return lr * sigma2 * (1 + mu) / ((1 - mu) * np.asarray(h) * (2 * (1 + mu) - r))
 
 
-def sma_ratio(beta: float, rho: np.ndarray, k: int) -> np.ndarray:
+def sma_ratio(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
     """``R = Var_SMA / Var_SGD`` for SMA without feedback over SGD,
-    ``(1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``, with both brackets formed as positive sums."""
-    beta = _checks.real("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
+    ``(1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``, with both brackets formed as positive sums;
+    beta, rho and k broadcast."""
+    beta = _checks.interval_array("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
     u, one_minus_u, one_plus_u = lag_correlation(rho, k)
     numerator = (1 - beta) * np.where(u >= 0, 1 + beta * u, (1 - beta) + beta * one_plus_u)
     return numerator / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
 
 
-def lookahead_ratio(alpha: float, rho: np.ndarray, k: int) -> np.ndarray:
-    """``R_LA = alpha(1+u) / (alpha(1+u) + 2(1-alpha))`` for Lookahead / SMA with feedback."""
-    alpha = _checks.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+def lookahead_ratio(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
+    """``R_LA = alpha(1+u) / (alpha(1+u) + 2(1-alpha))`` for Lookahead / SMA with feedback;
+    alpha, rho and k broadcast."""
+    alpha = _checks.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
     _, _, one_plus_u = lag_correlation(rho, k)
     return alpha * one_plus_u / (alpha * one_plus_u + 2 * (1 - alpha))
 

@@ -1,0 +1,500 @@
+"""The claims that ``nqm verify`` checks, as data: each returns a :class:`Claim` with its evidence.
+
+Nothing here prints or writes files; :mod:`nqm.report` and :mod:`nqm.cli` sit on top.
+
+1. SMA's and Lookahead's steady-state variance is below SGD's wherever both exist (random sample of
+   (rho, beta, k, alpha) and the standard NQM), with the size of the reduction.
+2. The closed forms equal the Lyapunov solution of each rule's period-k system (and Polyak's finite-n
+   formula equals the exact moments).
+3. Monte Carlo agrees with the exact moments within its confidence interval at every step.
+4. The limits, bounds and counterexamples of the theory notes: bounds on R, no monotonicity in k for
+   rho > 1, no order between SMA and Lookahead, SMA worse than SGD before steady state, divergent
+   cases raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.stats
+
+from nqm import closed_form, moments, montecarlo
+from nqm.problem import Problem, standard
+from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
+
+# Family-wise false-alarm rate of the Monte Carlo claim: with a fixed seed the run is deterministic,
+# and a correct engine fails it with probability 1e-3 over seeds.
+FAMILY_ALPHA = 1e-3
+LYAPUNOV_RTOL = 1e-9
+EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run; ``quick`` fits in seconds, the default in under a minute on 2 cores."""
+
+    seed: int = 0
+    quick: bool = False
+
+    @property
+    def random_points(self) -> int:
+        return 20_000 if self.quick else 200_000
+
+    @property
+    def lyapunov_points(self) -> int:
+        return 40 if self.quick else 300
+
+    @property
+    def curve_dim(self) -> int:
+        return 1_000 if self.quick else 10_000
+
+    @property
+    def curve_steps(self) -> int:
+        return 200 if self.quick else 1_000
+
+    @property
+    def curve_chains(self) -> int:
+        return 16 if self.quick else 32
+
+    @property
+    def small_chains(self) -> int:
+        return 4_000 if self.quick else 20_000
+
+
+@dataclass
+class Claim:
+    """One checked statement: ``holds`` is the verdict, ``evidence`` a one-line summary,
+    ``details`` the numbers behind it (JSON-serialisable)."""
+
+    key: str
+    statement: str
+    holds: bool
+    evidence: str
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Exact and Monte Carlo loss of each rule's readout on the standard NQM (for the plot)."""
+
+    problem_label: str
+    labels: list[str]
+    exact: list[moments.LossCurve]
+    sampled: list[montecarlo.MonteCarlo]
+
+
+def random_domain(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """A broad sample of the valid domain: rho uniform on (0, 2) mixed with log-uniform draws that
+    crowd both ends (down to 1e-8 and 2 - 1e-8), beta in (0, 1) likewise, k log-uniform on 1..1000."""
+    third = n // 3
+
+    def crowded(low_log: float) -> np.ndarray:
+        gap = 10.0 ** rng.uniform(low_log, 0, n)
+        pick = rng.integers(0, 3, n)
+        return np.where(pick == 0, rng.uniform(0, 1, n), np.where(pick == 1, gap, 1 - gap))
+
+    rho = 2 * crowded(-8.3)
+    rho = np.clip(rho, 1e-9, 2 - 1e-9)
+    beta = np.clip(crowded(-6), 1e-7, 1 - 1e-7)
+    k = np.floor(10.0 ** rng.uniform(0, 3, n)).astype(np.int64)
+    k[:third] = rng.integers(1, 11, third)
+    alpha = np.clip(1 - crowded(-6), 1e-7, 1 - 1e-7)
+    return {"rho": rho, "beta": beta, "k": k, "alpha": alpha}
+
+
+def _crowded(rng: np.random.Generator, n: int, low: float, high: float, tiny: float) -> np.ndarray:
+    """Uniform on (low, high) for a third of the draws; the rest log-uniformly close to either end,
+    down to a gap of ``tiny``."""
+    gap = (high - low) * 10.0 ** rng.uniform(np.log10(tiny / (high - low)), 0, n)
+    pick = rng.integers(0, 3, n)
+    return np.where(pick == 0, rng.uniform(low, high, n), np.where(pick == 1, low + gap, high - gap))
+
+
+def random_domain(rng: np.random.Generator, n: int, tiny: float = 1e-8) -> dict[str, np.ndarray]:
+    """A broad sample of the valid domain: rho in (0, 2), beta in (0, 1), alpha in (0, 1), each
+    crowding its ends down to ``tiny``; k log-uniform on 1..1000 with a third on 1..10."""
+    k = np.floor(10.0 ** rng.uniform(0, 3, n)).astype(np.int64)
+    k[: n // 3] = rng.integers(1, 11, n // 3)
+    return {
+        "rho": _crowded(rng, n, 0.0, 2.0, tiny),
+        "beta": _crowded(rng, n, 0.0, 1.0, tiny),
+        "alpha": _crowded(rng, n, 0.0, 1.0, tiny),
+        "k": k,
+    }
+
+
+def _spread(values: np.ndarray) -> dict[str, float]:
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+    }
+
+
+def claim_variance_reduction(settings: Settings) -> Claim:
+    n = settings.random_points
+    dom = random_domain(np.random.default_rng([settings.seed, 1]), n)
+    r_sma = closed_form.sma_ratio(dom["beta"], dom["rho"], dom["k"])
+    r_la = closed_form.lookahead_ratio(dom["alpha"], dom["rho"], dom["k"])
+    holds = bool(((r_sma > 0) & (r_sma < 1)).all() and ((r_la > 0) & (r_la < 1)).all())
+    worst = int(np.argmax(r_sma))
+    return Claim(
+        key="variance-reduction",
+        statement="SMA's and Lookahead's steady-state variance is below SGD's wherever both exist",
+        holds=holds,
+        evidence=(
+            f"{n} random (rho, beta, k, alpha): 0 < R_SMA < 1 with 1 - R >= {1 - r_sma.max():.2g} "
+            f"(median R {np.median(r_sma):.3g}), 0 < R_LA < 1 with 1 - R >= {1 - r_la.max():.2g} "
+            f"(median {np.median(r_la):.3g}); R -> 1 only as rho*k -> 0 or beta -> 0"
+        ),
+        details={
+            "points": n,
+            "R_sma": _spread(r_sma),
+            "R_lookahead": _spread(r_la),
+            "variance_reduction_sma": _spread(1 - r_sma),
+            "fraction_halved_sma": float((r_sma < 0.5).mean()),
+            "worst_sma": {key: float(dom[key][worst]) for key in ("rho", "beta", "k")},
+        },
+    )
+
+
+STANDARD_LRS = (0.1, 0.5, 1.0, 1.9)
+
+
+def standard_rules(lr: float) -> list[Rule]:
+    base = SGD(lr)
+    return [EMA(base, 0.9), SMA(base, 5, 0.9), SMA(base, 10, 0.9), SMA(base, 5, 0.99),
+            Lookahead(base, 5, 0.5)]
+
+
+def claim_standard_nqm(settings: Settings) -> Claim:
+    problem = standard(10_000)
+    rows, ratios = [], []
+    for lr in STANDARD_LRS:
+        sgd = closed_form.steady_loss(problem, SGD(lr))
+        for rule in standard_rules(lr):
+            loss = closed_form.steady_loss(problem, rule)
+            rows.append({"lr": lr, "rule": rule.label(), "loss": loss, "sgd_loss": sgd,
+                         "ratio": loss / sgd})
+            ratios.append(loss / sgd)
+    ratios = np.array(ratios)
+    return Claim(
+        key="standard-nqm",
+        statement="On the standard NQM (d = 10^4, h_i = c_i = 1/i) every averaging rule's "
+        "steady-state loss is below SGD's",
+        holds=bool(((ratios > 0) & (ratios < 1)).all()),
+        evidence=(
+            f"L*/L*_SGD from {ratios.min():.4f} to {ratios.max():.4f} over lr in "
+            f"{list(STANDARD_LRS)} x {len(standard_rules(1.0))} rules (EMA, SMA, Lookahead)"
+        ),
+        details={"rows": rows},
+    )
+
+
+def _lyapunov_families(rng: np.random.Generator) -> list[Rule]:
+    """One rule of each family with random hyperparameters (lr = 1 so that rho = h)."""
+    k = int(np.floor(10.0 ** rng.uniform(0, 1.8)))
+    beta, alpha, mu = rng.uniform(0.01, 0.99, 3)
+    sgd, heavy = SGD(1.0), Momentum(1.0, mu)
+    return [sgd, heavy, SMA(sgd, k, beta), SMA(sgd, k, beta, feedback=True),
+            Lookahead(sgd, k, alpha), EMA(sgd, beta), SMA(heavy, k, beta)]
+
+
+def claim_closed_form_equals_lyapunov(settings: Settings) -> Claim:
+    rng = np.random.default_rng([settings.seed, 2])
+    per_rule = 25
+    worst, count = 0.0, 0
+    worst_case: dict = {}
+    for _ in range(max(1, settings.lyapunov_points // per_rule)):
+        for rule in _lyapunov_families(rng):
+            high = 2 * (1 + rule.base.mu) if isinstance(rule.base, Momentum) else 2.0
+            h = _crowded(rng, per_rule, 0.0, high, 1e-3)  # lr = 1, so h is rho
+            sigma2 = rng.uniform(0.1, 10.0, per_rule)
+            exact = moments.stationary_variance(rule, h, sigma2)
+            closed = closed_form.steady_variance(rule, h, sigma2)
+            err = np.abs(closed - exact) / np.abs(exact)
+            count += per_rule
+            if err.max() >= worst:
+                i = int(np.argmax(err))
+                worst = float(err.max())
+                worst_case = {"rule": rule.label(), "rho": float(h[i]), "rel_error": worst}
+    polyak_err = _polyak_against_moments(rng)
+    holds = worst < LYAPUNOV_RTOL and polyak_err < LYAPUNOV_RTOL
+    return Claim(
+        key="closed-form-equals-lyapunov",
+        statement="Closed forms equal the Lyapunov solution of each rule's period-k system",
+        holds=holds,
+        evidence=(
+            f"{count} (rule, rho) cases over SGD, momentum, SMA +/- feedback, Lookahead, EMA, "
+            f"SMA over momentum: max rel. error {worst:.2g}; Polyak finite-n vs exact moments "
+            f"{polyak_err:.2g} (tolerance {LYAPUNOV_RTOL:g})"
+        ),
+        details={"cases": count, "max_rel_error": worst, "worst": worst_case,
+                 "polyak_max_rel_error": polyak_err},
+    )
+
+
+def _polyak_against_moments(rng: np.random.Generator) -> float:
+    """Uniform average of n samples started from SGD's stationary law, exact moments vs formula."""
+    worst = 0.0
+    for k, n in ((1, 10), (3, 7), (2, 40)):
+        rho = _crowded(rng, 20, 0.0, 2.0, 1e-3)
+        rule = Polyak(SGD(1.0), k)
+        v_star = closed_form.sgd_variance(1.0, rho, 1.0)
+        problem = Problem(h=rho, c=1.0, var0=v_star)
+        *_, last = moments.iterate(problem, rule, k * n)
+        exact = last.readout(rule)[1]
+        formula = closed_form.polyak_variance(rule, rho, 1.0, n)
+        worst = max(worst, float(np.max(np.abs(formula - exact) / exact)))
+    return worst
+
+
+def small_problem() -> Problem:
+    """Four coordinates spanning slow, fast and oscillating directions (rho = lr*h)."""
+    return Problem(h=[0.02, 0.5, 1.0, 1.6], c=[1.0, 0.5, 2.0, 1.0], mean0=1.0, var0=0.5)
+
+
+def small_rules() -> list[Rule]:
+    sgd, heavy = SGD(1.0), Momentum(0.5, 0.5)
+    return [sgd, heavy, SMA(sgd, 3, 0.8), SMA(sgd, 3, 0.8, feedback=True), Lookahead(sgd, 4, 0.5),
+            EMA(sgd, 0.9), Polyak(sgd, 2), SMA(heavy, 3, 0.7)]
+
+
+def curve_rules() -> list[Rule]:
+    """The rules of the loss-versus-step plot on the standard NQM."""
+    sgd = SGD(0.5)
+    return [sgd, SMA(sgd, 5, 0.9), Lookahead(sgd, 5, 0.5)]
+
+
+def log_steps(steps: int, count: int = 60) -> np.ndarray:
+    return np.unique(np.round(np.geomspace(1, steps, count)).astype(np.int64).tolist() + [0])
+
+
+def standard_curves(settings: Settings) -> Curves:
+    problem = standard(settings.curve_dim)
+    record = log_steps(settings.curve_steps)
+    rules = curve_rules()
+    exact = [moments.loss_curve(problem, r, settings.curve_steps, record) for r in rules]
+    sampled = [
+        montecarlo.simulate(problem, r, settings.curve_steps, settings.curve_chains,
+                            seed=settings.seed + i, record=record, per_coordinate=False)
+        for i, r in enumerate(rules)
+    ]
+    return Curves(f"standard NQM, d = {settings.curve_dim}", [r.label() for r in rules], exact,
+                  sampled)
+
+
+def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
+    problem, steps = small_problem(), 60
+    z_all: list[np.ndarray] = []
+    per_rule = {}
+    for i, rule in enumerate(small_rules()):
+        mc = montecarlo.simulate(problem, rule, steps, settings.small_chains,
+                                 seed=settings.seed * 1000 + i)
+        exact = [m.readout(rule) for m in moments.iterate(problem, rule, steps)]
+        mean = np.array([e[0] for e in exact])
+        var = np.array([e[1] for e in exact])
+        z = np.concatenate([((mc.mean - mean) / mc.mean_se).ravel(),
+                            ((mc.var - var) / mc.var_se).ravel()])
+        per_rule[rule.label()] = float(np.abs(z).max())
+        z_all.append(z)
+    for label, exact, mc in zip(curves.labels, curves.exact, curves.sampled):
+        z = (mc.loss - exact.loss) / mc.loss_se
+        per_rule[f"{label} on the {curves.problem_label} (loss)"] = float(np.abs(z).max())
+        z_all.append(z)
+    z = np.concatenate(z_all)
+    threshold = float(scipy.stats.norm.isf(FAMILY_ALPHA / (2 * z.size)))
+    max_z = float(np.abs(z).max())
+    return Claim(
+        key="monte-carlo-agrees",
+        statement="Monte Carlo agrees with the exact moments within its confidence interval, "
+        "transients included",
+        holds=max_z < threshold,
+        evidence=(
+            f"{z.size} estimates (mean and variance of 8 rules at every step of 60, loss of "
+            f"{len(curves.labels)} rules on the {curves.problem_label}): max |z| = {max_z:.2f} < "
+            f"{threshold:.2f} (family-wise {FAMILY_ALPHA:g}); z mean {z.mean():+.3f}, sd {z.std():.3f}"
+        ),
+        details={"estimates": int(z.size), "max_abs_z": max_z, "threshold": threshold,
+                 "z_mean": float(z.mean()), "z_sd": float(z.std()), "max_abs_z_by_case": per_rule},
+    )
+
+
+def claim_bounds_and_limits(settings: Settings) -> Claim:
+    dom = random_domain(np.random.default_rng([settings.seed, 3]), settings.random_points)
+    beta, rho, k, alpha = dom["beta"], dom["rho"], dom["k"], dom["alpha"]
+    r = closed_form.sma_ratio(beta, rho, k)
+    iid = (1 - beta) / (1 + beta)
+    checks = {
+        "((1-beta)/(1+beta))^2 < R": bool((iid**2 < r).all()),
+        "R = (1-beta)/(1+beta) at rho = 1": bool(
+            np.allclose(closed_form.sma_ratio(beta, 1.0, k), iid, rtol=1e-13, atol=0)),
+        "R = 1 at beta = 0": bool((closed_form.sma_ratio(0.0, rho, k) == 1.0).all()),
+        # 1 - R = 2 beta (1-u) / ((1+beta)(1-beta u)) <= 2 beta k rho / (1 - beta^2) for rho <= 1
+        "R -> 1 as rho -> 0 (rho = 1e-12: R < 1, 1 - R <= 2 beta k rho / (1 - beta^2))": bool(
+            (closed_form.sma_ratio(beta, 1e-12, k) < 1).all()
+            and (1 - closed_form.sma_ratio(beta, 1e-12, k)
+                 <= 2 * beta * k * 1e-12 / (1 - beta**2) + 4 * EPS).all()),
+        "R -> 0 as beta -> 1 (beta = 1 - 1e-9: R < 1e-6 where |u| < 0.99)": bool(
+            (closed_form.sma_ratio(1 - 1e-9, rho, k)[
+                np.abs(closed_form.lag_correlation(rho, k)[0]) < 0.99] < 1e-6).all()),
+        # alpha >= 1e-6 so that rounding 1 - alpha costs at most eps/alpha relative
+        "R_LA = R_SMA(beta = 1 - alpha) at rho = 1": bool(np.allclose(
+            closed_form.lookahead_ratio(alpha[alpha >= 1e-6], 1.0, k[alpha >= 1e-6]),
+            closed_form.sma_ratio(1 - alpha[alpha >= 1e-6], 1.0, k[alpha >= 1e-6]),
+            rtol=1e-9, atol=0)),
+        "R_LA = 1 at alpha = 1": bool((closed_form.lookahead_ratio(1.0, rho, k) == 1.0).all()),
+        "R non-increasing in beta (to rounding)": bool(
+            (closed_form.sma_ratio(np.minimum(beta * 1.01, 1 - 1e-9), rho, k)
+             <= r * (1 + 4 * EPS)).all()),
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    return Claim(
+        key="bounds-and-limits",
+        statement="Bounds and limits of R hold: ((1-beta)/(1+beta))^2 < R < 1, equality cases and "
+        "limits of the notes",
+        holds=not failed,
+        evidence=f"{len(checks) - len(failed)}/{len(checks)} hold on {beta.size} random points"
+        + (f"; failed: {', '.join(failed)}" if failed else ""),
+        details=checks,
+    )
+
+
+def claim_not_monotone_in_k(settings: Settings) -> Claim:
+    ks = np.array([1, 2, 3, 5, 10])
+    r = closed_form.sma_ratio(0.5, 1.9, ks)
+    # Where rho <= 1, u = (1-rho)^k >= 0 falls with k, and so does R: check k -> k+1 on a sample.
+    dom = random_domain(np.random.default_rng([settings.seed, 4]), settings.random_points)
+    flat = dom["rho"] <= 1
+    rho, beta, k = dom["rho"][flat], dom["beta"][flat], dom["k"][flat]
+    nonincreasing = bool((closed_form.sma_ratio(beta, rho, k + 1)
+                          <= closed_form.sma_ratio(beta, rho, k)).all())
+    not_monotone = bool(np.any(np.diff(r) > 0) and np.any(np.diff(r) < 0))
+    values = ", ".join(f"{v:.5f}" for v in r)
+    return Claim(
+        key="not-monotone-in-k",
+        statement="R is non-increasing in k for rho <= 1 but not monotone in k for rho > 1",
+        holds=not_monotone and nonincreasing,
+        evidence=f"rho = 1.9, beta = 0.5, k = {ks.tolist()}: R = {values}; "
+        f"R(k+1) <= R(k) at all {rho.size} sampled points with rho <= 1",
+        details={"k": ks.tolist(), "R": r.tolist(), "nonincreasing_for_rho_le_1": nonincreasing},
+    )
+
+
+def claim_no_order(settings: Settings) -> Claim:
+    points = [(0.1, 5, 0.5), (1.5, 5, 0.8)]
+    rows = [{"rho": rho, "k": k, "alpha": a,
+             "R_sma": float(closed_form.sma_ratio(1 - a, rho, k)),
+             "R_lookahead": float(closed_form.lookahead_ratio(a, rho, k))} for rho, k, a in points]
+    dom = random_domain(np.random.default_rng([settings.seed, 5]), settings.random_points)
+    la_lower = float((closed_form.lookahead_ratio(dom["alpha"], dom["rho"], dom["k"])
+                      < closed_form.sma_ratio(1 - dom["alpha"], dom["rho"], dom["k"])).mean())
+    first, second = rows
+    return Claim(
+        key="no-order-sma-lookahead",
+        statement="Neither SMA nor Lookahead (alpha = 1 - beta) has the lower variance everywhere",
+        holds=first["R_lookahead"] < first["R_sma"] and second["R_sma"] < second["R_lookahead"],
+        evidence=(
+            f"rho=0.1, k=5, alpha=0.5: R_LA {first['R_lookahead']:.5f} < R_SMA {first['R_sma']:.5f}; "
+            f"rho=1.5, k=5, alpha=0.8: R_SMA {second['R_sma']:.5f} < R_LA "
+            f"{second['R_lookahead']:.5f}; Lookahead lower at {100 * la_lower:.1f}% of random points"
+        ),
+        details={"points": rows, "fraction_lookahead_lower": la_lower},
+    )
+
+
+def claim_transient(settings: Settings) -> Claim:
+    """The two cases of the notes (section 7), by exact moments."""
+    variance_case = Problem(h=1.0, c=0.01, mean0=0.0, var0=1.0)
+    ema, sgd = EMA(SGD(0.5), 0.9), SGD(0.5)
+    traj = list(moments.iterate(variance_case, ema, 20))
+    var_y = float(traj[5].readout(ema)[1][0])
+    var_x = float(traj[5].readout(sgd)[1][0])
+    steady_y = float(closed_form.steady_variance(ema, 1.0, 0.01))
+    steady_x = float(closed_form.steady_variance(sgd, 1.0, 0.01))
+
+    loss_case = Problem(h=1.0, c=1.0, mean0=3.0, var0=0.0)
+    sma, sgd2 = SMA(SGD(0.2), 5, 0.8), SGD(0.2)
+    at = np.array([5, 50])
+    loss_y = moments.loss_curve(loss_case, sma, 50, at).loss
+    loss_x = moments.loss_curve(loss_case, sgd2, 50, at).loss
+    steady_loss_y = closed_form.steady_loss(loss_case, sma)
+    steady_loss_x = closed_form.steady_loss(loss_case, sgd2)
+    holds = (var_y > var_x and steady_y < steady_x and bool((loss_y > loss_x).all())
+             and steady_loss_y < steady_loss_x)
+    return Claim(
+        key="transient-worse",
+        statement="Before steady state SMA's variance and loss can exceed SGD's (the claim is "
+        "about steady state only)",
+        holds=holds,
+        evidence=(
+            f"EMA (a=0.5, beta=0.9) at t=5: Var y {var_y:.5f} > Var x {var_x:.5f} (steady: "
+            f"{steady_y:.3g} < {steady_x:.3g}); SMA (a=0.2, k=5, beta=0.8, x0=3) at t=5, 50: "
+            f"E L(y) {loss_y[0]:.4f}, {loss_y[1]:.4f} > E L(x) {loss_x[0]:.4f}, {loss_x[1]:.4f} "
+            f"(steady: {steady_loss_y:.4f} < {steady_loss_x:.4f})"
+        ),
+        details={"var_y_t5": var_y, "var_x_t5": var_x, "loss_y": loss_y.tolist(),
+                 "loss_x": loss_x.tolist(), "steady_loss_y": steady_loss_y,
+                 "steady_loss_x": steady_loss_x},
+    )
+
+
+def claim_divergence_raises(settings: Settings) -> Claim:
+    """Questions with no answer raise ValueError in both steady-state engines."""
+    one = np.array([1.0])
+    queries = {
+        "SGD rho = 2": lambda: closed_form.steady_variance(SGD(2.0), one, one),
+        "SGD rho = 2.5 (Lyapunov)": lambda: moments.stationary_variance(SGD(2.5), one, one),
+        "SMA rho = 3 (closed form)": lambda: closed_form.steady_variance(SMA(SGD(3.0), 2, 0.5),
+                                                                        one, one),
+        "SMA rho = 3 (Lyapunov)": lambda: moments.stationary_variance(SMA(SGD(3.0), 2, 0.5),
+                                                                      one, one),
+        "momentum rho = 2(1+mu)": lambda: closed_form.steady_variance(Momentum(3.0, 0.5),
+                                                                      one, one),
+        "momentum rho > 2(1+mu) (Lyapunov)": lambda: moments.stationary_variance(
+            Momentum(3.5, 0.5), one, one),
+        "beta = 1": lambda: SMA(SGD(0.5), 2, 1.0),
+        "beta < 0": lambda: SMA(SGD(0.5), 2, -0.1),
+        "k = 0": lambda: SMA(SGD(0.5), 0, 0.5),
+        "alpha = 0": lambda: Lookahead(SGD(0.5), 2, 0.0),
+        "Polyak steady state": lambda: closed_form.steady_variance(Polyak(SGD(0.5)), one, one),
+        "h = NaN": lambda: closed_form.steady_variance(SGD(0.5), np.array([np.nan]), one),
+        "h = 0": lambda: closed_form.steady_variance(SGD(0.5), np.array([0.0]), one),
+        "negative noise": lambda: closed_form.steady_variance(SGD(0.5), one, -one),
+    }
+    outcome = {}
+    for name, query in queries.items():
+        try:
+            result = query()
+        except ValueError as err:
+            outcome[name] = f"ValueError: {err}"
+        else:
+            outcome[name] = f"returned {result!r}"
+    failed = [name for name, text in outcome.items() if not text.startswith("ValueError")]
+    return Claim(
+        key="divergence-raises",
+        statement="A question with no answer (no steady state, invalid hyperparameter) raises; "
+        "never a finite number",
+        holds=not failed,
+        evidence=f"{len(queries) - len(failed)}/{len(queries)} invalid queries raise ValueError"
+        + (f"; returned a value: {', '.join(failed)}" if failed else ""),
+        details=outcome,
+    )
+
+
+def run(settings: Settings) -> tuple[list[Claim], Curves]:
+    """Every claim, in the order of the report, and the loss curves of the plot."""
+    curves = standard_curves(settings)
+    claims = [
+        claim_variance_reduction(settings),
+        claim_standard_nqm(settings),
+        claim_closed_form_equals_lyapunov(settings),
+        claim_monte_carlo(settings, curves),
+        claim_bounds_and_limits(settings),
+        claim_not_monotone_in_k(settings),
+        claim_no_order(settings),
+        claim_transient(settings),
+        claim_divergence_raises(settings),
+    ]
+    return claims, curves
