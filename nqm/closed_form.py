@@ -94,6 +94,21 @@ def lookahead_ratio(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | 
     return alpha * one_plus_u / (alpha * one_plus_u + 2 * (1 - alpha))
 
 
+def sma_reduction(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
+    """``1 - R`` for SMA without feedback, ``2 beta (1-u) / ((1+beta)(1-beta*u))``, formed without
+    subtracting from 1 so that it stays accurate (and > 0) where R rounds to 1."""
+    beta = _checks.interval_array("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
+    _, one_minus_u, _ = lag_correlation(rho, k)
+    return 2 * beta * one_minus_u / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
+
+
+def lookahead_reduction(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
+    """``1 - R_LA = 2(1-alpha) / (alpha(1+u) + 2(1-alpha))``, accurate where R_LA rounds to 1."""
+    alpha = _checks.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+    _, _, one_plus_u = lag_correlation(rho, k)
+    return 2 * (1 - alpha) / (alpha * one_plus_u + 2 * (1 - alpha))
+
+
 def base_variance(base: Base, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
     if isinstance(base, Momentum):
         return momentum_variance(base.lr, base.mu, h, sigma2)
