@@ -48,7 +48,7 @@ def array(name: str, values: object, *, positive: bool) -> np.ndarray:
         i = int(np.flatnonzero(~ok)[0])
         where = f"{name}[{i}]" if flat.size > 1 else name
         allowed = "finite and > 0" if positive else "finite and >= 0"
-        raise ValueError(f"{where} must be {allowed}, got {flat[i]!r}")
+        raise ValueError(f"{where} must be {allowed}, got {float(flat[i])!r}")
     return arr
 
 

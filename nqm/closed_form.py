@@ -33,10 +33,10 @@ def rho(base: Base, h: np.ndarray) -> np.ndarray:
     bad = ~(rho < high)
     if bad.any():
         i = int(np.flatnonzero(np.atleast_1d(bad))[0])
-        at = f" at coordinate {i}" if np.ndim(h) else ""
-        bound = "2*(1+mu)" if isinstance(base, Momentum) else "2"
+        at = f" at coordinate {i}" if np.size(h) > 1 else ""
+        bound = f"2*(1+mu)) = (0, {high:g}" if isinstance(base, Momentum) else "2"
         raise ValueError(
-            f"no steady state: rho = lr*h must be in (0, {bound}) = (0, {high:g}), got "
+            f"no steady state: rho = lr*h must be in (0, {bound}), got "
             f"rho = {float(np.atleast_1d(rho)[i])!r}{at} (lr={base.lr!r}, h={float(np.atleast_1d(h)[i])!r})"
         )
     return rho

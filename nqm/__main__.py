@@ -1,0 +1,5 @@
+import sys
+
+from nqm.cli import main
+
+sys.exit(main())

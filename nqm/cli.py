@@ -1,0 +1,256 @@
+"""``nqm``: check the variance claims on the noisy quadratic model from the command line.
+
+    nqm verify [--quick] [--out DIR] [--seed N]
+    nqm steady --rule RULE --lr A --h H [--c C] [--batch B] [--k K] [--beta B] [--feedback]
+               [--alpha A] [--mu MU] [--window N] [--json]
+    nqm simulate --rule RULE --lr A [rule flags] [--dim D] [--steps T] [--chains M] [--seed S] [--json]
+
+Bad input prints one line on stderr naming the flag, the value and what is allowed, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nqm import closed_form, moments, montecarlo, verify
+from nqm.problem import Problem, standard
+from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
+
+RULES = ("sgd", "momentum", "sma", "lookahead", "ema", "polyak")
+FLAG_NAMES = ("lr", "h", "c", "batch", "k", "beta", "alpha", "mu", "window", "dim", "steps",
+              "chains", "seed", "points", "n")
+FLAG_OF = {"n": "window"}
+
+
+class UsageError(Exception):
+    """Bad command-line input; its message is the one line the user sees."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nqm", description="Variance of SGD, momentum and averaging (SMA, EMA, "
+                     "Lookahead, Polyak) on the noisy quadratic model.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("verify", help="check every claim; exit 0 only if all hold")
+    run.add_argument("--quick", action="store_true", help="smaller samples (seconds)")
+    run.add_argument("--out", type=Path, default=Path("nqm-report"),
+                     help="folder for report.md, claims.json and plots (default: nqm-report)")
+    run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+
+    rule_flags = _Parser(add_help=False)
+    rule_flags.add_argument("--rule", choices=RULES, required=True)
+    rule_flags.add_argument("--lr", type=float, required=True, help="learning rate a > 0")
+    rule_flags.add_argument("--k", type=int, default=5, help="sample every k steps (default 5)")
+    rule_flags.add_argument("--beta", type=float, default=0.9,
+                            help="SMA/EMA: avg <- beta*avg + (1-beta)*x, beta in [0, 1) (0.9)")
+    rule_flags.add_argument("--feedback", action="store_true",
+                            help="SMA: reset the fast weights to the average after each sample")
+    rule_flags.add_argument("--alpha", type=float, default=0.5,
+                            help="Lookahead step, alpha in (0, 1] (default 0.5)")
+    rule_flags.add_argument("--mu", type=float, default=None,
+                            help="heavy-ball momentum in (-1, 1); with an averaging rule it "
+                            "becomes the base optimizer (required for --rule momentum)")
+    rule_flags.add_argument("--batch", type=int, default=1, help="batch size B (default 1)")
+    rule_flags.add_argument("--json", action="store_true", help="print JSON")
+
+    steady = commands.add_parser("steady", parents=[rule_flags],
+                                 help="steady-state variance of one coordinate versus SGD")
+    steady.add_argument("--h", type=float, required=True, help="curvature h > 0")
+    steady.add_argument("--c", type=float, default=1.0,
+                        help="gradient-noise variance of one example (default 1)")
+    steady.add_argument("--window", type=int, default=100,
+                        help="Polyak: number of stationary samples averaged (default 100)")
+
+    sim = commands.add_parser("simulate", parents=[rule_flags],
+                              help="exact versus Monte Carlo loss over time on the standard NQM")
+    sim.add_argument("--dim", type=int, default=1000, help="d of the standard NQM (default 1000)")
+    sim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    sim.add_argument("--chains", type=int, default=100, help="Monte Carlo chains (default 100)")
+    sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sim.add_argument("--points", type=int, default=20,
+                     help="log-spaced steps reported (default 20)")
+    return parser
+
+
+def make_rule(args: argparse.Namespace) -> Rule:
+    if args.rule == "sgd":
+        return SGD(args.lr)
+    if args.rule == "momentum":
+        if args.mu is None:
+            raise ValueError("mu must be given with --rule momentum, in (-1, 1)")
+        return Momentum(args.lr, args.mu)
+    base = SGD(args.lr) if args.mu is None else Momentum(args.lr, args.mu)
+    if args.rule == "sma":
+        return SMA(base, args.k, args.beta, feedback=args.feedback)
+    if args.rule == "ema":
+        return EMA(base, args.beta)
+    if args.rule == "lookahead":
+        return Lookahead(base, args.k, args.alpha)
+    return Polyak(base, args.k)
+
+
+def steady_result(args: argparse.Namespace) -> dict:
+    rule = make_rule(args)
+    problem = Problem(h=args.h, c=args.c, batch=args.batch)
+    h, sigma2 = problem.h, problem.sigma2
+    method = "closed form"
+    if isinstance(rule, Polyak):
+        if args.window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {args.window}")
+        variance = closed_form.polyak_variance(rule, h, sigma2, args.window)
+        method = f"closed form, uniform average of {args.window} stationary samples"
+    else:
+        try:
+            variance = closed_form.steady_variance(rule, h, sigma2)
+        except NotImplementedError:
+            variance = moments.stationary_variance(rule, h, sigma2)
+            method = "Lyapunov"
+    try:
+        sgd_variance = float(closed_form.sgd_variance(args.lr, h, sigma2)[0])
+    except ValueError:  # momentum can be stable where SGD at the same lr is not
+        sgd_variance = None
+    variance = float(variance[0])
+    return {
+        "rule": args.rule,
+        "label": rule.label(),
+        "rho": args.lr * args.h,
+        "variance": variance,
+        "sgd_variance": sgd_variance,
+        "ratio": None if sgd_variance is None else variance / sgd_variance,
+        "method": method,
+    }
+
+
+def simulate_result(args: argparse.Namespace) -> dict:
+    rule = make_rule(args)
+    problem = standard(args.dim, batch=args.batch)
+    if args.points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {args.points}")
+    steps = _nonnegative("steps", args.steps)
+    record = verify.log_steps(max(steps, 1), args.points) if steps else np.array([0])
+    start = time.perf_counter()
+    exact = moments.loss_curve(problem, rule, steps, record)
+    mc = montecarlo.simulate(problem, rule, steps, args.chains, seed=args.seed, record=record)
+    mc_variance = 0.5 * mc.var @ problem.h
+    mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
+    rows = [
+        {
+            "step": int(t), "exact_loss": float(el), "exact_bias": float(eb),
+            "exact_variance": float(ev), "mc_loss": float(ml), "mc_loss_se": float(ms),
+            "mc_variance": float(mv), "mc_variance_se": float(mvs),
+            "z_loss": float((ml - el) / ms),
+        }
+        for t, el, eb, ev, ml, ms, mv, mvs in zip(record, exact.loss, exact.bias, exact.variance,
+                                                  mc.loss, mc.loss_se, mc_variance, mc_variance_se)
+    ]
+    return {"rule": args.rule, "label": rule.label(), "dim": args.dim, "batch": args.batch,
+            "chains": args.chains, "seed": args.seed, "seconds": time.perf_counter() - start,
+            "steps": rows}
+
+
+def _nonnegative(name: str, value: int) -> int:
+    if value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value}")
+    return value
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from nqm import report  # matplotlib is only needed here
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"nqm verify: error: --out {str(args.out)!r} exists and is not a folder")
+    if args.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {args.seed}")
+    start = time.perf_counter()
+    settings = verify.Settings(seed=args.seed, quick=args.quick)
+    claims, curves = verify.run(settings)
+    try:
+        paths = report.write(args.out, claims, curves, settings)
+    except OSError as err:
+        raise UsageError(f"nqm verify: error: --out {str(args.out)!r}: {err.strerror}") from err
+    print(_table(report.table_rows(claims)))
+    ok = all(c.holds for c in claims)
+    print(f"\n{sum(c.holds for c in claims)}/{len(claims)} claims hold "
+          f"({time.perf_counter() - start:.1f} s); wrote {', '.join(str(p) for p in paths)}")
+    return 0 if ok else 1
+
+
+def _table(rows: list[tuple[str, str, str]], width: int = 118) -> str:
+    widths = (34, width - 34 - 8 - 6, 8)
+    header = ("claim", "evidence", "verdict")
+    rule = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), rule]
+    for row in rows:
+        cells = [textwrap.wrap(text, w) or [""] for text, w in zip(row, widths)]
+        for i in range(max(len(c) for c in cells)):
+            out.append("  ".join((c[i] if i < len(c) else "").ljust(w)
+                                 for c, w in zip(cells, widths)).rstrip())
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def _print_steady(result: dict) -> None:
+    sgd = result["sgd_variance"]
+    print(f"rule          {result['label']}")
+    print(f"rho = lr*h    {result['rho']:.6g}")
+    print(f"variance      {result['variance']:.10g}  ({result['method']})")
+    print(f"SGD variance  {'no steady state at this lr' if sgd is None else f'{sgd:.10g}'}")
+    if result["ratio"] is not None:
+        print(f"ratio         {result['ratio']:.10g}  (reduction 1 - ratio = "
+              f"{1 - result['ratio']:.4g})")
+
+
+def _print_simulate(result: dict) -> None:
+    print(f"{result['label']} on the standard NQM, d = {result['dim']}, B = {result['batch']}, "
+          f"{result['chains']} chains, seed {result['seed']} ({result['seconds']:.1f} s)")
+    print(f"{'step':>7} {'exact loss':>12} {'bias':>12} {'variance':>12} "
+          f"{'MC loss':>12} {'+/- SE':>9} {'MC variance':>12} {'+/- SE':>9} {'z':>6}")
+    for r in result["steps"]:
+        print(f"{r['step']:>7} {r['exact_loss']:>12.6g} {r['exact_bias']:>12.6g} "
+              f"{r['exact_variance']:>12.6g} {r['mc_loss']:>12.6g} {r['mc_loss_se']:>9.2g} "
+              f"{r['mc_variance']:>12.6g} {r['mc_variance_se']:>9.2g} {r['z_loss']:>+6.2f}")
+
+
+def _flag_message(message: str) -> str:
+    """Library messages start with the parameter's name; on the command line it is a flag."""
+    name = message.split(" ", 1)[0].split("[", 1)[0]
+    if name in FLAG_NAMES:
+        return f"--{FLAG_OF.get(name, name)}{message[len(name):]}"
+    return message
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "verify":
+            return run_verify(args)
+        if args.command == "steady":
+            result = steady_result(args)
+            print(json.dumps(result)) if args.json else _print_steady(result)
+        else:
+            result = simulate_result(args)
+            print(json.dumps(result)) if args.json else _print_simulate(result)
+        return 0
+    except UsageError as err:
+        print(err, file=sys.stderr)
+    except ValueError as err:
+        command = f"nqm {args.command}"
+        print(f"{command}: error: {_flag_message(str(err))}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
