@@ -1,0 +1,181 @@
+"""The command line: exit codes, JSON schema, files written, one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nqm import closed_form
+from nqm.cli import main
+from nqm.rules import SGD, SMA
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_steady_json_schema_and_values(capsys):
+    code, out, err = run(capsys, "steady", "--rule", "sma", "--lr", "0.5", "--h", "1",
+                         "--k", "10", "--beta", "0.9", "--json")
+    assert code == 0 and err == ""
+    result = json.loads(out)
+    assert {"rule", "variance", "sgd_variance", "ratio"} <= result.keys()
+    # Notes, table B: a = 0.5, k = 10, beta = 0.9, h = sigma2 = 1.
+    assert result["variance"] == pytest.approx(0.01757473, rel=1e-6)
+    assert result["sgd_variance"] == pytest.approx(1 / 3, rel=1e-12)
+    assert result["ratio"] == pytest.approx(0.05272418, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--rule", "sgd"], 0.5 / 1.5),
+        (["--rule", "momentum", "--mu", "0.9"], 95 / 33),
+        (["--rule", "lookahead", "--k", "5", "--alpha", "0.5"], 0.11340206),
+        (["--rule", "ema", "--beta", "0.9"], None),
+        (["--rule", "sma", "--k", "5", "--beta", "0.5", "--feedback"], 0.11340206),
+        (["--rule", "polyak", "--k", "1", "--window", "10"], 0.8667969 / 10),
+    ],
+)
+def test_steady_every_rule(capsys, argv, expected):
+    code, out, _ = run(capsys, "steady", "--lr", "0.5", "--h", "1", "--json", *argv)
+    assert code == 0
+    result = json.loads(out)
+    if expected is not None:
+        assert result["variance"] == pytest.approx(expected, rel=1e-6)
+    assert result["ratio"] == pytest.approx(result["variance"] / result["sgd_variance"])
+
+
+def test_steady_batch_and_noise_scale_the_variance(capsys):
+    _, out, _ = run(capsys, "steady", "--rule", "sma", "--lr", "0.3", "--h", "2", "--c", "4",
+                    "--batch", "2", "--json")
+    result = json.loads(out)
+    expected = closed_form.steady_variance(SMA(SGD(0.3), 5, 0.9), 2.0, 2.0)
+    assert result["variance"] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_steady_momentum_where_sgd_diverges(capsys):
+    code, out, _ = run(capsys, "steady", "--rule", "momentum", "--mu", "0.9", "--lr", "3",
+                       "--h", "1", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["variance"] == pytest.approx(71.25)
+    assert result["sgd_variance"] is None and result["ratio"] is None
+
+
+def test_steady_text_output(capsys):
+    code, out, _ = run(capsys, "steady", "--rule", "sma", "--lr", "1", "--h", "1", "--k", "5",
+                       "--beta", "0.9")
+    assert code == 0
+    assert "ratio" in out and "0.0526315789" in out  # 1/19, table B
+
+
+def test_simulate_json_agrees_with_exact(capsys):
+    code, out, _ = run(capsys, "simulate", "--rule", "sma", "--lr", "0.5", "--dim", "50",
+                       "--steps", "40", "--chains", "400", "--points", "8", "--json")
+    assert code == 0
+    result = json.loads(out)
+    rows = result["steps"]
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == 40
+    for row in rows:
+        assert abs(row["z_loss"]) < 4.5
+        assert row["exact_loss"] == pytest.approx(row["exact_bias"] + row["exact_variance"])
+        assert abs(row["mc_variance"] - row["exact_variance"]) < 4.5 * row["mc_variance_se"]
+
+
+def test_simulate_text_output(capsys):
+    code, out, _ = run(capsys, "simulate", "--rule", "lookahead", "--lr", "0.5", "--dim", "20",
+                       "--steps", "10", "--chains", "50", "--points", "3")
+    assert code == 0
+    assert "exact loss" in out and "Lookahead" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["steady", "--rule", "sma", "--lr", "-1", "--h", "1"], "--lr"),
+        (["steady", "--rule", "sma", "--lr", "nan", "--h", "1"], "--lr"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--beta", "1"], "--beta"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--beta", "-0.2"], "--beta"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--k", "0"], "--k"),
+        (["steady", "--rule", "lookahead", "--lr", "0.5", "--h", "1", "--alpha", "0"], "--alpha"),
+        (["steady", "--rule", "momentum", "--lr", "0.5", "--h", "1", "--mu", "1"], "--mu"),
+        (["steady", "--rule", "momentum", "--lr", "0.5", "--h", "1"], "--mu"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "0"], "--h"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--c", "-1"], "--c"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--batch", "0"], "--batch"),
+        (["steady", "--rule", "polyak", "--lr", "0.5", "--h", "1", "--window", "0"], "--window"),
+        (["steady", "--rule", "sma", "--lr", "2.5", "--h", "1"], "rho = lr*h"),
+        (["steady", "--rule", "sgd", "--lr", "2", "--h", "1"], "rho = lr*h"),
+        (["steady", "--rule", "nope", "--lr", "1", "--h", "1"], "--rule"),
+        (["steady", "--rule", "sgd", "--lr", "abc", "--h", "1"], "--lr"),
+        (["steady", "--lr", "1", "--h", "1"], "--rule"),
+        (["simulate", "--rule", "sgd", "--lr", "0.5", "--chains", "1"], "--chains"),
+        (["simulate", "--rule", "sgd", "--lr", "0.5", "--dim", "0"], "--dim"),
+        (["simulate", "--rule", "sgd", "--lr", "0.5", "--steps", "-1"], "--steps"),
+        (["simulate", "--rule", "sgd", "--lr", "0.5", "--seed", "-1"], "--seed"),
+        (["simulate", "--rule", "sgd", "--lr", "0.5", "--points", "1"], "--points"),
+        (["verify", "--seed", "-3"], "--seed"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, flag):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert flag in lines[0]
+    assert "Traceback" not in err
+
+
+def test_verify_out_is_a_file(capsys, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    code, _, err = run(capsys, "verify", "--quick", "--out", str(target))
+    assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
+    assert target.read_text() == "not a folder"
+
+
+def test_verify_quick_writes_report_and_exits_0(capsys, tmp_path):
+    out_dir = tmp_path / "report"
+    code, out, _ = run(capsys, "verify", "--quick", "--out", str(out_dir), "--seed", "3")
+    assert code == 0
+    assert "claims hold" in out and "FAILS" not in out
+    claims = json.loads((out_dir / "claims.json").read_text())
+    assert claims["all_hold"] is True and claims["settings"] == {"seed": 3, "quick": True}
+    keys = {c["key"] for c in claims["claims"]}
+    assert {"variance-reduction", "closed-form-equals-lyapunov", "monte-carlo-agrees",
+            "not-monotone-in-k", "transient-worse"} <= keys
+    assert all(c["holds"] for c in claims["claims"])
+    report = (out_dir / "report.md").read_text()
+    assert "| claim | evidence | verdict |" in report
+    for png in ("ratio_heatmap.png", "loss_curves.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_verify_exits_1_when_a_claim_fails(capsys, tmp_path, monkeypatch):
+    from nqm import verify
+
+    real = verify.claim_no_order
+
+    def broken(settings):
+        claim = real(settings)
+        claim.holds = False
+        return claim
+
+    monkeypatch.setattr(verify, "claim_no_order", broken)
+    code, out, _ = run(capsys, "verify", "--quick", "--out", str(tmp_path))
+    assert code == 1 and "FAILS" in out
+
+
+def test_console_script_and_module_entry_point(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nqm", "steady", "--rule", "sgd", "--lr", "3",
+                           "--h", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
