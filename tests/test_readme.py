@@ -1,0 +1,24 @@
+"""The README's two commands are exactly what CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    section = ROOT.joinpath("README.md").read_text().split("## Two commands", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section, flags=re.S)
+
+
+def test_readme_has_two_commands_and_ci_runs_both_verbatim():
+    commands = readme_commands()
+    assert len(commands) == 2
+    main_command, test_command = commands
+    assert "nqm verify" in main_command and "pytest" in test_command
+    ci = ROOT.joinpath(".ci", "run").read_text()
+    assert f"main_command='{main_command}'" in ci
+    assert f"test_command='{test_command}'" in ci
