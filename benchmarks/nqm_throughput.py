@@ -107,7 +107,7 @@ def table(rows: list[dict[str, object]]) -> str:
                 str(r["steps"]),
                 f"{r['mcoord_steps_per_s']:.1f}",
                 f"({r['min']:.1f}-{r['max']:.1f})",
-                f"{r['ratio_to_normals']:.2f}",
+                f"{r['ratio_to_normals']:.3f}",
                 goal,
             )
         )
@@ -123,19 +123,21 @@ def table(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    p.add_argument("--repeats", type=int, help="interleaved rounds (default 5)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 100)")
     p.add_argument("--chains", type=int, help=f"default {COORDS_PER_STEP:.0e} // d, at least 2")
     p.add_argument("--dims", type=int, nargs="+", default=[10**4, 10**6], help="default 1e4 1e6")
-    p.add_argument("--quick", action="store_true", help="3 repeats of 10 steps (under 10 s)")
+    p.add_argument("--quick", action="store_true", help="default to 3 repeats of 10 steps (<10 s)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
     args = p.parse_args()
-    if args.quick:
-        args.repeats, args.steps = 3, 10
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    steps = args.steps if args.steps is not None else (10 if args.quick else 100)
+    if min(repeats, steps, *args.dims) < 1 or (args.chains is not None and args.chains < 2):
+        p.error("--repeats, --steps and --dims must be >= 1, --chains >= 2")
     rows = []
     for d in args.dims:
-        chains = args.chains or max(2, COORDS_PER_STEP // d)
-        rows += bench(d, chains, args.steps, args.repeats)
+        chains = args.chains if args.chains is not None else max(2, COORDS_PER_STEP // d)
+        rows += bench(d, chains, steps, repeats)
     print(json.dumps(rows, indent=1) if args.json else table(rows))
 
 
