@@ -9,5 +9,15 @@ standard errors). :mod:`nqm.verify` checks the claims; ``nqm`` on the command li
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule, State
 
-__all__ = ["EMA", "SGD", "SMA", "Lookahead", "Momentum", "Polyak", "Problem", "Rule", "State",
-           "standard"]
+__all__ = [
+    "EMA",
+    "SGD",
+    "SMA",
+    "Lookahead",
+    "Momentum",
+    "Polyak",
+    "Problem",
+    "Rule",
+    "State",
+    "standard",
+]

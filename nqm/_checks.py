@@ -9,8 +9,16 @@ import numbers
 import numpy as np
 
 
-def real(name: str, value: object, allowed: str, *, low: float, high: float,
-         low_open: bool = True, high_open: bool = True) -> float:
+def real(
+    name: str,
+    value: object,
+    allowed: str,
+    *,
+    low: float,
+    high: float,
+    low_open: bool = True,
+    high_open: bool = True,
+) -> float:
     """``value`` as a float inside the interval (low, high), with openness as given; else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number in {allowed}, got {value!r}")
@@ -52,14 +60,24 @@ def array(name: str, values: object, *, positive: bool) -> np.ndarray:
     return arr
 
 
-def interval_array(name: str, values: object, allowed: str, *, low: float, high: float,
-                   low_open: bool = True, high_open: bool = True) -> np.ndarray:
+def interval_array(
+    name: str,
+    values: object,
+    allowed: str,
+    *,
+    low: float,
+    high: float,
+    low_open: bool = True,
+    high_open: bool = True,
+) -> np.ndarray:
     """``values`` (scalar or array) as float64, every entry inside the interval; else raise naming
     the first offending entry."""
     arr = np.asarray(values, dtype=np.float64)
     flat = np.atleast_1d(arr)
     with np.errstate(invalid="ignore"):
-        ok = (flat > low if low_open else flat >= low) & (flat < high if high_open else flat <= high)
+        ok = (flat > low if low_open else flat >= low) & (
+            flat < high if high_open else flat <= high
+        )
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         where = f"{name}[{i}]" if flat.size > 1 else name
@@ -75,5 +93,7 @@ def integer_array(name: str, values: object, *, minimum: int) -> np.ndarray:
     if arr.dtype == bool or not ok.all():
         i = 0 if arr.dtype == bool else int(np.flatnonzero(~ok)[0])
         where = f"{name}[{i}]" if flat.size > 1 else name
-        raise ValueError(f"{where} must be an integer >= {minimum}, got {np.atleast_1d(arr)[i].item()!r}")
+        raise ValueError(
+            f"{where} must be an integer >= {minimum}, got {np.atleast_1d(arr)[i].item()!r}"
+        )
     return arr.astype(np.int64)

@@ -25,8 +25,23 @@ from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
 
 RULES = ("sgd", "momentum", "sma", "lookahead", "ema", "polyak")
-FLAG_NAMES = ("lr", "h", "c", "batch", "k", "beta", "alpha", "mu", "window", "dim", "steps",
-              "chains", "seed", "points", "n")
+FLAG_NAMES = (
+    "lr",
+    "h",
+    "c",
+    "batch",
+    "k",
+    "beta",
+    "alpha",
+    "mu",
+    "window",
+    "dim",
+    "steps",
+    "chains",
+    "seed",
+    "points",
+    "n",
+)
 FLAG_OF = {"n": "window"}
 
 
@@ -40,48 +55,77 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nqm", description="Variance of SGD, momentum and averaging (SMA, EMA, "
-                     "Lookahead, Polyak) on the noisy quadratic model.")
+    parser = _Parser(
+        prog="nqm",
+        description="Variance of SGD, momentum and averaging (SMA, EMA, "
+        "Lookahead, Polyak) on the noisy quadratic model.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("verify", help="check every claim; exit 0 only if all hold")
     run.add_argument("--quick", action="store_true", help="smaller samples (seconds)")
-    run.add_argument("--out", type=Path, default=Path("nqm-report"),
-                     help="folder for report.md, claims.json and plots (default: nqm-report)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=Path("nqm-report"),
+        help="folder for report.md, claims.json and plots (default: nqm-report)",
+    )
     run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
 
     rule_flags = _Parser(add_help=False)
     rule_flags.add_argument("--rule", choices=RULES, required=True)
     rule_flags.add_argument("--lr", type=float, required=True, help="learning rate a > 0")
     rule_flags.add_argument("--k", type=int, default=5, help="sample every k steps (default 5)")
-    rule_flags.add_argument("--beta", type=float, default=0.9,
-                            help="SMA/EMA: avg <- beta*avg + (1-beta)*x, beta in [0, 1) (0.9)")
-    rule_flags.add_argument("--feedback", action="store_true",
-                            help="SMA: reset the fast weights to the average after each sample")
-    rule_flags.add_argument("--alpha", type=float, default=0.5,
-                            help="Lookahead step, alpha in (0, 1] (default 0.5)")
-    rule_flags.add_argument("--mu", type=float, default=None,
-                            help="heavy-ball momentum in (-1, 1); with an averaging rule it "
-                            "becomes the base optimizer (required for --rule momentum)")
+    rule_flags.add_argument(
+        "--beta",
+        type=float,
+        default=0.9,
+        help="SMA/EMA: avg <- beta*avg + (1-beta)*x, beta in [0, 1) (0.9)",
+    )
+    rule_flags.add_argument(
+        "--feedback",
+        action="store_true",
+        help="SMA: reset the fast weights to the average after each sample",
+    )
+    rule_flags.add_argument(
+        "--alpha", type=float, default=0.5, help="Lookahead step, alpha in (0, 1] (default 0.5)"
+    )
+    rule_flags.add_argument(
+        "--mu",
+        type=float,
+        default=None,
+        help="heavy-ball momentum in (-1, 1); with an averaging rule it "
+        "becomes the base optimizer (required for --rule momentum)",
+    )
     rule_flags.add_argument("--batch", type=int, default=1, help="batch size B (default 1)")
     rule_flags.add_argument("--json", action="store_true", help="print JSON")
 
-    steady = commands.add_parser("steady", parents=[rule_flags],
-                                 help="steady-state variance of one coordinate versus SGD")
+    steady = commands.add_parser(
+        "steady", parents=[rule_flags], help="steady-state variance of one coordinate versus SGD"
+    )
     steady.add_argument("--h", type=float, required=True, help="curvature h > 0")
-    steady.add_argument("--c", type=float, default=1.0,
-                        help="gradient-noise variance of one example (default 1)")
-    steady.add_argument("--window", type=int, default=100,
-                        help="Polyak: number of stationary samples averaged (default 100)")
+    steady.add_argument(
+        "--c", type=float, default=1.0, help="gradient-noise variance of one example (default 1)"
+    )
+    steady.add_argument(
+        "--window",
+        type=int,
+        default=100,
+        help="Polyak: number of stationary samples averaged (default 100)",
+    )
 
-    sim = commands.add_parser("simulate", parents=[rule_flags],
-                              help="exact versus Monte Carlo loss over time on the standard NQM")
+    sim = commands.add_parser(
+        "simulate",
+        parents=[rule_flags],
+        help="exact versus Monte Carlo loss over time on the standard NQM",
+    )
     sim.add_argument("--dim", type=int, default=1000, help="d of the standard NQM (default 1000)")
     sim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     sim.add_argument("--chains", type=int, default=100, help="Monte Carlo chains (default 100)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    sim.add_argument("--points", type=int, default=20,
-                     help="log-spaced steps reported (default 20)")
+    sim.add_argument(
+        "--points", type=int, default=20, help="log-spaced steps reported (default 20)"
+    )
     return parser
 
 
@@ -146,19 +190,28 @@ def simulate_result(args: argparse.Namespace) -> dict:
     mc = montecarlo.simulate(problem, rule, steps, args.chains, seed=args.seed, record=record)
     mc_variance = 0.5 * mc.var @ problem.h
     mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
-    rows = [
-        {
-            "step": int(t), "exact_loss": float(el), "exact_bias": float(eb),
-            "exact_variance": float(ev), "mc_loss": float(ml), "mc_loss_se": float(ms),
-            "mc_variance": float(mv), "mc_variance_se": float(mvs),
-            "z_loss": float((ml - el) / ms),
-        }
-        for t, el, eb, ev, ml, ms, mv, mvs in zip(record, exact.loss, exact.bias, exact.variance,
-                                                  mc.loss, mc.loss_se, mc_variance, mc_variance_se)
-    ]
-    return {"rule": args.rule, "label": rule.label(), "dim": args.dim, "batch": args.batch,
-            "chains": args.chains, "seed": args.seed, "seconds": time.perf_counter() - start,
-            "steps": rows}
+    columns = {
+        "step": record,
+        "exact_loss": exact.loss,
+        "exact_bias": exact.bias,
+        "exact_variance": exact.variance,
+        "mc_loss": mc.loss,
+        "mc_loss_se": mc.loss_se,
+        "mc_variance": mc_variance,
+        "mc_variance_se": mc_variance_se,
+        "z_loss": (mc.loss - exact.loss) / mc.loss_se,
+    }
+    rows = [{key: col[i].item() for key, col in columns.items()} for i in range(record.size)]
+    return {
+        "rule": args.rule,
+        "label": rule.label(),
+        "dim": args.dim,
+        "batch": args.batch,
+        "chains": args.chains,
+        "seed": args.seed,
+        "seconds": time.perf_counter() - start,
+        "steps": rows,
+    }
 
 
 def _nonnegative(name: str, value: int) -> int:
@@ -183,8 +236,10 @@ def run_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"nqm verify: error: --out {str(args.out)!r}: {err.strerror}") from err
     print(_table(report.table_rows(claims)))
     ok = all(c.holds for c in claims)
-    print(f"\n{sum(c.holds for c in claims)}/{len(claims)} claims hold "
-          f"({time.perf_counter() - start:.1f} s); wrote {', '.join(str(p) for p in paths)}")
+    print(
+        f"\n{sum(c.holds for c in claims)}/{len(claims)} claims hold "
+        f"({time.perf_counter() - start:.1f} s); wrote {', '.join(str(p) for p in paths)}"
+    )
     return 0 if ok else 1
 
 
@@ -192,12 +247,16 @@ def _table(rows: list[tuple[str, str, str]], width: int = 118) -> str:
     widths = (34, width - 34 - 8 - 6, 8)
     header = ("claim", "evidence", "verdict")
     rule = "  ".join("-" * w for w in widths)
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), rule]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), rule]
     for row in rows:
-        cells = [textwrap.wrap(text, w) or [""] for text, w in zip(row, widths)]
+        cells = [textwrap.wrap(text, w) or [""] for text, w in zip(row, widths, strict=True)]
         for i in range(max(len(c) for c in cells)):
-            out.append("  ".join((c[i] if i < len(c) else "").ljust(w)
-                                 for c, w in zip(cells, widths)).rstrip())
+            out.append(
+                "  ".join(
+                    (c[i] if i < len(c) else "").ljust(w)
+                    for c, w in zip(cells, widths, strict=True)
+                ).rstrip()
+            )
         out.append("")
     return "\n".join(out).rstrip()
 
@@ -209,26 +268,34 @@ def _print_steady(result: dict) -> None:
     print(f"variance      {result['variance']:.10g}  ({result['method']})")
     print(f"SGD variance  {'no steady state at this lr' if sgd is None else f'{sgd:.10g}'}")
     if result["ratio"] is not None:
-        print(f"ratio         {result['ratio']:.10g}  (reduction 1 - ratio = "
-              f"{1 - result['ratio']:.4g})")
+        print(
+            f"ratio         {result['ratio']:.10g}  (reduction 1 - ratio = "
+            f"{1 - result['ratio']:.4g})"
+        )
 
 
 def _print_simulate(result: dict) -> None:
-    print(f"{result['label']} on the standard NQM, d = {result['dim']}, B = {result['batch']}, "
-          f"{result['chains']} chains, seed {result['seed']} ({result['seconds']:.1f} s)")
-    print(f"{'step':>7} {'exact loss':>12} {'bias':>12} {'variance':>12} "
-          f"{'MC loss':>12} {'+/- SE':>9} {'MC variance':>12} {'+/- SE':>9} {'z':>6}")
+    print(
+        f"{result['label']} on the standard NQM, d = {result['dim']}, B = {result['batch']}, "
+        f"{result['chains']} chains, seed {result['seed']} ({result['seconds']:.1f} s)"
+    )
+    print(
+        f"{'step':>7} {'exact loss':>12} {'bias':>12} {'variance':>12} "
+        f"{'MC loss':>12} {'+/- SE':>9} {'MC variance':>12} {'+/- SE':>9} {'z':>6}"
+    )
     for r in result["steps"]:
-        print(f"{r['step']:>7} {r['exact_loss']:>12.6g} {r['exact_bias']:>12.6g} "
-              f"{r['exact_variance']:>12.6g} {r['mc_loss']:>12.6g} {r['mc_loss_se']:>9.2g} "
-              f"{r['mc_variance']:>12.6g} {r['mc_variance_se']:>9.2g} {r['z_loss']:>+6.2f}")
+        print(
+            f"{r['step']:>7} {r['exact_loss']:>12.6g} {r['exact_bias']:>12.6g} "
+            f"{r['exact_variance']:>12.6g} {r['mc_loss']:>12.6g} {r['mc_loss_se']:>9.2g} "
+            f"{r['mc_variance']:>12.6g} {r['mc_variance_se']:>9.2g} {r['z_loss']:>+6.2f}"
+        )
 
 
 def _flag_message(message: str) -> str:
     """Library messages start with the parameter's name; on the command line it is a flag."""
     name = message.split(" ", 1)[0].split("[", 1)[0]
     if name in FLAG_NAMES:
-        return f"--{FLAG_OF.get(name, name)}{message[len(name):]}"
+        return f"--{FLAG_OF.get(name, name)}{message[len(name) :]}"
     return message
 
 

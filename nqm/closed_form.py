@@ -42,7 +42,9 @@ def rho(base: Base, h: np.ndarray) -> np.ndarray:
     return rho
 
 
-def lag_correlation(rho: np.ndarray, k: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lag_correlation(
+    rho: np.ndarray, k: np.ndarray | int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(u, 1-u, 1+u)`` for ``u = (1-rho)**k``, each accurate to a few ulps for rho in (0, 2);
     rho and k broadcast."""
     rho = _checks.interval_array("rho", rho, "(0, 2)", low=0, high=2)
@@ -102,7 +104,9 @@ def sma_reduction(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int
     return 2 * beta * one_minus_u / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
 
 
-def lookahead_reduction(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
+def lookahead_reduction(
+    alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int
+) -> np.ndarray:
     """``1 - R_LA = 2(1-alpha) / (alpha(1+u) + 2(1-alpha))``, accurate where R_LA rounds to 1."""
     alpha = _checks.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
     _, _, one_plus_u = lag_correlation(rho, k)
@@ -146,7 +150,9 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
 def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
     """Steady variance of the readout over SGD's at the same learning rate; independent of sigma2."""
     h = np.asarray(h, dtype=np.float64)
-    return steady_variance(rule, h, np.ones_like(h)) / sgd_variance(rule.base.lr, h, np.ones_like(h))
+    return steady_variance(rule, h, np.ones_like(h)) / sgd_variance(
+        rule.base.lr, h, np.ones_like(h)
+    )
 
 
 def steady_loss(problem: Problem, rule: Rule) -> float:

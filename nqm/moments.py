@@ -90,7 +90,9 @@ class LossCurve:
         return self.bias + self.variance
 
 
-def loss_curve(problem: Problem, rule: Rule, steps: int, record: np.ndarray | None = None) -> LossCurve:
+def loss_curve(
+    problem: Problem, rule: Rule, steps: int, record: np.ndarray | None = None
+) -> LossCurve:
     """Exact expected loss of the readout after each step in ``record`` (default 0..steps)."""
     record = _record_steps(steps, record)
     wanted = set(record.tolist())
@@ -134,7 +136,10 @@ def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.n
             f"{radius[i]:.6g} >= 1 at h = {float(h[i])!r} (rho = lr*h = {float(rule.base.lr * h[i])!r})"
         )
     return np.stack(
-        [scipy.linalg.solve_discrete_lyapunov(mi, s2 * ni) for mi, ni, s2 in zip(m, n, sigma2)]
+        [
+            scipy.linalg.solve_discrete_lyapunov(mi, s2 * ni)
+            for mi, ni, s2 in zip(m, n, sigma2, strict=True)
+        ]
     )
 
 

@@ -96,7 +96,7 @@ def simulate(
     h, sd, sd0 = problem.h, np.sqrt(problem.sigma2), np.sqrt(problem.var0)
     half_h = 0.5 * h
 
-    for size, rng in zip(sizes, generators):
+    for size, rng in zip(sizes, generators, strict=True):
         x = problem.mean0 + sd0 * rng.standard_normal((size, d))
         s = State(x=x, y=x.copy(), v=np.zeros_like(x))
         noise = np.empty((size, d))

@@ -15,12 +15,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LogNorm
 
-from nqm import closed_form  # noqa: E402
-from nqm.verify import Claim, Curves, Settings  # noqa: E402
+from nqm import closed_form
+from nqm.verify import Claim, Curves, Settings
 
 HEATMAP_KS = (1, 2, 5, 20)
 
@@ -38,10 +38,10 @@ def write(out: Path, claims: list[Claim], curves: Curves, settings: Settings) ->
         "settings": {"seed": settings.seed, "quick": settings.quick},
         "claims": [c.__dict__ for c in claims],
     }
-    paths.append(_atomic(out / "claims.json",
-                         lambda f: f.write(json.dumps(payload, indent=2).encode())))
-    paths.append(_atomic(out / "report.md",
-                         lambda f: f.write(markdown(claims, settings).encode())))
+    paths.append(
+        _atomic(out / "claims.json", lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    )
+    paths.append(_atomic(out / "report.md", lambda f: f.write(markdown(claims, settings).encode())))
     return paths
 
 
@@ -81,14 +81,16 @@ def _heatmap() -> plt.Figure:
     rho = np.linspace(0.002, 1.998, 400)
     beta = np.linspace(0.0, 0.995, 300)
     rr, bb = np.meshgrid(rho, beta)
-    fig, axes = plt.subplots(1, len(HEATMAP_KS), figsize=(4 * len(HEATMAP_KS), 3.8),
-                             sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(HEATMAP_KS), figsize=(4 * len(HEATMAP_KS), 3.8), sharey=True, constrained_layout=True
+    )
     norm = LogNorm(vmin=1e-3, vmax=1.0)
-    for ax, k in zip(axes, HEATMAP_KS):
+    for ax, k in zip(axes, HEATMAP_KS, strict=True):
         ratio = closed_form.sma_ratio(bb, rr, k)
         image = ax.pcolormesh(rho, beta, ratio, norm=norm, cmap="viridis", shading="auto")
-        contours = ax.contour(rho, beta, ratio, levels=[0.1, 0.5, 0.9], colors="white",
-                              linewidths=0.8)
+        contours = ax.contour(
+            rho, beta, ratio, levels=[0.1, 0.5, 0.9], colors="white", linewidths=0.8
+        )
         ax.clabel(contours, fmt="R=%.1f", fontsize=7)
         # R = 1 exactly on beta = 0 and nowhere else in the valid domain (the theorem).
         ax.axhline(0.0, color="red", linewidth=2.5, label="R = 1")
@@ -102,11 +104,11 @@ def _heatmap() -> plt.Figure:
 
 def _loss_figure(curves: Curves) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for label, exact, mc, color in zip(curves.labels, curves.exact, curves.sampled,
-                                       ("tab:gray", "tab:blue", "tab:orange")):
+    for label, exact, mc in zip(curves.labels, curves.exact, curves.sampled, strict=True):
         after_start = exact.steps >= 1  # the log axis has no step 0; all rules start equal there
         steps = exact.steps[after_start]
-        ax.plot(steps, exact.loss[after_start], color=color, label=label)
+        (line,) = ax.plot(steps, exact.loss[after_start], label=label)
+        color = line.get_color()
         band = 1.96 * mc.loss_se[after_start]
         center = mc.loss[after_start]
         ax.fill_between(steps, center - band, center + band, color=color, alpha=0.3, linewidth=0)
@@ -115,8 +117,11 @@ def _loss_figure(curves: Curves) -> plt.Figure:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("expected loss of the readout")
     chains = curves.sampled[0].chains
-    ax.set_title(f"{curves.problem_label}, B = 1: exact (lines), "
-                 f"Monte Carlo 95% CI over {chains} chains (bands)", fontsize=9)
+    ax.set_title(
+        f"{curves.problem_label}, B = 1: exact (lines), "
+        f"Monte Carlo 95% CI over {chains} chains (bands)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     return fig
 

@@ -111,8 +111,9 @@ class SMA:
     def __post_init__(self) -> None:
         _check_base(self.base)
         object.__setattr__(self, "k", _checks.integer("k", self.k, minimum=1))
-        object.__setattr__(self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1,
-                                                      low_open=False))
+        object.__setattr__(
+            self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)
+        )
         if not isinstance(self.feedback, bool):
             raise ValueError(f"feedback must be True or False, got {self.feedback!r}")
 
@@ -148,8 +149,9 @@ class EMA:
 
     def __post_init__(self) -> None:
         _check_base(self.base)
-        object.__setattr__(self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1,
-                                                      low_open=False))
+        object.__setattr__(
+            self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)
+        )
 
     @property
     def states(self) -> tuple[str, ...]:
@@ -180,8 +182,11 @@ class Lookahead:
     def __post_init__(self) -> None:
         _check_base(self.base)
         object.__setattr__(self, "k", _checks.integer("k", self.k, minimum=1))
-        object.__setattr__(self, "alpha", _checks.real("alpha", self.alpha, "(0, 1]", low=0,
-                                                       high=1, high_open=False))
+        object.__setattr__(
+            self,
+            "alpha",
+            _checks.real("alpha", self.alpha, "(0, 1]", low=0, high=1, high_open=False),
+        )
 
     @property
     def states(self) -> tuple[str, ...]:

@@ -84,31 +84,14 @@ class Curves:
     sampled: list[montecarlo.MonteCarlo]
 
 
-def random_domain(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """A broad sample of the valid domain: rho uniform on (0, 2) mixed with log-uniform draws that
-    crowd both ends (down to 1e-8 and 2 - 1e-8), beta in (0, 1) likewise, k log-uniform on 1..1000."""
-    third = n // 3
-
-    def crowded(low_log: float) -> np.ndarray:
-        gap = 10.0 ** rng.uniform(low_log, 0, n)
-        pick = rng.integers(0, 3, n)
-        return np.where(pick == 0, rng.uniform(0, 1, n), np.where(pick == 1, gap, 1 - gap))
-
-    rho = 2 * crowded(-8.3)
-    rho = np.clip(rho, 1e-9, 2 - 1e-9)
-    beta = np.clip(crowded(-6), 1e-7, 1 - 1e-7)
-    k = np.floor(10.0 ** rng.uniform(0, 3, n)).astype(np.int64)
-    k[:third] = rng.integers(1, 11, third)
-    alpha = np.clip(1 - crowded(-6), 1e-7, 1 - 1e-7)
-    return {"rho": rho, "beta": beta, "k": k, "alpha": alpha}
-
-
 def _crowded(rng: np.random.Generator, n: int, low: float, high: float, tiny: float) -> np.ndarray:
     """Uniform on (low, high) for a third of the draws; the rest log-uniformly close to either end,
     down to a gap of ``tiny``."""
     gap = (high - low) * 10.0 ** rng.uniform(np.log10(tiny / (high - low)), 0, n)
     pick = rng.integers(0, 3, n)
-    return np.where(pick == 0, rng.uniform(low, high, n), np.where(pick == 1, low + gap, high - gap))
+    return np.where(
+        pick == 0, rng.uniform(low, high, n), np.where(pick == 1, low + gap, high - gap)
+    )
 
 
 def random_domain(rng: np.random.Generator, n: int, tiny: float = 1e-8) -> dict[str, np.ndarray]:
@@ -141,8 +124,9 @@ def claim_variance_reduction(settings: Settings) -> Claim:
     # beta * rho * k is below machine epsilon.
     cut_sma = closed_form.sma_reduction(dom["beta"], dom["rho"], dom["k"])
     cut_la = closed_form.lookahead_reduction(dom["alpha"], dom["rho"], dom["k"])
-    holds = bool((r_sma > 0).all() and (cut_sma > 0).all() and (r_la > 0).all()
-                 and (cut_la > 0).all())
+    holds = bool(
+        (r_sma > 0).all() and (cut_sma > 0).all() and (r_la > 0).all() and (cut_la > 0).all()
+    )
     worst = int(np.argmin(cut_sma))
     return Claim(
         key="variance-reduction",
@@ -170,8 +154,13 @@ STANDARD_LRS = (0.1, 0.5, 1.0, 1.9)
 
 def standard_rules(lr: float) -> list[Rule]:
     base = SGD(lr)
-    return [EMA(base, 0.9), SMA(base, 5, 0.9), SMA(base, 10, 0.9), SMA(base, 5, 0.99),
-            Lookahead(base, 5, 0.5)]
+    return [
+        EMA(base, 0.9),
+        SMA(base, 5, 0.9),
+        SMA(base, 10, 0.9),
+        SMA(base, 5, 0.99),
+        Lookahead(base, 5, 0.5),
+    ]
 
 
 def claim_standard_nqm(settings: Settings) -> Claim:
@@ -181,8 +170,9 @@ def claim_standard_nqm(settings: Settings) -> Claim:
         sgd = closed_form.steady_loss(problem, SGD(lr))
         for rule in standard_rules(lr):
             loss = closed_form.steady_loss(problem, rule)
-            rows.append({"lr": lr, "rule": rule.label(), "loss": loss, "sgd_loss": sgd,
-                         "ratio": loss / sgd})
+            rows.append(
+                {"lr": lr, "rule": rule.label(), "loss": loss, "sgd_loss": sgd, "ratio": loss / sgd}
+            )
             ratios.append(loss / sgd)
     ratios = np.array(ratios)
     return Claim(
@@ -203,8 +193,15 @@ def _lyapunov_families(rng: np.random.Generator) -> list[Rule]:
     k = int(np.floor(10.0 ** rng.uniform(0, 1.8)))
     beta, alpha, mu = rng.uniform(0.01, 0.99, 3)
     sgd, heavy = SGD(1.0), Momentum(1.0, mu)
-    return [sgd, heavy, SMA(sgd, k, beta), SMA(sgd, k, beta, feedback=True),
-            Lookahead(sgd, k, alpha), EMA(sgd, beta), SMA(heavy, k, beta)]
+    return [
+        sgd,
+        heavy,
+        SMA(sgd, k, beta),
+        SMA(sgd, k, beta, feedback=True),
+        Lookahead(sgd, k, alpha),
+        EMA(sgd, beta),
+        SMA(heavy, k, beta),
+    ]
 
 
 def claim_closed_form_equals_lyapunov(settings: Settings) -> Claim:
@@ -236,8 +233,12 @@ def claim_closed_form_equals_lyapunov(settings: Settings) -> Claim:
             f"SMA over momentum: max rel. error {worst:.2g}; Polyak finite-n vs exact moments "
             f"{polyak_err:.2g} (tolerance {LYAPUNOV_RTOL:g})"
         ),
-        details={"cases": count, "max_rel_error": worst, "worst": worst_case,
-                 "polyak_max_rel_error": polyak_err},
+        details={
+            "cases": count,
+            "max_rel_error": worst,
+            "worst": worst_case,
+            "polyak_max_rel_error": polyak_err,
+        },
     )
 
 
@@ -263,8 +264,16 @@ def small_problem() -> Problem:
 
 def small_rules() -> list[Rule]:
     sgd, heavy = SGD(1.0), Momentum(0.5, 0.5)
-    return [sgd, heavy, SMA(sgd, 3, 0.8), SMA(sgd, 3, 0.8, feedback=True), Lookahead(sgd, 4, 0.5),
-            EMA(sgd, 0.9), Polyak(sgd, 2), SMA(heavy, 3, 0.7)]
+    return [
+        sgd,
+        heavy,
+        SMA(sgd, 3, 0.8),
+        SMA(sgd, 3, 0.8, feedback=True),
+        Lookahead(sgd, 4, 0.5),
+        EMA(sgd, 0.9),
+        Polyak(sgd, 2),
+        SMA(heavy, 3, 0.7),
+    ]
 
 
 def curve_rules() -> list[Rule]:
@@ -274,7 +283,7 @@ def curve_rules() -> list[Rule]:
 
 
 def log_steps(steps: int, count: int = 60) -> np.ndarray:
-    return np.unique(np.round(np.geomspace(1, steps, count)).astype(np.int64).tolist() + [0])
+    return np.unique([0, *np.round(np.geomspace(1, steps, count)).astype(np.int64).tolist()])
 
 
 def standard_curves(settings: Settings) -> Curves:
@@ -283,12 +292,20 @@ def standard_curves(settings: Settings) -> Curves:
     rules = curve_rules()
     exact = [moments.loss_curve(problem, r, settings.curve_steps, record) for r in rules]
     sampled = [
-        montecarlo.simulate(problem, r, settings.curve_steps, settings.curve_chains,
-                            seed=settings.seed + i, record=record, per_coordinate=False)
+        montecarlo.simulate(
+            problem,
+            r,
+            settings.curve_steps,
+            settings.curve_chains,
+            seed=settings.seed + i,
+            record=record,
+            per_coordinate=False,
+        )
         for i, r in enumerate(rules)
     ]
-    return Curves(f"standard NQM, d = {settings.curve_dim}", [r.label() for r in rules], exact,
-                  sampled)
+    return Curves(
+        f"standard NQM, d = {settings.curve_dim}", [r.label() for r in rules], exact, sampled
+    )
 
 
 def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
@@ -296,16 +313,18 @@ def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
     z_all: list[np.ndarray] = []
     per_rule = {}
     for i, rule in enumerate(small_rules()):
-        mc = montecarlo.simulate(problem, rule, steps, settings.small_chains,
-                                 seed=settings.seed * 1000 + i)
+        mc = montecarlo.simulate(
+            problem, rule, steps, settings.small_chains, seed=settings.seed * 1000 + i
+        )
         exact = [m.readout(rule) for m in moments.iterate(problem, rule, steps)]
         mean = np.array([e[0] for e in exact])
         var = np.array([e[1] for e in exact])
-        z = np.concatenate([((mc.mean - mean) / mc.mean_se).ravel(),
-                            ((mc.var - var) / mc.var_se).ravel()])
+        z = np.concatenate(
+            [((mc.mean - mean) / mc.mean_se).ravel(), ((mc.var - var) / mc.var_se).ravel()]
+        )
         per_rule[rule.label()] = float(np.abs(z).max())
         z_all.append(z)
-    for label, exact, mc in zip(curves.labels, curves.exact, curves.sampled):
+    for label, exact, mc in zip(curves.labels, curves.exact, curves.sampled, strict=True):
         z = (mc.loss - exact.loss) / mc.loss_se
         per_rule[f"{label} on the {curves.problem_label} (loss)"] = float(np.abs(z).max())
         z_all.append(z)
@@ -322,8 +341,14 @@ def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
             f"{len(curves.labels)} rules on the {curves.problem_label}): max |z| = {max_z:.2f} < "
             f"{threshold:.2f} (family-wise {FAMILY_ALPHA:g}); z mean {z.mean():+.3f}, sd {z.std():.3f}"
         ),
-        details={"estimates": int(z.size), "max_abs_z": max_z, "threshold": threshold,
-                 "z_mean": float(z.mean()), "z_sd": float(z.std()), "max_abs_z_by_case": per_rule},
+        details={
+            "estimates": int(z.size),
+            "max_abs_z": max_z,
+            "threshold": threshold,
+            "z_mean": float(z.mean()),
+            "z_sd": float(z.std()),
+            "max_abs_z_by_case": per_rule,
+        },
     )
 
 
@@ -338,23 +363,38 @@ def claim_bounds_and_limits(settings: Settings) -> Claim:
         # rounding (beta ~ 1e-8, rho ~ 2), so it is checked to 4 ulps.
         "((1-beta)/(1+beta))^2 < R (to rounding)": bool((iid**2 <= r * (1 + 4 * EPS)).all()),
         "R = (1-beta)/(1+beta) at rho = 1": bool(
-            np.allclose(closed_form.sma_ratio(beta, 1.0, k), iid, rtol=1e-13, atol=0)),
+            np.allclose(closed_form.sma_ratio(beta, 1.0, k), iid, rtol=1e-13, atol=0)
+        ),
         "R = 1 at beta = 0": bool((closed_form.sma_ratio(0.0, rho, k) == 1.0).all()),
         # 1 - R = 2 beta (1-u) / ((1+beta)(1-beta u)) <= 2 beta k rho / (1 - beta^2) for rho <= 1
         "R -> 1 as rho -> 0 (rho = 1e-12: 0 < 1 - R <= 2 beta k rho / (1 - beta^2))": bool(
-            (tiny_cut > 0).all() and (tiny_cut <= 2 * beta * k * 1e-12 / (1 - beta**2) * (1 + 1e-12)).all()),
+            (tiny_cut > 0).all()
+            and (tiny_cut <= 2 * beta * k * 1e-12 / (1 - beta**2) * (1 + 1e-12)).all()
+        ),
         "R -> 0 as beta -> 1 (beta = 1 - 1e-9: R < 1e-6 where |u| < 0.99)": bool(
-            (closed_form.sma_ratio(1 - 1e-9, rho, k)[
-                np.abs(closed_form.lag_correlation(rho, k)[0]) < 0.99] < 1e-6).all()),
+            (
+                closed_form.sma_ratio(1 - 1e-9, rho, k)[
+                    np.abs(closed_form.lag_correlation(rho, k)[0]) < 0.99
+                ]
+                < 1e-6
+            ).all()
+        ),
         # alpha >= 1e-6 so that rounding 1 - alpha costs at most eps/alpha relative
-        "R_LA = R_SMA(beta = 1 - alpha) at rho = 1": bool(np.allclose(
-            closed_form.lookahead_ratio(alpha[alpha >= 1e-6], 1.0, k[alpha >= 1e-6]),
-            closed_form.sma_ratio(1 - alpha[alpha >= 1e-6], 1.0, k[alpha >= 1e-6]),
-            rtol=1e-9, atol=0)),
+        "R_LA = R_SMA(beta = 1 - alpha) at rho = 1": bool(
+            np.allclose(
+                closed_form.lookahead_ratio(alpha[alpha >= 1e-6], 1.0, k[alpha >= 1e-6]),
+                closed_form.sma_ratio(1 - alpha[alpha >= 1e-6], 1.0, k[alpha >= 1e-6]),
+                rtol=1e-9,
+                atol=0,
+            )
+        ),
         "R_LA = 1 at alpha = 1": bool((closed_form.lookahead_ratio(1.0, rho, k) == 1.0).all()),
         "R non-increasing in beta (to rounding)": bool(
-            (closed_form.sma_ratio(np.minimum(beta * 1.01, 1 - 1e-9), rho, k)
-             <= r * (1 + 4 * EPS)).all()),
+            (
+                closed_form.sma_ratio(np.minimum(beta * 1.01, 1 - 1e-9), rho, k)
+                <= r * (1 + 4 * EPS)
+            ).all()
+        ),
     }
     failed = [name for name, ok in checks.items() if not ok]
     return Claim(
@@ -375,8 +415,9 @@ def claim_not_monotone_in_k(settings: Settings) -> Claim:
     dom = random_domain(np.random.default_rng([settings.seed, 4]), settings.random_points)
     flat = dom["rho"] <= 1
     rho, beta, k = dom["rho"][flat], dom["beta"][flat], dom["k"][flat]
-    nonincreasing = bool((closed_form.sma_ratio(beta, rho, k + 1)
-                          <= closed_form.sma_ratio(beta, rho, k)).all())
+    nonincreasing = bool(
+        (closed_form.sma_ratio(beta, rho, k + 1) <= closed_form.sma_ratio(beta, rho, k)).all()
+    )
     not_monotone = bool(np.any(np.diff(r) > 0) and np.any(np.diff(r) < 0))
     values = ", ".join(f"{v:.5f}" for v in r)
     return Claim(
@@ -391,12 +432,23 @@ def claim_not_monotone_in_k(settings: Settings) -> Claim:
 
 def claim_no_order(settings: Settings) -> Claim:
     points = [(0.1, 5, 0.5), (1.5, 5, 0.8)]
-    rows = [{"rho": rho, "k": k, "alpha": a,
-             "R_sma": float(closed_form.sma_ratio(1 - a, rho, k)),
-             "R_lookahead": float(closed_form.lookahead_ratio(a, rho, k))} for rho, k, a in points]
+    rows = [
+        {
+            "rho": rho,
+            "k": k,
+            "alpha": a,
+            "R_sma": float(closed_form.sma_ratio(1 - a, rho, k)),
+            "R_lookahead": float(closed_form.lookahead_ratio(a, rho, k)),
+        }
+        for rho, k, a in points
+    ]
     dom = random_domain(np.random.default_rng([settings.seed, 5]), settings.random_points)
-    la_lower = float((closed_form.lookahead_ratio(dom["alpha"], dom["rho"], dom["k"])
-                      < closed_form.sma_ratio(1 - dom["alpha"], dom["rho"], dom["k"])).mean())
+    la_lower = float(
+        (
+            closed_form.lookahead_ratio(dom["alpha"], dom["rho"], dom["k"])
+            < closed_form.sma_ratio(1 - dom["alpha"], dom["rho"], dom["k"])
+        ).mean()
+    )
     first, second = rows
     return Claim(
         key="no-order-sma-lookahead",
@@ -428,8 +480,12 @@ def claim_transient(settings: Settings) -> Claim:
     loss_x = moments.loss_curve(loss_case, sgd2, 50, at).loss
     steady_loss_y = closed_form.steady_loss(loss_case, sma)
     steady_loss_x = closed_form.steady_loss(loss_case, sgd2)
-    holds = (var_y > var_x and steady_y < steady_x and bool((loss_y > loss_x).all())
-             and steady_loss_y < steady_loss_x)
+    holds = (
+        var_y > var_x
+        and steady_y < steady_x
+        and bool((loss_y > loss_x).all())
+        and steady_loss_y < steady_loss_x
+    )
     return Claim(
         key="transient-worse",
         statement="Before steady state SMA's variance and loss can exceed SGD's (the claim is "
@@ -441,9 +497,14 @@ def claim_transient(settings: Settings) -> Claim:
             f"E L(y) {loss_y[0]:.4f}, {loss_y[1]:.4f} > E L(x) {loss_x[0]:.4f}, {loss_x[1]:.4f} "
             f"(steady: {steady_loss_y:.4f} < {steady_loss_x:.4f})"
         ),
-        details={"var_y_t5": var_y, "var_x_t5": var_x, "loss_y": loss_y.tolist(),
-                 "loss_x": loss_x.tolist(), "steady_loss_y": steady_loss_y,
-                 "steady_loss_x": steady_loss_x},
+        details={
+            "var_y_t5": var_y,
+            "var_x_t5": var_x,
+            "loss_y": loss_y.tolist(),
+            "loss_x": loss_x.tolist(),
+            "steady_loss_y": steady_loss_y,
+            "steady_loss_x": steady_loss_x,
+        },
     )
 
 
@@ -453,14 +514,16 @@ def claim_divergence_raises(settings: Settings) -> Claim:
     queries = {
         "SGD rho = 2": lambda: closed_form.steady_variance(SGD(2.0), one, one),
         "SGD rho = 2.5 (Lyapunov)": lambda: moments.stationary_variance(SGD(2.5), one, one),
-        "SMA rho = 3 (closed form)": lambda: closed_form.steady_variance(SMA(SGD(3.0), 2, 0.5),
-                                                                        one, one),
-        "SMA rho = 3 (Lyapunov)": lambda: moments.stationary_variance(SMA(SGD(3.0), 2, 0.5),
-                                                                      one, one),
-        "momentum rho = 2(1+mu)": lambda: closed_form.steady_variance(Momentum(3.0, 0.5),
-                                                                      one, one),
+        "SMA rho = 3 (closed form)": lambda: closed_form.steady_variance(
+            SMA(SGD(3.0), 2, 0.5), one, one
+        ),
+        "SMA rho = 3 (Lyapunov)": lambda: moments.stationary_variance(
+            SMA(SGD(3.0), 2, 0.5), one, one
+        ),
+        "momentum rho = 2(1+mu)": lambda: closed_form.steady_variance(Momentum(3.0, 0.5), one, one),
         "momentum rho > 2(1+mu) (Lyapunov)": lambda: moments.stationary_variance(
-            Momentum(3.5, 0.5), one, one),
+            Momentum(3.5, 0.5), one, one
+        ),
         "beta = 1": lambda: SMA(SGD(0.5), 2, 1.0),
         "beta < 0": lambda: SMA(SGD(0.5), 2, -0.1),
         "k = 0": lambda: SMA(SGD(0.5), 0, 0.5),
