@@ -25,7 +25,7 @@ from nqm.problem import Problem
 from nqm.rules import EMA, SGD, SMA, Base, Lookahead, Momentum, Polyak, Rule
 
 
-def rho(base: Base, h: np.ndarray) -> np.ndarray:
+def checked_rho(base: Base, h: np.ndarray) -> np.ndarray:
     """``lr*h`` after checking that the base optimizer has a steady state at every coordinate."""
     h = _checks.array("h", h, positive=True)
     rho = base.lr * h
@@ -64,7 +64,7 @@ def lag_correlation(
 def sgd_variance(lr: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
     """Stationary variance of SGD, ``lr*sigma2 / (h*(2 - rho))``."""
     base = SGD(lr)
-    r = rho(base, h)
+    r = checked_rho(base, h)
     sigma2 = _checks.array("sigma2", sigma2, positive=False)
     return base.lr * sigma2 / (np.asarray(h) * (2.0 - r))
 
@@ -73,7 +73,7 @@ def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -
     """Stationary variance of heavy-ball momentum,
     ``lr*sigma2*(1+mu) / ((1-mu)*h*(2(1+mu) - rho))``."""
     base = Momentum(lr, mu)
-    r = rho(base, h)
+    r = checked_rho(base, h)
     sigma2 = _checks.array("sigma2", sigma2, positive=False)
     return lr * sigma2 * (1 + mu) / ((1 - mu) * np.asarray(h) * (2 * (1 + mu) - r))
 
@@ -136,7 +136,7 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
     k, beta, feedback = _as_sma(rule)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
-        r = rho(rule.base, h)
+        r = checked_rho(rule.base, h)
         ratio = lookahead_ratio(1 - beta, r, k) if feedback else sma_ratio(beta, r, k)
         return v * ratio
     if feedback:
@@ -169,7 +169,7 @@ def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> 
     n = _checks.integer("n", n, minimum=1)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
-        u, one_minus_u, _ = lag_correlation(rho(rule.base, h), rule.k)
+        u, one_minus_u, _ = lag_correlation(checked_rho(rule.base, h), rule.k)
         u_n = np.sign(u) ** n * np.exp(n * np.log(np.abs(u)))
         one_minus_un = np.where(u >= 0, -np.expm1(n * np.log(np.abs(u))), 1 - u_n)
         bracket = (1 + u) / one_minus_u - 2 * u * one_minus_un / (n * one_minus_u**2)
@@ -195,7 +195,7 @@ def _momentum_companion(base: Momentum, h: np.ndarray, variance: np.ndarray, k: 
     """Heavy ball is the AR(2) ``x' = phi1*x + phi2*x_prev + noise`` with ``phi1 = 1+mu-rho``,
     ``phi2 = -mu``. Yule-Walker: ``w_l = (gamma(l+1), gamma(l))`` obeys ``w_{l+1} = C w_l``, with
     ``w_0 = (phi1*gamma0/(1+mu), gamma0)``. Returns ``C**k`` (d, 2, 2) and ``w_0`` (d, 2)."""
-    phi1 = 1 + base.mu - rho(base, h)
+    phi1 = 1 + base.mu - checked_rho(base, h)
     companion = np.zeros((*phi1.shape, 2, 2))
     companion[..., 0, 0] = phi1
     companion[..., 0, 1] = -base.mu

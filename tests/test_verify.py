@@ -52,16 +52,19 @@ def test_standard_nqm_numbers_match_the_notes():
     rows = {(r["lr"], r["rule"]): r for r in verify.claim_standard_nqm(QUICK).details["rows"]}
     # Notes, table D (d = 10^4, B = 1).
     assert rows[(0.5, "SMA(k=5, beta=0.9) over SGD(lr=0.5)")]["loss"] == pytest.approx(
-        0.760949, rel=2e-6)
+        0.760949, rel=2e-6
+    )
     assert rows[(1.9, "SMA(k=5, beta=0.99) over SGD(lr=1.9)")]["ratio"] == pytest.approx(
-        0.0836, abs=1e-4)
+        0.0836, abs=1e-4
+    )
 
 
 def test_monte_carlo_claim_fails_when_the_exact_moments_are_wrong(monkeypatch):
     curves = verify.standard_curves(QUICK)
     biased = [type(c)(c.steps, c.bias, c.variance * 1.05) for c in curves.exact]
-    claim = verify.claim_monte_carlo(QUICK, verify.Curves(curves.problem_label, curves.labels,
-                                                          biased, curves.sampled))
+    claim = verify.claim_monte_carlo(
+        QUICK, verify.Curves(curves.problem_label, curves.labels, biased, curves.sampled)
+    )
     assert not claim.holds
 
 
@@ -78,7 +81,7 @@ def test_reduction_claim_fails_when_r_exceeds_one(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:divide by zero")
 def test_divergence_claim_fails_when_a_divergent_query_returns_a_number(monkeypatch):
-    monkeypatch.setattr(closed_form, "rho", lambda base, h: base.lr * np.asarray(h))
+    monkeypatch.setattr(closed_form, "checked_rho", lambda base, h: base.lr * np.asarray(h))
     claim = verify.claim_divergence_raises(QUICK)
     assert not claim.holds and "returned a value" in claim.evidence
 
