@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from nqm import _checks
+from nqm.embedding import Tie
 from nqm.problem import Problem
 from nqm.rules import EMA, SGD, SMA, Base, Lookahead, Momentum, Polyak, Rule
 
@@ -155,9 +156,30 @@ def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
     )
 
 
-def steady_loss(problem: Problem, rule: Rule) -> float:
-    """Steady-state expected loss ``1/2 * sum_i h_i V_i`` (the mean has decayed to 0)."""
-    return float(0.5 * problem.h @ steady_variance(rule, problem.h, problem.sigma2))
+def steady_loss(problem: Problem, rule: Rule, tie: Tie | None = None) -> float:
+    """Steady-state expected loss ``1/2 * sum_i h_i (m_i^2 + V_i)``: every untied mean has decayed
+    to 0; a tied member has mean ``b_j`` and variance ``a_j^2 V_r`` (``nqm.embedding``). Members need
+    no steady state of their own (embedding can stabilise a coordinate with ``rho >= 2``)."""
+    if tie is None:
+        return float(0.5 * problem.h @ steady_variance(rule, problem.h, problem.sigma2))
+    tie.check_dim(problem.dim)
+    free = np.ones(problem.dim, dtype=bool)
+    free[tie.member] = False
+    variance = np.zeros(problem.dim)
+    variance[free] = steady_variance(rule, problem.h[free], problem.sigma2[free])
+    mean, variance = tie.apply_steady(variance)
+    return float(0.5 * problem.h @ (mean**2 + variance))
+
+
+def embedding_loss_change(problem: Problem, rule: Rule, tie: Tie) -> np.ndarray:
+    """Per member, the change of the steady-state loss that embedding causes,
+    ``1/2 h_j (b_j^2 + a_j^2 V_r - V_j)``: negative where embedding lowers the loss. Raises where a
+    member has no steady state of its own (then embedding is the only way to one)."""
+    tie.check_dim(problem.dim)
+    own = steady_variance(rule, problem.h, problem.sigma2)
+    mean, tied = tie.apply_steady(own)
+    j = tie.member
+    return 0.5 * problem.h[j] * (mean[j] ** 2 + tied[j] - own[j])
 
 
 def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> np.ndarray:

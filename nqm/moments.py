@@ -20,6 +20,7 @@ import numpy as np
 import scipy.linalg
 
 from nqm import _checks
+from nqm.embedding import Tie
 from nqm.problem import Problem
 from nqm.rules import STATE_NAMES, Polyak, Rule, State
 
@@ -63,16 +64,23 @@ def initial_moments(problem: Problem) -> Moments:
     return Moments(0, mean, cov)
 
 
-def iterate(problem: Problem, rule: Rule, steps: int) -> Iterator[Moments]:
-    """Yields the exact moments after 0, 1, ..., ``steps`` optimizer steps."""
+def iterate(problem: Problem, rule: Rule, steps: int, tie: Tie | None = None) -> Iterator[Moments]:
+    """Yields the exact moments after 0, 1, ..., ``steps`` optimizer steps. With a ``tie``, members
+    report the affine image of their reference from ``tie.start`` on (their marginal moments)."""
     steps = _checks.integer("steps", steps, minimum=0)
+    if tie is not None:
+        tie.check_dim(problem.dim)
     m = initial_moments(problem)
-    yield m
     mean, cov, sigma2 = m.mean, m.cov, problem.sigma2[:, None, None]
-    for t in range(1, steps + 1):
-        a, b = transition(rule, t, problem.h)
-        mean = np.einsum("dij,dj->di", a, mean)
-        cov = a @ cov @ a.transpose(0, 2, 1) + sigma2 * (b[:, :, None] * b[:, None, :])
+    for t in range(steps + 1):
+        if t:
+            a, b = transition(rule, t, problem.h)
+            mean = np.einsum("dij,dj->di", a, mean)
+            cov = a @ cov @ a.transpose(0, 2, 1) + sigma2 * (b[:, :, None] * b[:, None, :])
+        if tie is not None and tie.active(t):
+            # Members follow their references exactly, so their own propagated moments are
+            # replaced, not just reported: Var would otherwise keep the pre-tie history.
+            mean, cov = tie.apply_moments(mean, cov)
         yield Moments(t, mean, cov)
 
 
@@ -91,13 +99,17 @@ class LossCurve:
 
 
 def loss_curve(
-    problem: Problem, rule: Rule, steps: int, record: np.ndarray | None = None
+    problem: Problem,
+    rule: Rule,
+    steps: int,
+    record: np.ndarray | None = None,
+    tie: Tie | None = None,
 ) -> LossCurve:
     """Exact expected loss of the readout after each step in ``record`` (default 0..steps)."""
     record = _record_steps(steps, record)
     wanted = set(record.tolist())
     bias, variance = [], []
-    for m in iterate(problem, rule, int(record[-1])):
+    for m in iterate(problem, rule, int(record[-1]), tie):
         if m.t in wanted:
             b, v = problem.expected_loss(*m.readout(rule))
             bias.append(b)

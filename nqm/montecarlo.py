@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nqm import _checks
+from nqm.embedding import Tie
 from nqm.moments import _record_steps
 from nqm.problem import Problem
 from nqm.rules import Rule, State
@@ -79,14 +80,19 @@ def simulate(
     record: np.ndarray | None = None,
     per_coordinate: bool = True,
     max_elements: int = 1 << 20,
+    tie: Tie | None = None,
 ) -> MonteCarlo:
     """Runs ``chains`` independent chains for ``steps`` optimizer steps and estimates the readout's
-    loss (and per-coordinate mean and variance) after each step in ``record`` (default 0..steps)."""
+    loss (and per-coordinate mean and variance) after each step in ``record`` (default 0..steps).
+    With a ``tie``, members are overwritten by the affine image of their references after every
+    step from ``tie.start`` on, so they share their reference's noise as in a real model."""
     record = _record_steps(steps, record)
     chains = _checks.integer("chains", chains, minimum=2)
     seed = _checks.integer("seed", seed, minimum=0)
     max_elements = _checks.integer("max_elements", max_elements, minimum=1)
     d = problem.dim
+    if tie is not None:
+        tie.check_dim(d)
     chunk = max(1, min(chains, max_elements // d))
     sizes = [chunk] * (chains // chunk) + ([chains % chunk] if chains % chunk else [])
     generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sizes))]
@@ -106,6 +112,8 @@ def simulate(
                 rng.standard_normal(out=noise)
                 noise *= sd
                 s = rule.step(t, s, h, noise)
+            if tie is not None and tie.active(t):
+                s = tie.apply_state(s)
             if t == record[j]:
                 y = getattr(s, readout)
                 loss.add(j, (y * y) @ half_h)
