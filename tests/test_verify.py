@@ -32,6 +32,7 @@ def test_random_domain_covers_the_valid_domain():
         verify.claim_no_order,
         verify.claim_transient,
         verify.claim_divergence_raises,
+        verify.claim_embedding,
     ],
 )
 def test_each_claim_holds(claim):
