@@ -43,9 +43,9 @@ def integer(name: str, value: object, *, minimum: int) -> int:
 
 
 def array(name: str, values: object, *, positive: bool) -> np.ndarray:
-    """``values`` as a float64 array, all finite and > 0 (``positive``) or >= 0; else raise naming
-    the first offending entry."""
-    arr = np.asarray(values, dtype=np.float64)
+    """``values`` as a new float64 array (never a view of the caller's), all finite and > 0
+    (``positive``) or >= 0; else raise naming the first offending entry."""
+    arr = np.array(values, dtype=np.float64)
     if arr.ndim > 1:
         raise ValueError(f"{name} must be a scalar or a 1-D array, got shape {arr.shape}")
     flat = np.atleast_1d(arr)

@@ -191,10 +191,10 @@ def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> 
     n = _checks.integer("n", n, minimum=1)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
-        u, one_minus_u, _ = lag_correlation(checked_rho(rule.base, h), rule.k)
-        u_n = np.sign(u) ** n * np.exp(n * np.log(np.abs(u)))
-        one_minus_un = np.where(u >= 0, -np.expm1(n * np.log(np.abs(u))), 1 - u_n)
-        bracket = (1 + u) / one_minus_u - 2 * u * one_minus_un / (n * one_minus_u**2)
+        rho = checked_rho(rule.base, h)
+        u, one_minus_u, one_plus_u = lag_correlation(rho, rule.k)
+        _, one_minus_un, _ = lag_correlation(rho, rule.k * n)  # u**n = (1 - rho)**(k*n)
+        bracket = one_plus_u / one_minus_u - 2 * u * one_minus_un / (n * one_minus_u**2)
         return v / n * bracket
     total = np.zeros_like(v)
     for m, gamma in enumerate(_momentum_autocovariances(rule.base, h, v, rule.k, n - 1), start=1):

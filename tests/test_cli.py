@@ -20,8 +20,21 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_steady_json_schema_and_values(capsys):
-    code, out, err = run(capsys, "steady", "--rule", "sma", "--lr", "0.5", "--h", "1",
-                         "--k", "10", "--beta", "0.9", "--json")
+    code, out, err = run(
+        capsys,
+        "steady",
+        "--rule",
+        "sma",
+        "--lr",
+        "0.5",
+        "--h",
+        "1",
+        "--k",
+        "10",
+        "--beta",
+        "0.9",
+        "--json",
+    )
     assert code == 0 and err == ""
     result = json.loads(out)
     assert {"rule", "variance", "sgd_variance", "ratio"} <= result.keys()
@@ -52,31 +65,61 @@ def test_steady_every_rule(capsys, argv, expected):
 
 
 def test_steady_batch_and_noise_scale_the_variance(capsys):
-    _, out, _ = run(capsys, "steady", "--rule", "sma", "--lr", "0.3", "--h", "2", "--c", "4",
-                    "--batch", "2", "--json")
+    _, out, _ = run(
+        capsys,
+        "steady",
+        "--rule",
+        "sma",
+        "--lr",
+        "0.3",
+        "--h",
+        "2",
+        "--c",
+        "4",
+        "--batch",
+        "2",
+        "--json",
+    )
     result = json.loads(out)
     expected = closed_form.steady_variance(SMA(SGD(0.3), 5, 0.9), 2.0, 2.0)
     assert result["variance"] == pytest.approx(float(expected), rel=1e-12)
 
 
 def test_steady_momentum_where_sgd_diverges(capsys):
-    code, out, _ = run(capsys, "steady", "--rule", "momentum", "--mu", "0.9", "--lr", "3",
-                       "--h", "1", "--json")
+    code, out, _ = run(
+        capsys, "steady", "--rule", "momentum", "--mu", "0.9", "--lr", "3", "--h", "1", "--json"
+    )
     result = json.loads(out)
     assert code == 0 and result["variance"] == pytest.approx(71.25)
     assert result["sgd_variance"] is None and result["ratio"] is None
 
 
 def test_steady_text_output(capsys):
-    code, out, _ = run(capsys, "steady", "--rule", "sma", "--lr", "1", "--h", "1", "--k", "5",
-                       "--beta", "0.9")
+    code, out, _ = run(
+        capsys, "steady", "--rule", "sma", "--lr", "1", "--h", "1", "--k", "5", "--beta", "0.9"
+    )
     assert code == 0
     assert "ratio" in out and "0.0526315789" in out  # 1/19, table B
 
 
 def test_simulate_json_agrees_with_exact(capsys):
-    code, out, _ = run(capsys, "simulate", "--rule", "sma", "--lr", "0.5", "--dim", "50",
-                       "--steps", "40", "--chains", "400", "--points", "8", "--json")
+    code, out, _ = run(
+        capsys,
+        "simulate",
+        "--rule",
+        "sma",
+        "--lr",
+        "0.5",
+        "--dim",
+        "50",
+        "--steps",
+        "40",
+        "--chains",
+        "400",
+        "--points",
+        "8",
+        "--json",
+    )
     assert code == 0
     result = json.loads(out)
     rows = result["steps"]
@@ -88,8 +131,22 @@ def test_simulate_json_agrees_with_exact(capsys):
 
 
 def test_simulate_text_output(capsys):
-    code, out, _ = run(capsys, "simulate", "--rule", "lookahead", "--lr", "0.5", "--dim", "20",
-                       "--steps", "10", "--chains", "50", "--points", "3")
+    code, out, _ = run(
+        capsys,
+        "simulate",
+        "--rule",
+        "lookahead",
+        "--lr",
+        "0.5",
+        "--dim",
+        "20",
+        "--steps",
+        "10",
+        "--chains",
+        "50",
+        "--points",
+        "3",
+    )
     assert code == 0
     assert "exact loss" in out and "Lookahead" in out
 
@@ -149,8 +206,13 @@ def test_verify_quick_writes_report_and_exits_0(capsys, tmp_path):
     claims = json.loads((out_dir / "claims.json").read_text())
     assert claims["all_hold"] is True and claims["settings"] == {"seed": 3, "quick": True}
     keys = {c["key"] for c in claims["claims"]}
-    assert {"variance-reduction", "closed-form-equals-lyapunov", "monte-carlo-agrees",
-            "not-monotone-in-k", "transient-worse"} <= keys
+    assert {
+        "variance-reduction",
+        "closed-form-equals-lyapunov",
+        "monte-carlo-agrees",
+        "not-monotone-in-k",
+        "transient-worse",
+    } <= keys
     assert all(c["holds"] for c in claims["claims"])
     report = (out_dir / "report.md").read_text()
     assert "| claim | evidence | verdict |" in report
@@ -175,7 +237,11 @@ def test_verify_exits_1_when_a_claim_fails(capsys, tmp_path, monkeypatch):
 
 
 def test_console_script_and_module_entry_point(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "nqm", "steady", "--rule", "sgd", "--lr", "3",
-                           "--h", "1"], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "nqm", "steady", "--rule", "sgd", "--lr", "3", "--h", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

@@ -22,3 +22,12 @@ def test_readme_has_two_commands_and_ci_runs_both_verbatim():
     ci = ROOT.joinpath(".ci", "run").read_text()
     assert f"main_command='{main_command}'" in ci
     assert f"test_command='{test_command}'" in ci
+
+
+def test_readme_library_example_runs_and_prints_what_it_says(capsys):
+    section = ROOT.joinpath("README.md").read_text().split("## The library", 1)[1]
+    code = re.search(r"```python\n(.+?)\n```", section, flags=re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    untied, tied = (float(line) for line in capsys.readouterr().out.split())
+    assert round(untied, 6) == 0.760949
+    assert tied < untied
