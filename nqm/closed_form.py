@@ -82,11 +82,14 @@ def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -
 def sma_ratio(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
     """``R = Var_SMA / Var_SGD`` for SMA without feedback over SGD,
     ``(1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``, with both brackets formed as positive sums;
-    beta, rho and k broadcast."""
-    beta = _checks.interval_array("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
+    beta, rho and k broadcast. The formula holds for ``beta in (-1, 1)``; a negative beta (which no
+    SMA rule accepts) gives ``R > 1``, so the theorem's boundary ``R = 1`` is exactly ``beta = 0``."""
+    beta = _checks.interval_array("beta", beta, "(-1, 1)", low=-1, high=1)
     u, one_minus_u, one_plus_u = lag_correlation(rho, k)
-    numerator = (1 - beta) * np.where(u >= 0, 1 + beta * u, (1 - beta) + beta * one_plus_u)
-    return numerator / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
+    # 1 + beta*u and 1 - beta*u as sums of same-signed terms wherever beta >= 0.
+    numerator = (1 - beta) * np.where(u * beta >= 0, 1 + beta * u, (1 - beta) + beta * one_plus_u)
+    denominator = np.where(beta >= 0, (1 - beta) + beta * one_minus_u, 1 - beta * u)
+    return numerator / ((1 + beta) * denominator)
 
 
 def lookahead_ratio(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
@@ -100,7 +103,7 @@ def lookahead_ratio(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | 
 def sma_reduction(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
     """``1 - R`` for SMA without feedback, ``2 beta (1-u) / ((1+beta)(1-beta*u))``, formed without
     subtracting from 1 so that it stays accurate (and > 0) where R rounds to 1."""
-    beta = _checks.interval_array("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
+    beta = _checks.interval_array("beta", beta, "(-1, 1)", low=-1, high=1)
     _, one_minus_u, _ = lag_correlation(rho, k)
     return 2 * beta * one_minus_u / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
 
@@ -125,7 +128,7 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
 
     Raises ``ValueError`` where no steady state exists (including Polyak averaging, whose variance
     falls to 0) and ``NotImplementedError`` for Lookahead over momentum, which has no closed form
-    here (``nqm.moments.stationary_variance`` solves it).
+    here (``nqm.moments.stationary_variance`` solves it, and decides whether it exists).
     """
     if isinstance(rule, SGD | Momentum):
         return base_variance(rule, h, sigma2)
@@ -135,25 +138,69 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
             "use polyak_variance(rule, h, sigma2, n) for the variance after n samples"
         )
     k, beta, feedback = _as_sma(rule)
-    v = base_variance(rule.base, h, sigma2)
-    if isinstance(rule.base, SGD):
-        r = checked_rho(rule.base, h)
-        ratio = lookahead_ratio(1 - beta, r, k) if feedback else sma_ratio(beta, r, k)
-        return v * ratio
-    if feedback:
+    if feedback and isinstance(rule.base, Momentum):
         raise NotImplementedError(
             f"no closed form for {rule.label()}; use nqm.moments.stationary_variance"
         )
+    if feedback:
+        return lookahead_variance(1 - beta, rule.base.lr, h, sigma2, k)
+    v = base_variance(rule.base, h, sigma2)
+    if isinstance(rule.base, SGD):
+        return v * sma_ratio(beta, checked_rho(rule.base, h), k)
     gamma_sum = _momentum_autocovariance_sum(rule.base, h, v, k, beta)
     return (1 - beta) / (1 + beta) * (v + 2 * gamma_sum)
 
 
+def lookahead_variance(
+    alpha: float, lr: float, h: np.ndarray, sigma2: np.ndarray, k: int
+) -> np.ndarray:
+    """Stationary variance of Lookahead's slow weights over SGD, wherever its outer map
+    ``phi' = c phi + alpha eta``, ``c = 1 - alpha(1-u)``, contracts (``|c| < 1``).
+
+    For ``rho in (0, 2)`` this is ``V* R_LA`` (evaluated as such, accurately). Lookahead also
+    stabilises some ``rho >= 2`` (odd k, where ``u <= -1``): there
+    ``V = alpha lr^2 sigma2 S_k / ((1-u)(2 - alpha(1-u)))`` with ``S_k = sum_{j<k} r^{2j}``, the
+    same fixed point ``alpha^2 Var(eta) / (1 - c^2)`` without dividing by SGD's missing V*."""
+    alpha = _checks.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+    lr = _checks.real("lr", lr, "(0, inf)", low=0, high=np.inf)
+    h = _checks.array("h", h, positive=True)
+    sigma2 = _checks.array("sigma2", sigma2, positive=False)
+    shape = np.broadcast_shapes(h.shape, sigma2.shape)
+    h, sigma2 = np.broadcast_arrays(np.atleast_1d(h), np.atleast_1d(sigma2))
+    rho = lr * h
+    inside = rho < 2
+    out = np.empty(h.shape)
+    if inside.any():
+        out[inside] = sgd_variance(lr, h[inside], sigma2[inside]) * lookahead_ratio(
+            alpha, rho[inside], k
+        )
+    if not inside.all():
+        r = 1 - rho[~inside]
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            u = r**k
+            shrink = alpha * (1 - u)
+            bad = ~((shrink > 0) & (shrink < 2))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"no steady state: Lookahead's outer factor c = 1 - alpha(1-u) must be in "
+                    f"(-1, 1), got c = {float(1 - shrink[i])!r} (rho = lr*h = {float(rho[~inside][i])!r}, "
+                    f"k = {k}, alpha = {alpha!r})"
+                )
+            r2 = r * r
+            s_k = np.where(r2 == 1, float(k), np.expm1(k * np.log(r2)) / (r2 - 1))
+            out[~inside] = alpha * lr**2 * sigma2[~inside] * s_k / ((1 - u) * (2 - shrink))
+    if not np.isfinite(out).all():
+        raise ValueError("no steady state in float64: the Lookahead variance overflows")
+    return out.reshape(shape)
+
+
 def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
-    """Steady variance of the readout over SGD's at the same learning rate; independent of sigma2."""
+    """Steady variance of the readout over SGD's at the same learning rate; independent of sigma2
+    (both are proportional to it), so it is formed at ``sigma2 = 1``."""
     h = np.asarray(h, dtype=np.float64)
-    return steady_variance(rule, h, np.ones_like(h)) / sgd_variance(
-        rule.base.lr, h, np.ones_like(h)
-    )
+    unit = np.ones_like(h)
+    return steady_variance(rule, h, unit) / sgd_variance(rule.base.lr, h, unit)
 
 
 def steady_loss(problem: Problem, rule: Rule, tie: Tie | None = None) -> float:

@@ -465,7 +465,7 @@ def test_no_steady_state_for_rho_at_least_two(rho):
         lambda: cf.sgd_variance(1.0, h, ONE),
         lambda: cf.steady_variance(SGD(1.0), h, ONE),
         lambda: cf.steady_variance(SMA(SGD(1.0), 3, 0.5), h, ONE),
-        lambda: cf.steady_variance(Lookahead(SGD(1.0), 3, 0.5), h, ONE),
+        lambda: cf.steady_variance(Lookahead(SGD(1.0), 2, 0.5), h, ONE),  # even k: u >= 1
         lambda: cf.steady_ratio(SMA(SGD(1.0), 3, 0.5), h),
         lambda: cf.steady_loss(Problem(h=[0.5, rho], c=1.0), EMA(SGD(1.0), 0.5)),
     ):
@@ -488,10 +488,20 @@ def test_ratio_functions_reject_rho_outside_zero_two(rho):
         cf.lag_correlation(rho, 3)
 
 
-@pytest.mark.parametrize("beta", [-0.1, 1.0, 1.5, np.nan])
+@pytest.mark.parametrize("beta", [-1.0, -1.5, 1.0, 1.5, np.nan])
 def test_sma_ratio_rejects_beta(beta):
     with pytest.raises(ValueError, match="beta"):
         cf.sma_ratio(beta, 0.5, 3)
+
+
+@given(beta=st.floats(-0.99, -1e-6), rho=rhos(), k=ks())
+def test_negative_beta_raises_the_variance(beta, rho, k):
+    """The formula extends to beta in (-1, 0) (no SMA rule accepts it): R > 1 there, so R = 1
+    exactly on beta = 0, and 1 - R stays consistent with sma_reduction."""
+    assert cf.sma_ratio(beta, rho, k) > 1
+    assert cf.sma_reduction(beta, rho, k) < 0
+    with pytest.raises(ValueError, match="beta"):
+        SMA(SGD(0.5), k, beta)
 
 
 def test_sma_ratio_rejects_beta_inside_array():

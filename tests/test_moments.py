@@ -598,12 +598,24 @@ def test_stationary_variance_raises_without_steady_state(make, rho):
 def test_lookahead_with_odd_k_is_stable_at_rho_two():
     """The fast weights restart every k steps, so Lookahead needs only |1 - alpha(1 - u)| < 1: at
     rho = 2, k = 3 (u = -1), alpha = 0.5 the slow weights are phi' = 0*phi + eta/2 with
-    Var eta = 3*lr^2*sigma2. The Lyapunov engine sees this; the closed form (relative to SGD's V*,
-    which does not exist) refuses."""
+    Var eta = 3*lr^2*sigma2. Both the Lyapunov engine and the closed form give 0.75."""
     rule = Lookahead(SGD(1.0), 3, 0.5)
     assert mo.stationary_variance(rule, as_array(2.0), ONE)[0] == pytest.approx(0.75, rel=1e-12)
-    with pytest.raises(ValueError, match="rho"):
-        cf.steady_variance(rule, as_array(2.0), ONE)
+    assert cf.steady_variance(rule, as_array(2.0), ONE)[0] == pytest.approx(0.75, rel=1e-12)
+
+
+@given(rho=st.floats(2.0, 3.5), k=st.sampled_from([1, 2, 3, 4, 5, 7]), alpha=st.floats(0.05, 1.0))
+def test_lookahead_beyond_rho_two_closed_form_equals_lyapunov_or_both_raise(rho, k, alpha):
+    rule = Lookahead(SGD(1.0), k, alpha)
+    c = 1 - alpha * (1 - (1 - rho) ** k)
+    assume(abs(abs(c) - 1) > 1e-6)  # away from the stability boundary, where Lyapunov is ill-posed
+    if abs(c) < 1:
+        exact = mo.stationary_variance(rule, as_array(rho), ONE)[0]
+        assert cf.steady_variance(rule, as_array(rho), ONE)[0] == pytest.approx(exact, rel=1e-8)
+    else:
+        for engine in (cf.steady_variance, mo.stationary_variance):
+            with pytest.raises(ValueError, match="no steady state"):
+                engine(rule, as_array(rho), ONE)
 
 
 def test_stationary_variance_raises_for_unstable_momentum():
