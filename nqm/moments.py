@@ -87,11 +87,14 @@ def iterate(problem: Problem, rule: Rule, steps: int, tie: Tie | None = None) ->
 @dataclass(frozen=True)
 class LossCurve:
     """Expected loss of the readout at ``steps``: ``loss = bias + variance`` with
-    ``bias = 1/2 sum h m^2`` and ``variance = 1/2 sum h V`` (units of the loss)."""
+    ``bias = 1/2 sum h m^2`` and ``variance = 1/2 sum h V`` (units of the loss). ``spread`` is the
+    standard deviation of the loss itself across independent runs,
+    ``sqrt(sum (h/2)^2 (2 V^2 + 4 m^2 V))`` (Gaussian coordinates, independent across i)."""
 
     steps: np.ndarray
     bias: np.ndarray
     variance: np.ndarray
+    spread: np.ndarray
 
     @property
     def loss(self) -> np.ndarray:
@@ -108,13 +111,57 @@ def loss_curve(
     """Exact expected loss of the readout after each step in ``record`` (default 0..steps)."""
     record = _record_steps(steps, record)
     wanted = set(record.tolist())
-    bias, variance = [], []
+    bias, variance, spread = [], [], []
+    quarter_h2 = 0.25 * problem.h**2
     for m in iterate(problem, rule, int(record[-1]), tie):
         if m.t in wanted:
-            b, v = problem.expected_loss(*m.readout(rule))
+            mean, var = m.readout(rule)
+            b, v = problem.expected_loss(mean, var)
             bias.append(b)
             variance.append(v)
-    return LossCurve(record, np.array(bias), np.array(variance))
+            # Var(y^2) = 2 V^2 + 4 m^2 V for y ~ N(m, V). A tied member is a copy of its
+            # reference, so with a tie this ignores their covariance: a lower bound, not exact.
+            spread.append(np.sqrt(quarter_h2 @ (2 * var**2 + 4 * mean**2 * var)))
+    return LossCurve(record, np.array(bias), np.array(variance), np.array(spread))
+
+
+Affine = tuple[np.ndarray, np.ndarray]  # (M, N): s -> M s + noise with covariance sigma2 * N
+
+
+def _then(first: Affine, second: Affine) -> Affine:
+    """The map ``first`` followed by ``second``."""
+    m1, n1 = first
+    m2, n2 = second
+    return m2 @ m1, m2 @ n1 @ m2.transpose(0, 2, 1) + n2
+
+
+def _power(step: Affine, count: int) -> Affine:
+    """``step`` applied ``count`` times, by repeated squaring: O(log count) matrix products."""
+    d = step[0].shape[0]
+    result: Affine = (
+        np.broadcast_to(np.eye(N_STATES), (d, N_STATES, N_STATES)).copy(),
+        np.zeros((d, N_STATES, N_STATES)),
+    )
+    while count:
+        if count & 1:
+            result = _then(result, step)
+        step = _then(step, step)
+        count >>= 1
+    return result
+
+
+def _step_map(rule: Rule, t: int, h: np.ndarray) -> Affine:
+    a, b = transition(rule, t, h)
+    return a, b[:, :, None] * b[:, None, :]
+
+
+def _period(rule: Rule, h: np.ndarray) -> Affine:
+    """One period over all three states: k - 1 plain steps, then the sampling step. Every rule
+    here makes the same move on every step that is not a sampling step, so those k - 1 steps are
+    one map raised to a power (k = 10^9 costs 30 squarings)."""
+    plain = _power(_step_map(rule, 1, h), rule.period - 1) if rule.period > 1 else None
+    sample = _step_map(rule, rule.period, h)
+    return sample if plain is None else _then(plain, sample)
 
 
 def period_map(rule: Rule, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,15 +169,35 @@ def period_map(rule: Rule, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     that ends on a sampling step; shapes (d, n, n) over ``rule.states`` only."""
     if isinstance(rule, Polyak):
         raise ValueError("rule: Polyak averaging has no steady state (its variance falls like 1/n)")
-    h = np.atleast_1d(np.asarray(h, dtype=np.float64))
-    m = np.broadcast_to(np.eye(N_STATES), (h.size, N_STATES, N_STATES)).copy()
-    n = np.zeros_like(m)
-    for t in range(1, rule.period + 1):
-        a, b = transition(rule, t, h)
-        m = a @ m
-        n = a @ n @ a.transpose(0, 2, 1) + b[:, :, None] * b[:, None, :]
+    m, n = _period(rule, np.atleast_1d(np.asarray(h, dtype=np.float64)))
     idx = [STATE_NAMES.index(s) for s in rule.states]
     return m[:, idx][:, :, idx], n[:, idx][:, :, idx]
+
+
+def moments_at(problem: Problem, rule: Rule, t: int, tie: Tie | None = None) -> Moments:
+    """The exact moments after ``t`` optimizer steps in O(log t) matrix products (whole periods by
+    repeated squaring, then the remaining plain steps), equal to the ``t``-th item of
+    :func:`iterate`. Polyak averaging changes its weights every sample and is stepped through."""
+    t = _checks.integer("t", t, minimum=0)
+    if isinstance(rule, Polyak):
+        *_, last = iterate(problem, rule, t, tie)
+        return last
+    if tie is not None:
+        tie.check_dim(problem.dim)
+    periods, rest = divmod(t, rule.period)
+    m0 = initial_moments(problem)
+    mean, cov = m0.mean, m0.cov
+    if tie is not None and tie.active(0):
+        mean, cov = tie.apply_moments(mean, cov)  # as iterate does at t = 0
+    move = _power(_period(rule, problem.h), periods)
+    if rest:
+        move = _then(move, _power(_step_map(rule, 1, problem.h), rest))
+    m, n = move
+    mean = np.einsum("dij,dj->di", m, mean)
+    cov = m @ cov @ m.transpose(0, 2, 1) + problem.sigma2[:, None, None] * n
+    if tie is not None and tie.active(t):
+        mean, cov = tie.apply_moments(mean, cov)
+    return Moments(t, mean, cov)
 
 
 def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:

@@ -326,7 +326,9 @@ def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
         per_rule[rule.label()] = float(np.abs(z).max())
         z_all.append(z)
     for label, exact, mc in zip(curves.labels, curves.exact, curves.sampled, strict=True):
-        z = (mc.loss - exact.loss) / mc.loss_se
+        # The exact standard error: with few chains the sample one is noisy and the per-chain loss
+        # skewed, which would make a normal threshold too tight for a correct engine.
+        z = (mc.loss - exact.loss) / (exact.spread / np.sqrt(mc.chains))
         per_rule[f"{label} on the {curves.problem_label} (loss)"] = float(np.abs(z).max())
         z_all.append(z)
     z = np.concatenate(z_all)
@@ -339,8 +341,9 @@ def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
         holds=max_z < threshold,
         evidence=(
             f"{z.size} estimates (mean and variance of 8 rules at every step of 60, loss of "
-            f"{len(curves.labels)} rules on the {curves.problem_label}): max |z| = {max_z:.2f} < "
-            f"{threshold:.2f} (family-wise {FAMILY_ALPHA:g}); z mean {z.mean():+.3f}, sd {z.std():.3f}"
+            f"{len(curves.labels)} rules on the {curves.problem_label}): max |z| = {max_z:.2f} "
+            f"{'<' if max_z < threshold else '>='} {threshold:.2f} (Bonferroni, family-wise "
+            f"{FAMILY_ALPHA:g}); z mean {z.mean():+.3f}, sd {z.std():.3f}"
         ),
         details={
             "estimates": int(z.size),

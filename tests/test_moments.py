@@ -643,3 +643,57 @@ def test_initial_moments():
     np.testing.assert_array_equal(m.mean, [[1.0, 1.0, 0.0], [-2.0, -2.0, 0.0]])
     np.testing.assert_array_equal(m.cov[0], [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 0]])
     np.testing.assert_array_equal(m.cov[1], [[3.0, 3.0, 0], [3.0, 3.0, 0], [0, 0, 0]])
+
+
+# ---- moments_at: any t in O(log t) ---------------------------------------------------------------
+
+JUMP_RULES = [
+    SGD(1.0),
+    Momentum(0.5, 0.5),
+    SMA(SGD(1.0), 3, 0.8),
+    SMA(SGD(1.0), 3, 0.8, feedback=True),
+    Lookahead(SGD(1.0), 4, 0.5),
+    EMA(SGD(1.0), 0.9),
+    SMA(Momentum(0.5, 0.5), 3, 0.7),
+    Polyak(SGD(1.0), 2),
+]
+
+
+@pytest.mark.parametrize("rule", JUMP_RULES, ids=lambda r: r.label())
+def test_moments_at_equals_iterate_at_every_step(rule):
+    problem = Problem(h=[0.02, 0.5, 1.0, 1.6], c=[1.0, 0.5, 2.0, 1.0], mean0=1.0, var0=0.5)
+    stepped = list(mo.iterate(problem, rule, 40))
+    for t in range(41):
+        jumped = mo.moments_at(problem, rule, t)
+        assert jumped.t == t
+        np.testing.assert_allclose(jumped.mean, stepped[t].mean, rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(jumped.cov, stepped[t].cov, rtol=1e-11, atol=1e-13)
+
+
+def test_moments_at_with_a_tie_equals_iterate():
+    from nqm.embedding import Tie
+
+    problem = Problem(h=[1.0, 1.0, 0.5], c=1.0, mean0=1.0, var0=0.5)
+    rule = SMA(SGD(0.5), 3, 0.8)
+    for tie in (Tie([1, 2], [0, 0], [0.5, -2.0], [0.0, 0.3]), Tie([1], [0], [0.5], [0.2], start=7)):
+        stepped = list(mo.iterate(problem, rule, 20, tie))
+        for t in (0, 3, 6, 7, 8, 20):
+            jumped = mo.moments_at(problem, rule, t, tie)
+            np.testing.assert_allclose(jumped.mean, stepped[t].mean, rtol=1e-11, atol=1e-13)
+            np.testing.assert_allclose(jumped.cov, stepped[t].cov, rtol=1e-11, atol=1e-13)
+
+
+def test_moments_at_a_huge_t_is_the_steady_state_and_fast():
+    rule = SMA(SGD(0.3), 7, 0.9)
+    problem = Problem(h=[2.0, 0.01], c=2.0, mean0=3.0, var0=1.0)
+    mean, var = mo.moments_at(problem, rule, 10**12).readout(rule)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-300)
+    np.testing.assert_allclose(var, cf.steady_variance(rule, problem.h, problem.sigma2), rtol=1e-9)
+
+
+def test_stationary_variance_with_a_huge_period_uses_squaring():
+    """k = 10^9 fast steps between samples: the fast weights forget the reset, u = 0, and
+    Lookahead's ratio is alpha / (2 - alpha) of the base variance."""
+    rule = Lookahead(Momentum(0.5, 0.5), 10**9, 0.5)
+    base = cf.momentum_variance(0.5, 0.5, ONE, ONE)
+    assert mo.stationary_variance(rule, ONE, ONE)[0] == pytest.approx(base[0] / 3, rel=1e-9)
