@@ -33,12 +33,19 @@ def real(
     return x
 
 
+# Integers stay below 2**53 so that every engine can use them in float64 arithmetic exactly.
+MAX_INTEGER = 2**53
+
+
 def integer(name: str, value: object, *, minimum: int) -> int:
-    """``value`` as an int >= minimum (integral floats such as 5.0 are accepted); else raise."""
+    """``value`` as an int in [minimum, 2**53] (integral floats such as 5.0 are accepted)."""
+    allowed = f"an integer in [{minimum}, 2**53]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if not float(value).is_integer() or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if not math.isfinite(value) or not float(value).is_integer():
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if not minimum <= value <= MAX_INTEGER:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return int(value)
 
 
@@ -86,14 +93,15 @@ def interval_array(
 
 
 def integer_array(name: str, values: object, *, minimum: int) -> np.ndarray:
-    """``values`` (scalar or array) as int64, every entry an integer >= minimum; else raise."""
+    """``values`` (scalar or array) as int64, every entry an integer in [minimum, 2**53]."""
     arr = np.asarray(values)
     flat = np.atleast_1d(arr).astype(np.float64)
-    ok = np.isfinite(flat) & (flat == np.round(flat)) & (flat >= minimum)
+    ok = np.isfinite(flat) & (flat == np.round(flat)) & (flat >= minimum) & (flat <= MAX_INTEGER)
     if arr.dtype == bool or not ok.all():
         i = 0 if arr.dtype == bool else int(np.flatnonzero(~ok)[0])
         where = f"{name}[{i}]" if flat.size > 1 else name
+        got = np.atleast_1d(arr)[i]
         raise ValueError(
-            f"{where} must be an integer >= {minimum}, got {np.atleast_1d(arr)[i].item()!r}"
+            f"{where} must be an integer in [{minimum}, 2**53], got {getattr(got, 'item', lambda: got)()!r}"
         )
     return arr.astype(np.int64)

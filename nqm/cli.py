@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import textwrap
 import time
@@ -66,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="smaller samples (seconds)")
     run.add_argument(
         "--out",
-        type=Path,
-        default=Path("nqm-report"),
+        default="nqm-report",
         help="folder for report.md, claims.json and plots (default: nqm-report)",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
@@ -75,20 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     rule_flags = _Parser(add_help=False)
     rule_flags.add_argument("--rule", choices=RULES, required=True)
     rule_flags.add_argument("--lr", type=float, required=True, help="learning rate a > 0")
-    rule_flags.add_argument("--k", type=int, default=5, help="sample every k steps (default 5)")
+    rule_flags.add_argument("--k", type=int, help="sample every k steps (default 5)")
     rule_flags.add_argument(
         "--beta",
         type=float,
-        default=0.9,
-        help="SMA/EMA: avg <- beta*avg + (1-beta)*x, beta in [0, 1) (0.9)",
+        help="SMA/EMA: avg <- beta*avg + (1-beta)*x, beta in [0, 1) (default 0.9)",
     )
     rule_flags.add_argument(
         "--feedback",
         action="store_true",
+        default=None,
         help="SMA: reset the fast weights to the average after each sample",
     )
     rule_flags.add_argument(
-        "--alpha", type=float, default=0.5, help="Lookahead step, alpha in (0, 1] (default 0.5)"
+        "--alpha", type=float, help="Lookahead step, alpha in (0, 1] (default 0.5)"
     )
     rule_flags.add_argument(
         "--mu",
@@ -110,7 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     steady.add_argument(
         "--window",
         type=int,
-        default=100,
         help="Polyak: number of stationary samples averaged (default 100)",
     )
 
@@ -129,7 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The hyperparameter flags each rule reads, and their defaults when it reads them.
+USES = {
+    "sgd": set(),
+    "momentum": {"mu"},
+    "sma": {"k", "beta", "feedback", "mu"},
+    "ema": {"beta", "mu"},
+    "lookahead": {"k", "alpha", "mu"},
+    "polyak": {"k", "mu", "window"},
+}
+DEFAULTS = {"k": 5, "beta": 0.9, "alpha": 0.5, "feedback": False, "window": 100}
+
+
 def make_rule(args: argparse.Namespace) -> Rule:
+    """The rule the flags describe; a flag the rule would ignore is an error, not a silent no-op."""
+    used = USES[args.rule]
+    for flag in ("k", "beta", "alpha", "feedback", "mu", "window"):
+        given = getattr(args, flag, None)
+        if given is not None and flag not in used:
+            allowed = ", ".join(f"--{f}" for f in sorted(used)) or "no hyperparameter flags"
+            raise UsageError(
+                f"nqm {args.command}: error: --{flag} does not apply to --rule {args.rule} "
+                f"(it takes {allowed})"
+            )
+        if given is None and flag in DEFAULTS:
+            setattr(args, flag, DEFAULTS[flag])
     if args.rule == "sgd":
         return SGD(args.lr)
     if args.rule == "momentum":
@@ -147,33 +170,49 @@ def make_rule(args: argparse.Namespace) -> Rule:
 
 
 def steady_result(args: argparse.Namespace) -> dict:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is checked below
+        return _steady_result(args)
+
+
+def _steady_result(args: argparse.Namespace) -> dict:
     rule = make_rule(args)
     problem = Problem(h=args.h, c=args.c, batch=args.batch)
-    h, sigma2 = problem.h, problem.sigma2
-    method = "closed form"
+    h = problem.h
     if isinstance(rule, Polyak):
-        if args.window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {args.window}")
-        variance = closed_form.polyak_variance(rule, h, sigma2, args.window)
         method = f"closed form, uniform average of {args.window} stationary samples"
+
+        def variance_at(sigma2: np.ndarray) -> np.ndarray:
+            return closed_form.polyak_variance(rule, h, sigma2, args.window)
+
     else:
         try:
-            variance = closed_form.steady_variance(rule, h, sigma2)
+            closed_form.steady_variance(rule, h, np.ones(1))
+            method, engine = "closed form", closed_form.steady_variance
         except NotImplementedError:
-            variance = moments.stationary_variance(rule, h, sigma2)
-            method = "Lyapunov"
+            method, engine = "Lyapunov", moments.stationary_variance
+
+        def variance_at(sigma2: np.ndarray) -> np.ndarray:
+            return engine(rule, h, sigma2)
+
+    variance = float(variance_at(problem.sigma2)[0])
     try:
-        sgd_variance = float(closed_form.sgd_variance(args.lr, h, sigma2)[0])
-    except ValueError:  # momentum can be stable where SGD at the same lr is not
-        sgd_variance = None
-    variance = float(variance[0])
+        sgd_variance = float(closed_form.sgd_variance(args.lr, h, problem.sigma2)[0])
+        # Both are proportional to sigma2: the ratio at sigma2 = 1 stays defined for c = 0.
+        ratio = float(variance_at(np.ones(1))[0] / closed_form.sgd_variance(args.lr, h, 1.0)[0])
+    except ValueError:  # momentum and Lookahead can be stable where SGD at the same lr is not
+        sgd_variance = ratio = None
+    for value in (variance, sgd_variance, ratio):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(
+                f"lr, h: the variance overflows float64 (lr={args.lr!r}, h={args.h!r}, c={args.c!r})"
+            )
     return {
         "rule": args.rule,
         "label": rule.label(),
         "rho": args.lr * args.h,
         "variance": variance,
         "sgd_variance": sgd_variance,
-        "ratio": None if sgd_variance is None else variance / sgd_variance,
+        "ratio": ratio,
         "method": method,
     }
 
@@ -183,13 +222,23 @@ def simulate_result(args: argparse.Namespace) -> dict:
     problem = standard(args.dim, batch=args.batch)
     if args.points < 2:
         raise ValueError(f"points must be an integer >= 2, got {args.points}")
-    steps = _nonnegative("steps", args.steps)
-    record = verify.log_steps(max(steps, 1), args.points) if steps else np.array([0])
+    steps = args.steps
+    record = verify.log_steps(max(steps, 1), args.points) if steps > 0 else None
     start = time.perf_counter()
-    exact = moments.loss_curve(problem, rule, steps, record)
-    mc = montecarlo.simulate(problem, rule, steps, args.chains, seed=args.seed, record=record)
-    mc_variance = 0.5 * mc.var @ problem.h
-    mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
+    with np.errstate(over="ignore", invalid="ignore"):  # a divergent run is reported below
+        exact = moments.loss_curve(problem, rule, steps, record)
+        record = exact.steps
+        mc = montecarlo.simulate(problem, rule, steps, args.chains, seed=args.seed, record=record)
+        mc_variance = 0.5 * mc.var @ problem.h
+        mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
+    finite = np.isfinite(exact.loss) & np.isfinite(mc.loss) & np.isfinite(mc_variance)
+    if not finite.all():
+        first = int(record[np.flatnonzero(~finite)[0]])
+        raise ValueError(
+            f"steps: the moments overflow float64 by step {first}: rho = lr*h reaches "
+            f"{args.lr * problem.h.max():g}, where {rule.label()} has no steady state and its "
+            "variance grows geometrically; ask for fewer --steps"
+        )
     columns = {
         "step": record,
         "exact_loss": exact.loss,
@@ -214,26 +263,21 @@ def simulate_result(args: argparse.Namespace) -> dict:
     }
 
 
-def _nonnegative(name: str, value: int) -> int:
-    if value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value}")
-    return value
-
-
 def run_verify(args: argparse.Namespace) -> int:
     from nqm import report  # matplotlib is only needed here
 
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"nqm verify: error: --out {str(args.out)!r} exists and is not a folder")
-    if args.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {args.seed}")
+    if not args.out.strip():
+        raise UsageError(f"nqm verify: error: --out must name a folder, got {args.out!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"nqm verify: error: --out {args.out!r} exists and is not a folder")
     start = time.perf_counter()
     settings = verify.Settings(seed=args.seed, quick=args.quick)
     claims, curves = verify.run(settings)
     try:
-        paths = report.write(args.out, claims, curves, settings)
+        paths = report.write(out, claims, curves, settings)
     except OSError as err:
-        raise UsageError(f"nqm verify: error: --out {str(args.out)!r}: {err.strerror}") from err
+        raise UsageError(f"nqm verify: error: --out {args.out!r}: {err.strerror}") from err
     print(_table(report.table_rows(claims)))
     ok = all(c.holds for c in claims)
     print(
@@ -306,16 +350,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_verify(args)
         if args.command == "steady":
             result = steady_result(args)
-            print(json.dumps(result)) if args.json else _print_steady(result)
+            print(json.dumps(result, allow_nan=False)) if args.json else _print_steady(result)
         else:
             result = simulate_result(args)
-            print(json.dumps(result)) if args.json else _print_simulate(result)
+            print(json.dumps(result, allow_nan=False)) if args.json else _print_simulate(result)
         return 0
     except UsageError as err:
         print(err, file=sys.stderr)
     except ValueError as err:
-        command = f"nqm {args.command}"
-        print(f"{command}: error: {_flag_message(str(err))}", file=sys.stderr)
+        print(f"nqm {args.command}: error: {_flag_message(str(err))}", file=sys.stderr)
+    except MemoryError:
+        print(
+            f"nqm {args.command}: error: out of memory; ask for a smaller --dim, --points or "
+            "--chains",
+            file=sys.stderr,
+        )
     return 2
 
 

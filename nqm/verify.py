@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.stats
 
-from nqm import closed_form, moments, montecarlo
+from nqm import _checks, closed_form, moments, montecarlo
 from nqm.embedding import Tie
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
@@ -37,6 +37,9 @@ class Settings:
 
     seed: int = 0
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", _checks.integer("seed", self.seed, minimum=0))
 
     @property
     def random_points(self) -> int:
@@ -56,7 +59,7 @@ class Settings:
 
     @property
     def curve_chains(self) -> int:
-        return 16 if self.quick else 32
+        return 64 if self.quick else 32
 
     @property
     def small_chains(self) -> int:

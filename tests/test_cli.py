@@ -245,3 +245,78 @@ def test_console_script_and_module_entry_point(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--rule", "ema", "--feedback"], "--feedback"),
+        (["--rule", "sgd", "--k", "3"], "--k"),
+        (["--rule", "sma", "--alpha", "0.3"], "--alpha"),
+        (["--rule", "lookahead", "--beta", "0.3"], "--beta"),
+        (["--rule", "sma", "--window", "3"], "--window"),
+        (["--rule", "sgd", "--mu", "0.5"], "--mu"),
+    ],
+)
+def test_a_flag_the_rule_does_not_read_is_an_error(capsys, argv, flag):
+    code, out, err = run(capsys, "steady", "--lr", "0.5", "--h", "1", *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and f"{flag} does not apply" in err
+
+
+def test_steady_ratio_is_defined_without_noise(capsys):
+    code, out, _ = run(
+        capsys,
+        "steady",
+        "--rule",
+        "sma",
+        "--lr",
+        "1",
+        "--h",
+        "1",
+        "--c",
+        "0",
+        "--beta",
+        "0.9",
+        "--json",
+    )
+    result = json.loads(out)
+    assert code == 0 and result["variance"] == 0.0
+    assert result["ratio"] == pytest.approx(1 / 19)  # rho = 1: (1-beta)/(1+beta)
+
+
+def test_steady_lookahead_beyond_rho_two(capsys):
+    code, out, _ = run(
+        capsys,
+        "steady",
+        "--rule",
+        "lookahead",
+        "--lr",
+        "2.5",
+        "--h",
+        "1",
+        "--k",
+        "1",
+        "--alpha",
+        "0.5",
+        "--json",
+    )
+    result = json.loads(out)
+    assert code == 0 and result["variance"] == pytest.approx(5 / 3)
+    assert result["sgd_variance"] is None and result["ratio"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["steady", "--rule", "sma", "--lr", "1e308", "--h", "1e-308"], "overflows"),
+        (["steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--k", "1" + "0" * 22], "--k"),
+        (["simulate", "--rule", "sgd", "--lr", "3", "--dim", "10", "--steps", "1000"], "overflow"),
+        (["simulate", "--rule", "sgd", "--lr", "0.5", "--dim", "1" + "0" * 20], "--dim"),
+        (["verify", "--out", ""], "--out"),
+    ],
+)
+def test_extreme_input_is_one_line_not_a_traceback_or_nan(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and needle in err
