@@ -78,26 +78,28 @@ def markdown(claims: list[Claim], settings: Settings) -> str:
 
 
 def _heatmap() -> plt.Figure:
+    """R over (rho, beta) for a few k. The beta < 0 strip is not an SMA any rule accepts; it is
+    drawn so that the R = 1 contour is visible: it is exactly beta = 0 for every rho and k."""
     rho = np.linspace(0.002, 1.998, 400)
-    beta = np.linspace(0.0, 0.995, 300)
+    beta = np.linspace(-0.5, 0.995, 400)
     rr, bb = np.meshgrid(rho, beta)
     fig, axes = plt.subplots(
         1, len(HEATMAP_KS), figsize=(4 * len(HEATMAP_KS), 3.8), sharey=True, constrained_layout=True
     )
-    norm = LogNorm(vmin=1e-3, vmax=1.0)
+    norm = LogNorm(vmin=1e-3, vmax=1e3)  # centred on R = 1 in log scale
     for ax, k in zip(axes, HEATMAP_KS, strict=True):
         ratio = closed_form.sma_ratio(bb, rr, k)
-        image = ax.pcolormesh(rho, beta, ratio, norm=norm, cmap="viridis", shading="auto")
+        image = ax.pcolormesh(rho, beta, ratio, norm=norm, cmap="RdBu_r", shading="auto")
         contours = ax.contour(
-            rho, beta, ratio, levels=[0.1, 0.5, 0.9], colors="white", linewidths=0.8
+            rho, beta, ratio, levels=[0.01, 0.1, 0.5, 0.9], colors="0.2", linewidths=0.7
         )
-        ax.clabel(contours, fmt="R=%.1f", fontsize=7)
-        # R = 1 exactly on beta = 0 and nowhere else in the valid domain (the theorem).
-        ax.axhline(0.0, color="red", linewidth=2.5, label="R = 1")
-        ax.set_title(f"SMA, k = {k}")
+        ax.clabel(contours, fmt="R=%g", fontsize=7)
+        ax.contour(rho, beta, ratio, levels=[1.0], colors="black", linewidths=2.0)
+        ax.axhspan(-0.5, 0.0, facecolor="none", hatch="//", edgecolor="0.5", linewidth=0)
+        ax.text(1.0, -0.25, "beta < 0: no SMA (R > 1)", ha="center", va="center", fontsize=8)
+        ax.set_title(f"SMA, k = {k}  (black: R = 1)")
         ax.set_xlabel("rho = lr * h")
     axes[0].set_ylabel("beta")
-    axes[0].legend(loc="upper left", fontsize=8)
     fig.colorbar(image, ax=axes, label="R = Var_SMA / Var_SGD (steady state)")
     return fig
 
