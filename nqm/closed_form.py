@@ -243,10 +243,7 @@ def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> 
         _, one_minus_un, _ = lag_correlation(rho, rule.k * n)  # u**n = (1 - rho)**(k*n)
         bracket = one_plus_u / one_minus_u - 2 * u * one_minus_un / (n * one_minus_u**2)
         return v / n * bracket
-    total = np.zeros_like(v)
-    for m, gamma in enumerate(_momentum_autocovariances(rule.base, h, v, rule.k, n - 1), start=1):
-        total += (1 - m / n) * gamma
-    return (v + 2 * total) / n
+    return (v + 2 * _momentum_triangular_sum(rule.base, h, v, rule.k, n)) / n
 
 
 def _as_sma(rule: SMA | EMA | Lookahead) -> tuple[int, float, bool]:
@@ -281,10 +278,15 @@ def _momentum_autocovariance_sum(base: Momentum, h, variance, k: int, beta: floa
     return (g @ z)[..., 1, 0].reshape(np.shape(variance))
 
 
-def _momentum_autocovariances(base: Momentum, h, variance, k: int, count: int):
-    """Yields ``gamma(k), gamma(2k), ..., gamma(count*k)``."""
-    ck, w = _momentum_companion(base, np.atleast_1d(h), np.atleast_1d(variance), k)
-    w = w[..., None]
-    for _ in range(count):
-        w = ck @ w
-        yield w[..., 1, 0].reshape(np.shape(variance))
+def _momentum_triangular_sum(base: Momentum, h, variance, k: int, n: int) -> np.ndarray:
+    """``sum_{m=1}^{n-1} (1 - m/n) gamma(mk)`` in closed form, O(log n): with ``G = C^k``,
+    ``sum G^m = G (I - G^{n-1}) (I-G)^{-1}`` and
+    ``sum m G^m = G (I - n G^{n-1} + (n-1) G^n) (I-G)^{-2}``, applied to ``w_0``."""
+    ck, w0 = _momentum_companion(base, np.atleast_1d(h), np.atleast_1d(variance), k)
+    eye = np.eye(2)
+    g_n1 = np.linalg.matrix_power(ck, n - 1)
+    g_n = ck @ g_n1
+    inv = np.linalg.inv(eye - ck)
+    plain = ck @ (eye - g_n1) @ inv
+    weighted = ck @ (eye - n * g_n1 + (n - 1) * g_n) @ inv @ inv
+    return ((plain - weighted / n) @ w0[..., None])[..., 1, 0].reshape(np.shape(variance))

@@ -128,7 +128,12 @@ def claim_variance_reduction(settings: Settings) -> Claim:
     # beta * rho * k is below machine epsilon.
     cut_sma = closed_form.sma_reduction(dom["beta"], dom["rho"], dom["k"])
     cut_la = closed_form.lookahead_reduction(dom["alpha"], dom["rho"], dom["k"])
-    holds = bool(
+    # The two forms must agree, so that 1 - R > 0 is a statement about the same R.
+    consistent = bool(
+        (np.abs(r_sma + cut_sma - 1) <= 4 * EPS).all()
+        and (np.abs(r_la + cut_la - 1) <= 4 * EPS).all()
+    )
+    holds = consistent and bool(
         (r_sma > 0).all() and (cut_sma > 0).all() and (r_la > 0).all() and (cut_la > 0).all()
     )
     worst = int(np.argmin(cut_sma))

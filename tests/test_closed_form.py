@@ -69,6 +69,25 @@ def test_lookahead_ratio_matches_exact_formula(alpha, rho, k):
     assert rel_err(R_LA(alpha, rho, k), lookahead_ratio_exact(alpha, rho, k)) < 1e-13
 
 
+@given(beta=betas(), rho=rhos(), k=ks())
+def test_sma_reduction_is_one_minus_r_exactly(beta, rho, k):
+    """1 - R, formed without cancellation: accurate relative to itself even where R rounds to 1
+    (for normal floats: a subnormal beta carries fewer significant bits than the tolerance)."""
+    assume(beta == 0 or beta > 1e-300)
+    cut = float(cf.sma_reduction(beta, rho, k))
+    exact = 1 - sma_ratio_exact(beta, rho, k)
+    assert exact == 0 or rel_err(cut, exact) < 1e-12
+    assert abs(R(beta, rho, k) + cut - 1) <= 4 * np.finfo(float).eps
+
+
+@given(alpha=alphas(), rho=rhos(), k=ks())
+def test_lookahead_reduction_is_one_minus_r_la_exactly(alpha, rho, k):
+    cut = float(cf.lookahead_reduction(alpha, rho, k))
+    exact = 1 - lookahead_ratio_exact(alpha, rho, k)
+    assert exact == 0 or rel_err(cut, exact) < 1e-12
+    assert abs(R_LA(alpha, rho, k) + cut - 1) <= 4 * np.finfo(float).eps
+
+
 def test_ratios_broadcast_over_arrays():
     beta = np.array([[0.1], [0.5], [0.9]])
     rho = np.array([1e-8, 0.3, 1.0, 1.7])
@@ -836,3 +855,25 @@ def test_standard_nqm_sgd_loss_formula(nqm_standard):
     h = nqm_standard.h
     exact = sum(Fraction(a) * Fraction(c) / (2 * (2 - Fraction(a * c))) for c in h.tolist())
     assert rel_err(cf.steady_loss(nqm_standard, SGD(a)), exact) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("lr", "mu", "k", "n"),
+    [
+        (0.5, 0.5, 1, 10),
+        (0.5, 0.9, 3, 100),
+        (0.1, 0.9, 2, 1000),
+        (1.5, 0.3, 1, 7),
+        (0.3, -0.4, 4, 50),
+    ],
+)
+def test_polyak_over_momentum_equals_the_term_by_term_sum(lr, mu, k, n):
+    """The closed form (matrix geometric sums) against summing the AR(2) autocovariances."""
+    v = cf.momentum_variance(lr, mu, ONE, ONE)[0]
+    phi1, phi2 = 1 + mu - lr, -mu
+    gamma = [v, phi1 * v / (1 + mu)]
+    while len(gamma) < k * n:
+        gamma.append(phi1 * gamma[-1] + phi2 * gamma[-2])
+    direct = (v + 2 * sum((1 - m / n) * gamma[m * k] for m in range(1, n))) / n
+    got = cf.polyak_variance(Polyak(Momentum(lr, mu), k), ONE, ONE, n)[0]
+    assert got == pytest.approx(direct, rel=1e-10)

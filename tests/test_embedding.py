@@ -90,9 +90,22 @@ def test_embedding_lowers_loss_iff_bias_plus_inherited_variance_is_smaller(a, b,
     problem = Problem(h=[1.0, h_ratio], c=[1.0, 0.7])
     rule = SMA(SGD(lr), 3, beta)
     tie = Tie(member=[1], reference=[0], a=[a], b=[b])
-    v = closed_form.steady_variance(rule, problem.h, problem.sigma2)
+
+    # Steady variances written out (proofs/01, 02), not taken from the code under test.
+    def sma_variance(h, sigma2):
+        rho, u = lr * h, (1 - lr * h) ** 3
+        return (
+            lr
+            * sigma2
+            / (h * (2 - rho))
+            * (1 - beta)
+            * (1 + beta * u)
+            / ((1 + beta) * (1 - beta * u))
+        )
+
+    v_ref, v_own = sma_variance(1.0, 1.0), sma_variance(h_ratio, 0.7)
     change = closed_form.steady_loss(problem, rule, tie) - closed_form.steady_loss(problem, rule)
-    predicted = 0.5 * h_ratio * (b**2 + a**2 * v[0] - v[1])
+    predicted = 0.5 * h_ratio * (b**2 + a**2 * v_ref - v_own)
     assert change == pytest.approx(predicted, rel=1e-9, abs=1e-12)
     assert closed_form.embedding_loss_change(problem, rule, tie)[0] == pytest.approx(
         predicted, abs=1e-12
