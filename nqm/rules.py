@@ -94,8 +94,23 @@ def _check_base(base: object) -> Base:
     return base
 
 
+class _Averaging:
+    """What the averaging wrappers share: a base optimizer's states plus the average ``y``, which
+    is their readout, and a period of k steps."""
+
+    readout: ClassVar[str] = "y"
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return (*self.base.states, "y")
+
+    @property
+    def period(self) -> int:
+        return self.k
+
+
 @dataclass(frozen=True)
-class SMA:
+class SMA(_Averaging):
     """Sampling-then-moving-average: every k steps ``y <- beta*y + (1-beta)*x``.
 
     With ``feedback=True`` the fast weights are reset to the average after each sample, which makes
@@ -106,7 +121,6 @@ class SMA:
     k: int
     beta: float
     feedback: bool = False
-    readout: ClassVar[str] = "y"
 
     def __post_init__(self) -> None:
         _check_base(self.base)
@@ -116,14 +130,6 @@ class SMA:
         )
         if not isinstance(self.feedback, bool):
             raise ValueError(f"feedback must be True or False, got {self.feedback!r}")
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return (*self.base.states, "y")
-
-    @property
-    def period(self) -> int:
-        return self.k
 
     def label(self) -> str:
         fb = ", feedback" if self.feedback else ""
@@ -138,24 +144,19 @@ class SMA:
 
 
 @dataclass(frozen=True)
-class EMA:
+class EMA(_Averaging):
     """Per-step exponential moving average ``y <- beta*y + (1-beta)*x`` (Zhang et al.'s EMA):
     SMA with k = 1."""
 
     base: Base
     beta: float
-    readout: ClassVar[str] = "y"
-    period: ClassVar[int] = 1
+    k: ClassVar[int] = 1  # every step
 
     def __post_init__(self) -> None:
         _check_base(self.base)
         object.__setattr__(
             self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)
         )
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return (*self.base.states, "y")
 
     def label(self) -> str:
         return f"EMA(beta={self.beta:g}) over {self.base.label()}"
@@ -166,7 +167,7 @@ class EMA:
 
 
 @dataclass(frozen=True)
-class Lookahead:
+class Lookahead(_Averaging):
     """Lookahead (Zhang, Lucas, Hinton, Ba 2019): every k fast steps the slow weights move
     ``phi <- phi + alpha*(x - phi)`` and the fast weights restart from them, ``x <- phi``.
 
@@ -177,7 +178,6 @@ class Lookahead:
     base: Base
     k: int
     alpha: float
-    readout: ClassVar[str] = "y"
 
     def __post_init__(self) -> None:
         _check_base(self.base)
@@ -187,14 +187,6 @@ class Lookahead:
             "alpha",
             _checks.real("alpha", self.alpha, "(0, 1]", low=0, high=1, high_open=False),
         )
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return (*self.base.states, "y")
-
-    @property
-    def period(self) -> int:
-        return self.k
 
     def label(self) -> str:
         return f"Lookahead(k={self.k}, alpha={self.alpha:g}) over {self.base.label()}"
@@ -208,26 +200,17 @@ class Lookahead:
 
 
 @dataclass(frozen=True)
-class Polyak:
+class Polyak(_Averaging):
     """Uniform (Polyak-Ruppert) averaging of every k-th iterate since the start:
     ``y_n = y_{n-1} + (x_{nk} - y_{n-1}) / n``. Its variance keeps falling like 1/n, so it has no
     steady state; :func:`nqm.closed_form.polyak_variance` gives the variance after n samples."""
 
     base: Base
     k: int = 1
-    readout: ClassVar[str] = "y"
 
     def __post_init__(self) -> None:
         _check_base(self.base)
         object.__setattr__(self, "k", _checks.integer("k", self.k, minimum=1))
-
-    @property
-    def states(self) -> tuple[str, ...]:
-        return (*self.base.states, "y")
-
-    @property
-    def period(self) -> int:
-        return self.k
 
     def label(self) -> str:
         return f"Polyak(k={self.k}) over {self.base.label()}"
