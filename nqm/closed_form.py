@@ -1,12 +1,13 @@
 """Closed-form steady states of the NQM rules, vectorised over coordinates, float64.
 
 Per coordinate: ``rho = lr*h``, ``r = 1 - rho``, ``u = r**k`` (lag-k autocorrelation of SGD iterates),
-``sigma2 = c/B``. Formulas (derivations: ``proofs/``; summary: ``shared/notes/nqm-theory.md``):
+``sigma2 = c/B``. Formulas (derivations and their sympy checks: ``proofs/README.md``):
 
 - SGD: ``V* = lr*sigma2 / (h*(2 - rho))``, exists iff ``0 < rho < 2``.
 - heavy ball: ``V* = lr*sigma2*(1+mu) / ((1-mu)*h*(2*(1+mu) - rho))``, iff ``0 < rho < 2(1+mu)``.
 - SMA without feedback over SGD: ``R = (1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``.
-- SMA with feedback = Lookahead (``alpha = 1-beta``): ``R = alpha(1+u) / (alpha(1+u) + 2(1-alpha))``.
+- SMA with feedback = Lookahead (``alpha = 1-beta``): ``R = alpha(1+u) / (alpha(1+u) + 2(1-alpha))``;
+  Lookahead is also stable for some ``rho >= 2`` (odd k), see :func:`lookahead_variance`.
 - SMA without feedback over any stationary base with autocovariance ``gamma``:
   ``Var y = (1-beta)/(1+beta) * [gamma(0) + 2 sum_{m>=1} beta^m gamma(mk)]``.
 
