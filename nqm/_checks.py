@@ -22,15 +22,8 @@ def real(
     """``value`` as a float inside the interval (low, high), with openness as given; else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number in {allowed}, got {value!r}")
-    x = float(value)
-    inside = (
-        math.isfinite(x)
-        and (x > low if low_open else x >= low)
-        and (x < high if high_open else x <= high)
-    )
-    if not inside:
-        raise ValueError(f"{name} must be in {allowed}, got {x!r}")
-    return x
+    interval = {"low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    return float(interval_array(name, float(value), allowed, **interval))
 
 
 # Integers stay below 2**53 so that every engine can use them in float64 arithmetic exactly.
