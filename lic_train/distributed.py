@@ -1,0 +1,35 @@
+"""Identical decisions on every rank: rank 0 decides, the others receive.
+
+Without an initialised process group every function here is a no-op, so the same code runs in one
+process and under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def broadcast_from_rank0(*tensors: torch.Tensor) -> None:
+    """Overwrite each tensor, in place, with rank 0's copy.
+
+    NCCL moves only CUDA tensors, so CPU bookkeeping travels through a CUDA staging copy there.
+    """
+    if not active():
+        return
+    staging = dist.get_backend() == dist.Backend.NCCL
+    for tensor in tensors:
+        if staging and tensor.device.type != "cuda":
+            moved = tensor.to(f"cuda:{torch.cuda.current_device()}")
+            dist.broadcast(moved, src=0)
+            tensor.copy_(moved)
+        else:
+            dist.broadcast(tensor, src=0)
