@@ -47,8 +47,10 @@ class NoisyQuadratic(nn.Module):
             raise ValueError(
                 f"h and c must be 1-D of one length, got {tuple(h.shape)}, {tuple(c.shape)}"
             )
-        if not (h > 0).all() or not (c >= 0).all():
-            raise ValueError("h must be > 0 and c >= 0 in every coordinate")
+        if not (torch.isfinite(h) & (h > 0)).all():
+            raise ValueError(f"h must be finite and > 0 in every coordinate, got {h.tolist()[:8]}")
+        if not (torch.isfinite(c) & (c >= 0)).all():
+            raise ValueError(f"c must be finite and >= 0 in every coordinate, got {c.tolist()[:8]}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
         d = h.numel()
@@ -57,6 +59,8 @@ class NoisyQuadratic(nn.Module):
             if center is None
             else torch.as_tensor(center, dtype=torch.float64)
         )
+        if group is not None and torch.as_tensor(group).is_floating_point():
+            raise ValueError(f"group must hold integers, got {torch.as_tensor(group).tolist()[:8]}")
         group = torch.arange(d) if group is None else torch.as_tensor(group, dtype=torch.long)
         sign = (
             torch.ones(d, dtype=torch.float64)
@@ -73,6 +77,8 @@ class NoisyQuadratic(nn.Module):
         self.register_buffer("group", group)
         self.register_buffer("noise_scale", sign * (c / batch).sqrt())
         start = center if x0 is None else torch.as_tensor(x0, dtype=torch.float64)
+        if start.shape != (d,):
+            raise ValueError(f"x0 must have shape ({d},), got {tuple(start.shape)}")
         self.x = nn.Parameter(start.clone())
 
     def forward(self) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,12 @@ def test_readme_library_example_runs_and_prints_what_it_says(capsys):
     untied, tied = (float(line) for line in capsys.readouterr().out.split())
     assert round(untied, 6) == 0.760949
     assert tied < untied
+
+
+def test_readme_lic_train_example_runs_and_prints_what_it_says(capsys):
+    pytest.importorskip("torch")
+    section = ROOT.joinpath("README.md").read_text().split("## The update rules for torch", 1)[1]
+    code = re.search(r"```python\n(.+?)\n```", section, flags=re.S).group(1)
+    claimed = re.search(r"print\(.*\)  # ([0-9.]+):", code).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.split() == [claimed]

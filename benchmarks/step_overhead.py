@@ -1,0 +1,418 @@
+"""Per-step overhead of SMA and STDET on a small CompressAI model, against plain Adam.
+
+What: seconds per training step of ``compressai.models.ScaleHyperprior(N=32, M=48)`` on batches of
+4 crops of 128x128 (crops of ``skimage.data.astronaut()`` when scikit-image is installed, uniform
+noise otherwise), with CompressAI's ``examples/train.py`` step: ``RateDistortionLoss(lmbda=1e-2)``,
+Adam(lr 1e-4) on the network parameters, gradient clipping at norm 1.0, and a second Adam (lr 1e-3)
+on the entropy bottleneck's ``quantiles`` with ``model.aux_loss()``. Four configurations, each with
+its own deep copy of one seeded model and its own optimizers:
+
+  adam         the step above;
+  sma          + ``SMA(model, k=5, beta=0.9)``, ``sma.step()`` after ``optimizer.step()``;
+  stdet        + SMA + ``STDET(..., sma=sma)`` at the default cap ``max_embedded=0.6``;
+  stdet-whole  + SMA + STDET with ``max_embedded=0.95``, so that whole tensors leave the optimizer.
+
+The STDET configurations are timed *after embedding*: before timing, untimed steps run until the cap
+is reached (or no event embeds anything new), with ``snapshot_every=2, snapshots=5, every=5,
+samples=1000, modes=10, fraction=0.2`` (other knobs at their defaults). The timed steps keep STDET's
+periodic work (an observation every 2 steps, an event every 5: its coefficients are computed even
+when the cap leaves nothing to embed), which is part of its real cost; the table says whether any
+scalar was embedded during the timed steps. The hooks run in the documented order: backward,
+``stdet.after_backward()``, clip, ``optimizer.step()``, ``sma.step()``, ``stdet.after_step()``; the
+auxiliary step follows.
+
+How: after a warm-up, ``--rounds`` rounds; in each round every configuration runs ``--steps`` steps
+in turn, the order rotating from round to round (interleaved, so drifts in machine speed hit all
+alike). Each row gives the median seconds per step, the ratio to Adam (median of the per-round
+ratios, with their min-max) and the goals: SMA <= 1.05x; STDET+SMA <= 1.10x, and < 1.0x once whole
+tensors are embedded. A second table gives the memory (optimizer state of both optimizers, the SMA
+average, STDET's bookkeeping) and the parameters still trained; a third splits one extra pass of
+``--steps`` steps by phase (the mean per phase, outside the ratios). Keep ``--steps`` a multiple of
+10 so that every block holds the same number of SMA samples, observations and events. Defaults
+take about a minute on 2 idle CPU cores; other processes on the machine widen the min-max.
+
+Run:  python benchmarks/step_overhead.py                 # defaults: 7 rounds of 20 steps, 128x128
+      python benchmarks/step_overhead.py --quick         # smoke test, a few seconds: batch 2 of
+                                                         # 64x64, 2 rounds of 2 steps, and STDET
+                                                         # observing and embedding every step
+      python benchmarks/step_overhead.py --device cuda   # torch.cuda.synchronize() around timings
+It always exits 0 (a benchmark, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lic_train.parameters import is_quantiles
+from lic_train.sma import SMA
+from lic_train.stdet import STDET, STDETConfig
+
+with warnings.catch_warnings():  # torch.jit.script is deprecated; compressai uses it on import
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.losses import RateDistortionLoss
+    from compressai.models import ScaleHyperprior
+
+LR, AUX_LR, CLIP, LMBDA = 1e-4, 1e-3, 1.0, 1e-2
+GOALS = {"sma": 1.05, "stdet": 1.10, "stdet-whole": 1.10}  # ratio to Adam, at most
+WHOLE_GOAL = 1.0  # ratio to Adam, below, once whole tensors have left the optimizer
+PHASES = ("forward+loss", "backward", "after_backward", "clip", "step", "sma", "after_step", "aux")
+
+
+def stdet_config(max_embedded: float, quick: bool = False) -> STDETConfig:
+    """The benchmark's STDET knobs; ``quick`` fits and embeds within a dozen steps."""
+    if quick:
+        return STDETConfig(
+            snapshot_every=1, snapshots=3, every=1, samples=200, modes=4, fraction=0.5,
+            max_embedded=max_embedded,
+        )  # fmt: skip
+    return STDETConfig(
+        snapshot_every=2, snapshots=5, every=5, samples=1000, modes=10, fraction=0.2,
+        max_embedded=max_embedded,
+    )  # fmt: skip
+
+
+@dataclass
+class Setup:
+    """One configuration: its model copy, optimizers and (optional) SMA and STDET."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    aux_optimizer: torch.optim.Optimizer
+    sma: SMA | None = None
+    stdet: STDET | None = None
+    criterion: nn.Module = field(default_factory=lambda: RateDistortionLoss(lmbda=LMBDA))
+    batch: int = 0  # index of the next batch
+
+
+def make_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return ScaleHyperprior(N=32, M=48)
+
+
+def make_setup(
+    name: str, base: nn.Module, device: torch.device, stdet_device: str, quick: bool = False
+) -> Setup:
+    model = copy.deepcopy(base).to(device).train()
+    named = list(model.named_parameters())
+    optimizer = torch.optim.Adam([p for n, p in named if not is_quantiles(n)], lr=LR)
+    aux_optimizer = torch.optim.Adam([p for n, p in named if is_quantiles(n)], lr=AUX_LR)
+    setup = Setup(name, model, optimizer, aux_optimizer)
+    if name != "adam":
+        setup.sma = SMA(model, k=5, beta=0.9)
+    if name.startswith("stdet"):
+        cap = 0.95 if name == "stdet-whole" else 0.6
+        setup.stdet = STDET(
+            model, optimizer, stdet_config(cap, quick), sma=setup.sma, device=stdet_device
+        )
+    return setup
+
+
+def make_batches(
+    count: int, batch: int, crop: int, device: torch.device
+) -> tuple[list[torch.Tensor], str]:
+    """``count`` batches of random crops of the astronaut image, or of uniform noise; and which."""
+    gen = torch.Generator().manual_seed(1)
+    try:
+        from skimage.data import astronaut
+
+        image = torch.from_numpy(astronaut()).permute(2, 0, 1).float().div(255)
+    except ImportError:
+        noise = [torch.rand(batch, 3, crop, crop, generator=gen).to(device) for _ in range(count)]
+        return noise, "uniform noise (scikit-image not installed)"
+    h, w = image.shape[1:]
+    out = []
+    for _ in range(count):
+        ys = torch.randint(0, h - crop + 1, (batch,), generator=gen).tolist()
+        xs = torch.randint(0, w - crop + 1, (batch,), generator=gen).tolist()
+        crops = [image[:, y : y + crop, x : x + crop] for y, x in zip(ys, xs, strict=True)]
+        out.append(torch.stack(crops).to(device))
+    return out, "crops of skimage.data.astronaut()"
+
+
+def train_step(s: Setup, x: torch.Tensor, mark: Callable[[str], None] | None = None) -> None:
+    """One step of CompressAI's examples/train.py with the SMA and STDET hooks; ``mark(phase)``
+    is called at the end of each phase (for the breakdown)."""
+    mark = mark or (lambda _: None)
+    s.optimizer.zero_grad(set_to_none=True)
+    s.aux_optimizer.zero_grad(set_to_none=True)
+    loss = s.criterion(s.model(x), x)["loss"]
+    mark("forward+loss")
+    loss.backward()
+    mark("backward")
+    if s.stdet is not None:
+        s.stdet.after_backward()
+    mark("after_backward")
+    torch.nn.utils.clip_grad_norm_(s.model.parameters(), CLIP)
+    mark("clip")
+    s.optimizer.step()
+    mark("step")
+    if s.sma is not None:
+        s.sma.step()
+    mark("sma")
+    if s.stdet is not None:
+        s.stdet.after_step()
+    mark("after_step")
+    s.model.aux_loss().backward()
+    s.aux_optimizer.step()
+    mark("aux")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_steps(s: Setup, batches: list[torch.Tensor], steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` steps of ``s`` (synchronised on CUDA)."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(s, batches[s.batch % len(batches)])
+        s.batch += 1
+    sync(device)
+    return time.perf_counter() - start
+
+
+def embedded(stdet: STDET) -> int:
+    return stdet.size - stdet.embedded_count()["trainable"]
+
+
+def cap_of(stdet: STDET) -> int:
+    return math.floor(stdet.config.max_embedded * stdet.size)
+
+
+def embed(
+    s: Setup, batches: list[torch.Tensor], max_steps: int, device: torch.device
+) -> tuple[int, str]:
+    """Untimed steps until the STDET of ``s`` reaches its cap or an event embeds nothing new, then
+    on to a multiple of the lcm of k, snapshot_every and every (10) so that timed blocks start in
+    phase. Returns the step it stopped at and why."""
+    stdet = s.stdet
+    assert stdet is not None
+    last_events, last_embedded, reason = 0, 0, f"step limit {max_steps}"
+    while stdet.steps < max_steps:
+        run_steps(s, batches, 1, device)
+        if stdet.events > last_events:
+            now = embedded(stdet)
+            if now >= cap_of(stdet):
+                reason = "cap reached"
+                break
+            if now == last_embedded and stdet.events >= 2:
+                reason = "an event embedded nothing new"
+                break
+            last_events, last_embedded = stdet.events, now
+    run_steps(
+        s,
+        batches,
+        -stdet.steps
+        % math.lcm(stdet.config.every, stdet.config.snapshot_every, s.sma.k if s.sma else 1),
+        device,
+    )
+    return stdet.steps, reason
+
+
+def state_nbytes(*optimizers: torch.optim.Optimizer) -> int:
+    return sum(
+        v.numel() * v.element_size()
+        for opt in optimizers
+        for state in opt.state.values()
+        for v in state.values()
+        if torch.is_tensor(v)
+    )
+
+
+def in_optimizer(s: Setup) -> int:
+    """Scalars in the param groups of both optimizers (embedded scalars of partly embedded
+    tensors included: they stay in the optimizer, with zero gradient)."""
+    return sum(
+        p.numel()
+        for opt in (s.optimizer, s.aux_optimizer)
+        for group in opt.param_groups
+        for p in group["params"]
+    )
+
+
+def breakdown(s: Setup, batches: list[torch.Tensor], steps: int, device: torch.device) -> dict:
+    """Mean seconds per phase over ``steps`` steps (synchronised after every phase)."""
+    times: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    for _ in range(steps):
+        sync(device)
+        last = time.perf_counter()
+
+        def mark(phase: str) -> None:
+            nonlocal last
+            sync(device)
+            now = time.perf_counter()
+            times[phase].append(now - last)
+            last = now
+
+        train_step(s, batches[s.batch % len(batches)], mark)
+        s.batch += 1
+    return {phase: statistics.mean(t) for phase, t in times.items()}
+
+
+def render(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = [head, *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 7; --quick 2)")
+    p.add_argument("--steps", type=int, help="steps per configuration and round (default 20)")
+    p.add_argument("--warmup", type=int, help="untimed steps of each configuration (default 10)")
+    p.add_argument("--batch", type=int, help="images per batch (default 4; --quick 2)")
+    p.add_argument("--crop", type=int, help="crop size (default 128; --quick 64)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--stdet-device", default="cpu", help="STDET bookkeeping device (default cpu)")
+    p.add_argument("--embed-steps", type=int, default=400, help="most untimed embedding steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-breakdown", action="store_true", help="skip the per-phase table")
+    p.add_argument("--quick", action="store_true", help="smoke test: a few seconds")
+    args = p.parse_args()
+    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
+    steps = args.steps if args.steps is not None else (2 if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
+    crop = args.crop if args.crop is not None else (64 if args.quick else 128)
+    batch = args.batch if args.batch is not None else (2 if args.quick else 4)
+    if min(rounds, steps, batch, args.embed_steps) < 1 or warmup < 0 or crop < 64:
+        p.error(
+            "--rounds, --steps, --batch, --embed-steps must be >= 1, --warmup >= 0, --crop >= 64"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+
+    batches, data = make_batches(8, batch, crop, device)
+    base = make_model(args.seed)
+    total = sum(p.numel() for p in base.parameters())
+    names = ("adam", "sma", "stdet", "stdet-whole")
+    setups = [make_setup(name, base, device, args.stdet_device, args.quick) for name in names]
+    for s in setups:
+        run_steps(s, batches, warmup, device)
+    stops = {}
+    for s in setups:
+        if s.stdet is not None:
+            stops[s.name] = embed(s, batches, warmup + args.embed_steps, device)
+    before = {s.name: (s.stdet.events, embedded(s.stdet)) for s in setups if s.stdet is not None}
+
+    seconds: dict[str, list[float]] = {s.name: [] for s in setups}
+    for r in range(rounds):
+        order = setups[r % len(setups) :] + setups[: r % len(setups)]
+        for s in order:
+            seconds[s.name].append(run_steps(s, batches, steps, device) / steps)
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"ScaleHyperprior(N=32, M=48), {total} parameters; batch {batch}x3x{crop}x{crop} of "
+        f"{data}; {where}, {torch.get_num_threads()} threads; {rounds} rounds x {steps} steps "
+        f"after {warmup} warm-up steps; torch {torch.__version__}"
+    )
+    print()
+    head = ("config", "s/step", "(min-max)", "ratio to adam", "(min-max)", "goal", "")
+    rows = []
+    for s in setups:
+        ratios = [a / b for a, b in zip(seconds[s.name], seconds["adam"], strict=True)]
+        ratio = statistics.median(ratios)
+        goal, met = "", ""
+        if s.name in GOALS:
+            whole = s.stdet is not None and bool(s.stdet.removed_tensors())
+            goal = f"<={GOALS[s.name]:.2f}x" + (f" and <{WHOLE_GOAL:.1f}x" if whole else "")
+            ok = ratio <= GOALS[s.name] and (not whole or ratio < WHOLE_GOAL)
+            met = "met" if ok else "not met"
+        rows.append(
+            (
+                s.name,
+                f"{statistics.median(seconds[s.name]):.4f}",
+                f"({min(seconds[s.name]):.4f}-{max(seconds[s.name]):.4f})",
+                f"{ratio:.3f}",
+                f"({min(ratios):.3f}-{max(ratios):.3f})",
+                goal,
+                met,
+            )
+        )
+    print(render(head, rows))
+
+    print()
+    head = ("config", "optim state B", "SMA avg B", "STDET B", "in optimizer", "trained", "removed")
+    rows = []
+    for s in setups:
+        st = s.stdet
+        rows.append(
+            (
+                s.name,
+                str(state_nbytes(s.optimizer, s.aux_optimizer)),
+                str(s.sma.nbytes()) if s.sma is not None else "-",
+                str(st.nbytes()) if st is not None else "-",
+                f"{in_optimizer(s)}/{total}",
+                f"{st.trainable_fraction() if st is not None else 1.0:.3f}",
+                f"{len(st.removed_tensors())}/{len(st.params)}" if st is not None else "-",
+            )
+        )
+    print(render(head, rows))
+    print(
+        "(optim state: tensors in the state of both Adams; trained: share of all parameters not "
+        "embedded; removed: fully embedded tensors out of the optimizer / tracked tensors)"
+    )
+    for s in setups:
+        if s.stdet is None:
+            continue
+        st = s.stdet
+        events0, embedded0 = before[s.name]
+        counts = st.embedded_count()
+        new = embedded(st) - embedded0
+        step, reason = stops[s.name]
+        print(
+            f"{s.name}: max_embedded={st.config.max_embedded} ({cap_of(st)} of {st.size} tracked "
+            f"scalars); untimed embedding until step {step} ({reason}); now {counts['true']} "
+            f"true + {counts['dummy']} dummy embedded; the timed steps ran {st.events - events0} "
+            "events, which "
+            + (
+                f"embedded {new} more scalars"
+                if new
+                else "embedded nothing new (cost: coefficients)"
+            )
+        )
+        print(f"  removed: {', '.join(st.removed_tensors()) or 'none'}")
+
+    if args.no_breakdown:
+        return
+    print()
+    print(
+        f"mean ms per phase over {steps} more steps (synchronised after each phase; the mean, "
+        "not the median, so that periodic work counts)"
+    )
+    split = {s.name: breakdown(s, batches, steps, device) for s in setups}
+    head = ("config", *PHASES, "total")
+    rows = [
+        (
+            name,
+            *(f"{1e3 * t[phase]:.2f}" for phase in PHASES),
+            f"{1e3 * sum(t.values()):.2f}",
+        )
+        for name, t in split.items()
+    ]
+    print(render(head, rows))
+
+
+if __name__ == "__main__":
+    main()
