@@ -14,7 +14,10 @@ Counting optimizer steps n = 1, 2, ...:
   are embedded: the candidates are the trainable, non-reference scalars whose fit has
   ``R^2 >= min_r2``; the ``ceil(fraction * N)`` (capped) whose ``(a, b)`` moved least since the last
   event (``sqrt(da^2 + db^2)``, as in CMD) are chosen; the ``keep_sensitive`` most sensitive of them
-  stay trainable this round. The rest are embedded by the variant:
+  stay trainable this round. With ``granularity="tensor"`` whole tensors are chosen instead:
+  those without a reference whose mean ``R^2`` passes the floor, by mean drift, as long as they fit
+  in the budget, less the ``keep_sensitive`` most sensitive by mean sensitivity. The rest are
+  embedded by the variant:
 
   - ``"true"``: snap onto the line, ``theta_i := a_i r + b_i``;
   - ``"dummy"``: keep the value, ``theta_i := a_i (r - r_e) + theta_i(t_e)``, i.e. the line through
@@ -29,6 +32,8 @@ Counting optimizer steps n = 1, 2, ...:
   recomputes them from the references after every step. A tensor whose scalars are all embedded
   leaves the optimizer's param groups and autograd (``requires_grad=False``): its weight gradient is
   no longer computed and its optimizer state is freed. References are never embedded.
+* **Saturation.** Once the cap is reached nothing can change (embedding is final), so observations,
+  sensitivity and events stop; each step then only recomputes the embedded scalars.
 
 The loop calls, in this order: ``backward()``, :meth:`after_backward`, clipping,
 ``optimizer.step()``, ``sma.step()``, :meth:`after_step`. Under ``DistributedDataParallel`` the
@@ -52,7 +57,8 @@ from lic_train.sma import SMA
 from nqm import _checks
 
 VARIANTS = ("sensitivity", "true", "dummy")
-MAX_MODES = 256  # modes are stored as uint8 next to the parameters
+GRANULARITIES = ("scalar", "tensor")
+MAX_MODES = 256  # as in CMD; keeps the clustering and the reference gathers small
 TRAINABLE, TRUE, DUMMY = 0, 1, 2  # values of STDET.kind
 
 
@@ -74,6 +80,9 @@ class STDETConfig:
         sensitivity_quantile: in the "sensitivity" variant, the share of each event's embedded
             scalars, the least sensitive, that are embedded true (the rest dummy), in [0, 1].
         variant: "sensitivity", "true" or "dummy".
+        granularity: "scalar" (CMD's choice: any scalar may be embedded) or "tensor" (whole
+            tensors only, ranked by their mean drift, so that each embedded tensor leaves the
+            optimizer and autograd at once: the choice that saves compute).
         seed: seed of the clustering sample (>= 0).
     """
 
@@ -88,6 +97,7 @@ class STDETConfig:
     keep_sensitive: float = 0.1
     sensitivity_quantile: float = 0.5
     variant: str = "sensitivity"
+    granularity: str = "scalar"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -118,6 +128,10 @@ class STDETConfig:
             raise ValueError(f"modes must be an integer in [1, {MAX_MODES}], got {self.modes}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(
+                f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}"
+            )
 
     @property
     def warmup(self) -> int:
@@ -128,8 +142,9 @@ class STDETConfig:
 class _Embedded(NamedTuple):
     """The embedded scalars of one tensor, on its device: ``theta[index] = a * r[mode] + b``.
 
-    Device memory per embedded scalar: ``a`` and ``b`` in the parameter's dtype, a uint8 mode and,
-    unless the whole tensor is embedded (``index is None``), an int32 position.
+    Device memory per embedded scalar: ``a`` and ``b`` in the parameter's dtype, an int32 mode and,
+    unless the whole tensor is embedded (``index is None``), an int32 position (int32 indices work
+    with ``index_select``/``index_put_`` without a conversion per step).
     """
 
     tensor: int
@@ -190,6 +205,8 @@ class STDET:
         self._sensitivity_count = 0
         self._embedded: list[_Embedded] = []
         self._removed: set[int] = set()
+        self._embedded_total = 0
+        self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
         self._reference_at: list[tuple[torch.Tensor, int]] | None = None
         self.events = 0
 
@@ -201,7 +218,9 @@ class STDET:
         for e in self._embedded:
             grad = self.params[e.tensor].grad
             if grad is not None and e.index is not None:
-                grad.view(-1).index_fill_(0, e.index.long(), 0.0)
+                grad.view(-1).index_put_((e.index,), grad.new_zeros(()))
+        if self.saturated:
+            return
         if self.modes.fitted and (self.steps + 1) % self.config.snapshot_every == 0:
             for p, acc in zip(self.params, self._sensitivity_sum, strict=True):
                 if p.grad is not None:
@@ -213,6 +232,8 @@ class STDET:
         """Recompute embedded scalars from their references; observe; embed when an event is due."""
         self.steps += 1
         self.materialize()
+        if self.saturated:
+            return
         if self.steps % self.config.snapshot_every == 0:
             was_fitted = self.modes.fitted
             source = self.sma.tensors(self.names) if self.sma is not None else self.params
@@ -241,13 +262,17 @@ class STDET:
         if not self._embedded:
             return
         r = self.reference_values()
+        converted: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         for e in self._embedded:
             p = self.params[e.tensor]
-            values = torch.addcmul(e.b, e.a, r.to(p.device, p.dtype)[e.mode.long()])
+            key = (p.device, p.dtype)
+            if key not in converted:
+                converted[key] = r.to(p.device, p.dtype)
+            values = torch.addcmul(e.b, e.a, converted[key].index_select(0, e.mode))
             if e.index is None:
                 p.view(-1).copy_(values)
             else:
-                p.view(-1).index_copy_(0, e.index.long(), values)
+                p.view(-1).index_put_((e.index,), values)
 
     def _event(self) -> None:
         cfg = self.config
@@ -255,15 +280,12 @@ class STDET:
         drift = torch.hypot(a - self._last_a, b - self._last_b)
         self._last_a, self._last_b = a, b
         embedded = self.kind != TRAINABLE
-        budget = min(
-            math.ceil(cfg.fraction * self.size),
-            math.floor(cfg.max_embedded * self.size) - int(embedded.sum()),
-        )
+        budget = min(math.ceil(cfg.fraction * self.size), self._cap_left())
         self.events += 1
         if budget <= 0:
             return
         if distributed.rank() == 0:
-            new_kind = self._choose(a, b, drift, embedded, budget)
+            new_kind = self._choose(drift, embedded, budget)
         else:
             new_kind = torch.zeros_like(self.kind)
         distributed.broadcast_from_rank0(new_kind)
@@ -277,27 +299,25 @@ class STDET:
         self.frozen_b[chosen] = torch.where(dummy, theta - a * r, b)[chosen]
         distributed.broadcast_from_rank0(self.frozen_a, self.frozen_b)
         self.kind[chosen] = new_kind[chosen]
+        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self._smallest_free = None
         self._sensitivity_sum = [acc.zero_() for acc in self._sensitivity_sum]
         self._sensitivity_count = 0
         self._rebuild(clear_state=chosen)
         self.materialize()
 
-    def _choose(self, a, b, drift, embedded, budget) -> torch.Tensor:
+    def _choose(self, drift, embedded, budget) -> torch.Tensor:
         """The kind (TRUE/DUMMY) of each scalar embedded at this event, TRAINABLE elsewhere."""
         cfg = self.config
-        eligible = ~embedded & (self.modes.r_squared() >= cfg.min_r2)
-        eligible[self.modes.reference] = False
-        candidates = torch.nonzero(eligible).squeeze(1)
         new_kind = torch.zeros_like(self.kind)
-        if candidates.numel() == 0:
+        r2 = self.modes.r_squared()
+        if cfg.granularity == "tensor":
+            steady = self._choose_tensors(drift, r2, embedded, budget)
+        else:
+            steady = self._choose_scalars(drift, r2, embedded, budget)
+        if steady.numel() == 0:
             return new_kind
-        n = min(budget, candidates.numel())
-        steady = candidates[torch.topk(drift[candidates], n, largest=False, sorted=False).indices]
         sensitivity = self.sensitivity()[steady]
-        keep = math.floor(cfg.keep_sensitive * n)
-        if keep:
-            least = torch.topk(sensitivity, n - keep, largest=False, sorted=False).indices
-            steady, sensitivity = steady[least], sensitivity[least]
         if cfg.variant == "true":
             new_kind[steady] = TRUE
         elif cfg.variant == "dummy":
@@ -308,6 +328,56 @@ class STDET:
             new_kind[steady[order[:n_true]]] = TRUE
             new_kind[steady[order[n_true:]]] = DUMMY
         return new_kind
+
+    def _choose_scalars(self, drift, r2, embedded, budget) -> torch.Tensor:
+        """The steadiest eligible scalars, less the most sensitive ``keep_sensitive`` of them."""
+        eligible = ~embedded & (r2 >= self.config.min_r2)
+        eligible[self.modes.reference] = False
+        candidates = torch.nonzero(eligible).squeeze(1)
+        n = min(budget, candidates.numel())
+        steady = candidates[torch.topk(drift[candidates], n, largest=False, sorted=False).indices]
+        keep = math.floor(self.config.keep_sensitive * n)
+        if keep:
+            sensitivity = self.sensitivity()[steady]
+            steady = steady[torch.topk(sensitivity, n - keep, largest=False, sorted=False).indices]
+        return steady
+
+    def _choose_tensors(self, drift, r2, embedded, budget) -> torch.Tensor:
+        """Whole tensors, steadiest first by mean drift, that hold no reference, are not embedded
+        yet, have a mean R^2 of at least ``min_r2`` and fit in the budget; less the most sensitive
+        ``keep_sensitive`` of them by mean sensitivity. Flat indices of their scalars."""
+        holds_reference = set(
+            bisect.bisect_right(self.offsets, r) - 1 for r in self.modes.reference.tolist()
+        )
+        sensitivity = self.sensitivity()
+        tensors = []
+        for i in range(len(self.params)):
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            if (
+                i in holds_reference
+                or embedded[lo:hi].any()
+                or r2[lo:hi].mean() < self.config.min_r2
+            ):
+                continue
+            tensors.append((drift[lo:hi].mean().item(), i))
+        chosen, room = [], budget
+        for _, i in sorted(tensors):
+            size = self.offsets[i + 1] - self.offsets[i]
+            if size <= room:
+                chosen.append(i)
+                room -= size
+        keep = math.floor(self.config.keep_sensitive * len(chosen))
+        if keep:
+            by_sensitivity = sorted(
+                chosen,
+                key=lambda i: sensitivity[self.offsets[i] : self.offsets[i + 1]].mean().item(),
+            )
+            chosen = by_sensitivity[: len(chosen) - keep]
+        if not chosen:
+            return torch.empty(0, dtype=torch.long, device=self.device)
+        return torch.cat(
+            [torch.arange(self.offsets[i], self.offsets[i + 1], device=self.device) for i in chosen]
+        )
 
     def sensitivity(self) -> torch.Tensor:
         """Mean ``|theta * g|`` per tracked scalar since the last event, float64 (N,) (zeros before
@@ -334,7 +404,7 @@ class STDET:
                     index=None if whole else local.to(p.device, torch.int32),
                     a=self.frozen_a[flat].to(p.device, p.dtype),
                     b=self.frozen_b[flat].to(p.device, p.dtype),
-                    mode=self.modes.mode[flat].to(p.device, torch.uint8),
+                    mode=self.modes.mode[flat].to(p.device, torch.int32),
                 )
             )
             if whole:
@@ -357,6 +427,34 @@ class STDET:
         self._removed.add(i)
 
     # --- reporting and state ------------------------------------------------------------------
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the cap is reached (with ``granularity="tensor"``: no free tensor fits under it).
+        Embedding is final, so from then on only the embedded scalars are recomputed after each
+        step: no more observations, sensitivity or events."""
+        left = self._cap_left()
+        if left <= 0:
+            return True
+        if self.config.granularity == "tensor" and self.modes.fitted:
+            return left < self._smallest_free_tensor()
+        return False
+
+    def _smallest_free_tensor(self) -> float:
+        """Size of the smallest tensor that holds no reference and is not embedded (inf if none)."""
+        if self._smallest_free is None:
+            references = self.modes.reference.tolist()
+            holds = {bisect.bisect_right(self.offsets, r) - 1 for r in references}
+            sizes = [
+                self.offsets[i + 1] - self.offsets[i]
+                for i in range(len(self.params))
+                if i not in holds and i not in self._removed
+            ]
+            self._smallest_free = min(sizes, default=math.inf)
+        return self._smallest_free
+
+    def _cap_left(self) -> int:
+        return math.floor(self.config.max_embedded * self.size) - self._embedded_total
 
     def embedded_count(self) -> dict[str, int]:
         """Number of tracked scalars by kind: ``{"true": .., "dummy": .., "trainable": ..}``."""
@@ -415,6 +513,8 @@ class STDET:
         self.modes.load_state_dict(state["modes"])
         self._reference_at = None
         self.kind = state["kind"].to(self.device).clone()
+        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self._smallest_free = None
         self.frozen_a = state["frozen_a"].to(self.device).clone()
         self.frozen_b = state["frozen_b"].to(self.device).clone()
         last = (state["last_a"], state["last_b"])

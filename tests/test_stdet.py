@@ -359,6 +359,30 @@ def test_on_a_compressai_hyperprior_the_trainable_fraction_falls_and_the_loss_st
     assert out["x_hat"].shape == x.shape
 
 
+def test_tensor_granularity_embeds_whole_tensors_that_leave_the_optimizer():
+    model, optimizer, aux_optimizer = hyperprior()
+    sma = SMA(model, k=2, beta=0.9)
+    config = STDETConfig(**{**SMALL.__dict__, "granularity": "tensor", "max_embedded": 0.6})
+    stdet = STDET(model, optimizer, config, sma=sma)
+    g = torch.Generator().manual_seed(0)
+    train_hyperprior(
+        model, optimizer, aux_optimizer, sma, stdet, config.warmup + 3 * config.every, g
+    )
+    embedded = stdet.kind != TRAINABLE
+    assert 0 < int(embedded.sum()) <= math.floor(0.6 * stdet.size)
+    whole = set()
+    for i, name in enumerate(stdet.names):
+        part = embedded[stdet.offsets[i] : stdet.offsets[i + 1]]
+        assert part.all() or not part.any(), name  # all or nothing per tensor
+        if part.all():
+            whole.add(name)
+    assert set(stdet.removed_tensors()) == whole
+    assert any(name.endswith("weight") for name in whole)  # convolutions too, not just biases
+    in_optimizer = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    assert in_optimizer == stdet.size - int(embedded.sum())
+    assert not embedded[stdet.modes.reference].any()
+
+
 def test_state_dict_round_trip_continues_bit_identically():
     def build():
         model, optimizer, aux_optimizer = hyperprior(seed=3)
@@ -432,6 +456,7 @@ def test_state_dict_refuses_another_configuration():
         ("keep_sensitive", 1.0, r"keep_sensitive must be in \[0, 1\)"),
         ("sensitivity_quantile", 2.0, r"sensitivity_quantile must be in \[0, 1\]"),
         ("variant", "both", "variant must be one of sensitivity, true, dummy, got 'both'"),
+        ("granularity", "row", "granularity must be one of scalar, tensor, got 'row'"),
         ("seed", -3, r"seed must be an integer in \[0"),
     ],
 )
