@@ -1,7 +1,10 @@
 """SMA and STDET under DistributedDataParallel: two CPU processes (gloo) hold identical parameters,
-modes, embedding tables and averages, because rank 0 decides and broadcasts."""
+modes, embedding tables and averages, because rank 0 decides and broadcasts; and when both ranks see
+the same data, rank 0's state is the single-process state, bit for bit."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -16,18 +19,22 @@ WORLD = 2
 STEPS = 24
 
 
-def _train(rank: int, init_file: str, out_dir: str) -> None:
+def _train(rank: int, world: int, same_data: bool, init_file: str, out_dir: str) -> None:
+    """Train on ``world`` ranks (1: a single process, no DDP) and save the state of this rank."""
     from compressai.losses import RateDistortionLoss
     from compressai.models import ScaleHyperprior
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    if world > 1:
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
     try:
         torch.manual_seed(0)  # the same initial weights on both ranks
         model = ScaleHyperprior(8, 12)
         # Fully embedded tensors stop requiring grad mid-run: DDP must not wait for their gradients.
-        ddp = DistributedDataParallel(model, find_unused_parameters=True)
+        ddp = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
         net = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
         optimizer = torch.optim.Adam(net, lr=1e-3)
         # Each rank gets another clustering seed: only rank 0's decisions may count.
@@ -38,8 +45,11 @@ def _train(rank: int, init_file: str, out_dir: str) -> None:
         sma = SMA(ddp, k=2, beta=0.8)
         stdet = STDET(ddp, optimizer, config, sma=sma)
         criterion = RateDistortionLoss(lmbda=0.01)
-        data = torch.Generator().manual_seed(100 + rank)  # different data on each rank
-        torch.manual_seed(200 + rank)  # and different quantization noise
+        # Different data and quantization noise on each rank, or the same: then the averaged
+        # gradient (g + g) / 2 is exactly the single process's g.
+        stream = 0 if same_data else rank
+        data = torch.Generator().manual_seed(100 + stream)
+        torch.manual_seed(200 + stream)
         for _ in range(STEPS):
             x = torch.rand(2, 3, 64, 64, generator=data)
             optimizer.zero_grad()
@@ -63,17 +73,36 @@ def _train(rank: int, init_file: str, out_dir: str) -> None:
             f"{out_dir}/rank{rank}.pt",
         )
     finally:
-        dist.destroy_process_group()
+        if world > 1:
+            dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_hold_identical_state(tmp_path):
-    mp.spawn(_train, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
-    assert zero["removed"] and zero["removed"] == one["removed"]
-    assert int((zero["kind"] != 0).sum()) > 0  # something was embedded
+def assert_same_state(x: dict, y: dict) -> None:
+    assert x["removed"] == y["removed"]
     for key in ("kind", "frozen_a", "frozen_b", "reference", "mode"):
-        assert torch.equal(zero[key], one[key]), key
-    for name, value in zero["params"].items():
-        assert torch.equal(value, one["params"][name]), name
-    for name, value in zero["average"].items():
-        assert torch.equal(value, one["average"][name]), name
+        assert torch.equal(x[key], y[key]), key
+    for name, value in x["params"].items():
+        assert torch.equal(value, y["params"][name]), name
+    for name, value in x["average"].items():
+        assert torch.equal(value, y["average"][name]), name
+
+
+def run(world: int, same_data: bool, out: Path) -> list[dict]:
+    out.mkdir()
+    args = (world, same_data, str(out / "init"), str(out))
+    mp.spawn(_train, args=args, nprocs=world, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+def test_two_gloo_ranks_on_different_data_hold_identical_state(tmp_path):
+    zero, one = run(WORLD, same_data=False, out=tmp_path / "ddp")
+    assert zero["removed"]  # whole tensors left the optimizer under DDP
+    assert int((zero["kind"] != 0).sum()) > 0
+    assert_same_state(zero, one)
+
+
+def test_rank_zero_state_equals_the_single_process_state(tmp_path):
+    zero, one = run(WORLD, same_data=True, out=tmp_path / "ddp")
+    (single,) = run(1, same_data=True, out=tmp_path / "single")
+    assert_same_state(zero, one)
+    assert_same_state(zero, single)
