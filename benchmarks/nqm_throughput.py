@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _table import render  # benchmarks/ is on sys.path when a script runs
 
 import nqm
 from nqm.montecarlo import simulate
@@ -96,7 +97,7 @@ def bench(d: int, chains: int, steps: int, repeats: int) -> list[dict[str, objec
 
 def table(rows: list[dict[str, object]]) -> str:
     head = ("rule", "d", "chains", "steps", "Mcoord-steps/s", "(min-max)", "ratio", f">={GOAL}")
-    lines = [head]
+    lines = []
     for r in rows:
         goal = "" if r["meets_goal"] is None else ("yes" if r["meets_goal"] else "NO")
         lines.append(
@@ -111,14 +112,7 @@ def table(rows: list[dict[str, object]]) -> str:
                 goal,
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
+    return render(head, lines)
 
 
 def main() -> None:

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from _table import render  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
 from lic_train.parameters import is_quantiles
@@ -263,18 +264,6 @@ def breakdown(s: Setup, batches: list[torch.Tensor], steps: int, device: torch.d
         train_step(s, batches[s.batch % len(batches)], mark)
         s.batch += 1
     return {phase: statistics.mean(t) for phase, t in times.items()}
-
-
-def render(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = [head, *rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
 
 
 def main() -> None:

@@ -39,11 +39,16 @@ def planted(
     return model, group, sign * c.sqrt()
 
 
-def nqm_step(model, optimizer, stdet, generator, sma=None):
+def nqm_backward(model, optimizer, stdet, generator):
+    """The first half of a step: a noisy gradient, then STDET's gradient hook."""
     optimizer.zero_grad()
     model().backward()
     model.add_noise(generator)
     stdet.after_backward()
+
+
+def nqm_step(model, optimizer, stdet, generator, sma=None):
+    nqm_backward(model, optimizer, stdet, generator)
     optimizer.step()
     if sma is not None:
         sma.step()
@@ -147,10 +152,7 @@ def test_adam_never_moves_embedded_scalars_even_with_large_gradients():
     assert 0 < int(embedded.sum()) < embedded.numel()
     for _ in range(100):
         before = model.x.detach().clone()
-        optimizer.zero_grad()
-        model().backward()
-        model.add_noise(g)
-        stdet.after_backward()
+        nqm_backward(model, optimizer, stdet, g)
         assert torch.all(model.x.grad[embedded] == 0)
         optimizer.step()
         assert torch.equal(model.x.detach()[embedded], before[embedded])  # Adam's update is 0
@@ -245,10 +247,7 @@ def test_dummy_embedding_keeps_the_value_and_true_embedding_snaps_onto_the_line(
         model, optimizer, stdet, g = embedded_during(
             config, lambda p: torch.optim.SGD(p, lr=0.5), config.warmup + config.every - 1
         )
-        optimizer.zero_grad()
-        model().backward()
-        model.add_noise(g)
-        stdet.after_backward()
+        nqm_backward(model, optimizer, stdet, g)
         optimizer.step()
         before = model.x.detach().clone()
         stdet.after_step()  # the first event
@@ -271,10 +270,7 @@ def test_sensitivity_variant_splits_by_sensitivity_and_keeps_the_most_sensitive(
     model, optimizer, stdet, g = embedded_during(
         config, lambda p: torch.optim.SGD(p, lr=0.5), config.warmup + config.every - 1
     )
-    optimizer.zero_grad()
-    model().backward()
-    model.add_noise(g)
-    stdet.after_backward()
+    nqm_backward(model, optimizer, stdet, g)
     sensitivity = stdet.sensitivity().clone()
     optimizer.step()
     stdet.after_step()
