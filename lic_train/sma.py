@@ -101,13 +101,14 @@ class SMA:
                     p, device=self.device or p.device, dtype=self.dtype or p.dtype
                 )
             avg = self.average[name]
-            theta = p.detach().to(avg.device, avg.dtype, non_blocking=True)
+            # Blocking: a non-blocking copy to the CPU may not have landed when lerp_ reads it.
+            theta = p.detach().to(avg.device, avg.dtype)
             if decay == 0.0:
                 avg.copy_(theta)
             else:
                 avg.lerp_(theta, 1.0 - decay)
             if self.feedback:
-                p.copy_(avg.to(p.device, p.dtype, non_blocking=True))
+                p.copy_(avg.to(p.device, p.dtype))
         self.samples += 1
         return True
 
@@ -168,6 +169,9 @@ class SMA:
         unknown = sorted(set(state["average"]) - set(self._params))
         if unknown:
             raise ValueError(f"SMA state averages {unknown[0]!r}, which the model does not have")
+        missing = sorted(set(self._params) - set(state["average"]))
+        if state["samples"] and missing:
+            raise ValueError(f"SMA state has no average of the model's parameter {missing[0]!r}")
         self.steps = int(state["steps"])
         self.samples = int(state["samples"])
         self.average = {}

@@ -28,16 +28,19 @@ Counting optimizer steps n = 1, 2, ...:
   Both kinds freeze ``(a_i, b_i)`` (dummy: ``b_i = theta_i(t_e) - a_i r(t_e)``) and follow the
   reference from then on.
 * **Embedded scalars** receive no gradient (:meth:`STDET.after_backward` zeroes it, so clipping and
-  the optimizer never see it), their optimizer state is zeroed, and :meth:`STDET.after_step`
-  recomputes them from the references after every step. A tensor whose scalars are all embedded
+  the optimizer never see it), their optimizer state is zeroed at embedding (an optimizer that folds
+  weight decay into its state refills it, harmlessly), and they are recomputed from the references
+  after every optimizer step. A tensor whose scalars are all embedded
   leaves the optimizer's param groups and autograd (``requires_grad=False``): its weight gradient is
   no longer computed and its optimizer state is freed. References are never embedded.
 * **Saturation.** Once the cap is reached nothing can change (embedding is final), so observations,
   sensitivity and events stop; each step then only recomputes the embedded scalars.
 
 The loop calls, in this order: ``backward()``, :meth:`after_backward`, clipping,
-``optimizer.step()``, ``sma.step()``, :meth:`after_step`. Under ``DistributedDataParallel`` the
-fit and every event are decided on rank 0 and broadcast, so all ranks embed the same scalars.
+``optimizer.step()``, ``sma.step()``, :meth:`after_step`. A step post-hook on the optimizer puts the
+embedded scalars back on their lines right after ``optimizer.step()``, so the SMA samples them
+there. Under ``DistributedDataParallel`` the fit and every event are decided on rank 0 and
+broadcast, so all ranks embed the same scalars.
 """
 
 from __future__ import annotations
@@ -124,6 +127,11 @@ class STDETConfig:
                 low_open=low_open, high_open=high_open,
             )  # fmt: skip
             object.__setattr__(self, name, value)
+        if self.every < self.snapshot_every:
+            # Sensitivity is read on observation steps: every window between events needs one.
+            raise ValueError(
+                f"every must be at least snapshot_every ({self.snapshot_every}), got {self.every}"
+            )
         if self.modes > MAX_MODES:
             raise ValueError(f"modes must be an integer in [1, {MAX_MODES}], got {self.modes}")
         if self.variant not in VARIANTS:
@@ -139,12 +147,23 @@ class STDETConfig:
         return self.snapshot_every * self.snapshots
 
 
+def _put(tensor: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    """``tensor.reshape(-1)[index] = values`` in place, whatever the memory layout: a
+    ``channels_last`` tensor has no flat view, so it goes through a row-major copy."""
+    if tensor.is_contiguous():
+        tensor.view(-1).index_put_((index,), values)
+    else:
+        flat = tensor.reshape(-1)
+        flat.index_put_((index,), values)
+        tensor.copy_(flat.view(tensor.shape))
+
+
 class _Embedded(NamedTuple):
     """The embedded scalars of one tensor, on its device: ``theta[index] = a * r[mode] + b``.
 
     Device memory per embedded scalar: ``a`` and ``b`` in the parameter's dtype, an int32 mode and,
-    unless the whole tensor is embedded (``index is None``), an int32 position (int32 indices work
-    with ``index_select``/``index_put_`` without a conversion per step).
+    unless the whole tensor is embedded (``index is None``), an int32 position (half the memory of
+    int64; ``index_put_`` widens it on the fly).
     """
 
     tensor: int
@@ -178,9 +197,9 @@ class STDET:
         self.config = config or STDETConfig()
         self.optimizer = optimizer
         self.sma = sma
-        named = network_parameters(model)
+        named = [(name, p) for name, p in network_parameters(model) if p.requires_grad]
         if not named:
-            raise ValueError("model has no parameters for STDET to track")
+            raise ValueError("model has no trainable parameters for STDET to track")
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
         self.total = sum(p.numel() for _, p in model.named_parameters())
@@ -194,6 +213,12 @@ class STDET:
             samples=self.config.samples,
             seed=self.config.seed,
             device=self.device,
+            # float64 weights (or a float64 average) keep a float64 history: rounding it to float32
+            # would distort the fit that the later, exact observations continue.
+            snapshot_dtype=torch.float64
+            if any(p.dtype == torch.float64 for p in self.params)
+            or (sma is not None and sma.dtype == torch.float64)
+            else torch.float32,
         )
         self.size = self.modes.size
         self.steps = 0
@@ -209,6 +234,10 @@ class STDET:
         self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
         self._reference_at: list[tuple[torch.Tensor, int]] | None = None
         self.events = 0
+        # Embedded scalars go back onto their lines as soon as the optimizer has stepped, so that
+        # anything that reads the weights before after_step (the SMA's sample) sees them there.
+        self._materialized = False
+        self._hook = optimizer.register_step_post_hook(self._after_optimizer_step)
 
     # --- the two calls of the training loop -------------------------------------------------
 
@@ -218,7 +247,7 @@ class STDET:
         for e in self._embedded:
             grad = self.params[e.tensor].grad
             if grad is not None and e.index is not None:
-                grad.view(-1).index_put_((e.index,), grad.new_zeros(()))
+                _put(grad, e.index, grad.new_zeros(()))
         if self.saturated:
             return
         if self.modes.fitted and (self.steps + 1) % self.config.snapshot_every == 0:
@@ -231,7 +260,10 @@ class STDET:
     def after_step(self) -> None:
         """Recompute embedded scalars from their references; observe; embed when an event is due."""
         self.steps += 1
-        self.materialize()
+        feedback = self.sma is not None and self.sma.feedback  # it may have reset the weights
+        if feedback or not self._materialized:
+            self.materialize()
+        self._materialized = False
         if self.saturated:
             return
         if self.steps % self.config.snapshot_every == 0:
@@ -246,22 +278,32 @@ class STDET:
 
     # --- embedding ----------------------------------------------------------------------------
 
-    def reference_values(self) -> torch.Tensor:
-        """Current raw values of the references, float64 (M',) on the bookkeeping device."""
+    def _references(self) -> torch.Tensor:
+        """Current values of the references (M',), on the first parameter's device, uncast."""
         if self._reference_at is None:
             self._reference_at = []
             for flat in self.modes.reference.tolist():
                 i = bisect.bisect_right(self.offsets, flat) - 1
-                self._reference_at.append((self.params[i], flat - self.offsets[i]))
-        values = [p.detach().view(-1)[j] for p, j in self._reference_at]
-        return torch.stack(values).to(self.device, torch.float64)
+                p = self.params[i]
+                where = torch.unravel_index(torch.tensor(flat - self.offsets[i]), p.shape)
+                self._reference_at.append((p, tuple(int(w) for w in where)))
+        device = self.params[0].device
+        return torch.stack([p.detach()[where].to(device) for p, where in self._reference_at])
+
+    def reference_values(self) -> torch.Tensor:
+        """Current raw values of the references, float64 (M',) on the bookkeeping device."""
+        return self._references().to(self.device, torch.float64)
+
+    def _after_optimizer_step(self, *_: object) -> None:
+        self.materialize()
+        self._materialized = True
 
     @torch.no_grad()
     def materialize(self) -> None:
         """``theta_i := a_i r_m(i) + b_i`` for every embedded scalar, from the current references."""
         if not self._embedded:
             return
-        r = self.reference_values()
+        r = self._references()
         converted: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         for e in self._embedded:
             p = self.params[e.tensor]
@@ -270,9 +312,9 @@ class STDET:
                 converted[key] = r.to(p.device, p.dtype)
             values = torch.addcmul(e.b, e.a, converted[key].index_select(0, e.mode))
             if e.index is None:
-                p.view(-1).copy_(values)
+                p.copy_(values.view(p.shape))
             else:
-                p.view(-1).index_put_((e.index,), values)
+                _put(p, e.index, values)
 
     def _event(self) -> None:
         cfg = self.config
@@ -413,7 +455,7 @@ class STDET:
                 fresh = torch.nonzero(clear_state[lo:hi]).squeeze(1).to(p.device)
                 for value in self.optimizer.state.get(p, {}).values():
                     if torch.is_tensor(value) and value.shape == p.shape:
-                        value.view(-1).index_fill_(0, fresh, 0)
+                        _put(value, fresh, value.new_zeros(()))
 
     def _remove(self, i: int) -> None:
         if i in self._removed:

@@ -381,6 +381,17 @@ def test_load_state_dict_rejects_a_parameter_the_model_lacks():
         other.load_state_dict(sma.state_dict())
 
 
+def test_load_state_dict_rejects_an_average_that_misses_a_parameter():
+    sma = SMA(nn.Linear(4, 3, bias=False).double(), k=1, beta=0.5)
+    sma.step()
+    other = SMA(Toy(), k=1, beta=0.5)
+    with pytest.raises(ValueError, match="no average of the model's parameter 'bias'"):
+        other.load_state_dict(sma.state_dict())
+    before_any_sample = SMA(nn.Linear(4, 3, bias=False).double(), k=1, beta=0.5).state_dict()
+    other.load_state_dict(before_any_sample)  # nothing averaged yet: nothing is missing
+    assert not other.ready
+
+
 # ---- validation --------------------------------------------------------------------------------
 
 

@@ -150,6 +150,8 @@ def test_adam_never_moves_embedded_scalars_even_with_large_gradients():
     model.noise_scale.mul_(1e3)  # large gradients from here on
     embedded = stdet.kind != TRAINABLE
     assert 0 < int(embedded.sum()) < embedded.numel()
+    # Without the post-step hook, so that what Adam alone does to the embedded entries shows.
+    stdet._hook.remove()
     for _ in range(100):
         before = model.x.detach().clone()
         nqm_backward(model, optimizer, stdet, g)
@@ -428,6 +430,56 @@ def test_state_dict_round_trip_continues_bit_identically():
         assert torch.equal(uninterrupted[name], resumed[name]), name
 
 
+def test_the_sma_samples_embedded_scalars_on_their_lines():
+    """The post-step hook recomputes embedded scalars before the SMA samples them, even with an
+    optimizer (SGD with weight decay) that moves them: the average of an embedded scalar is then the
+    affine image of the reference's average over the samples since its embedding."""
+    model, optimizer, aux_optimizer = hyperprior()
+    net = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    optimizer = torch.optim.SGD(net, lr=1e-2, momentum=0.9, weight_decay=0.1)
+    config = STDETConfig(**{**SMALL.__dict__, "max_embedded": 0.5})
+    stdet = STDET(model, optimizer, config)
+    sma = SMA(model, k=1, beta=0.0)  # the average is the last sample
+    g = torch.Generator().manual_seed(0)
+    train_hyperprior(
+        model, optimizer, aux_optimizer, sma, stdet, config.warmup + 2 * config.every, g
+    )
+    theta = torch.cat([sma.average[n].reshape(-1).double() for n in stdet.names])
+    r = theta[stdet.modes.reference][stdet.modes.mode]
+    embedded = stdet.kind != TRAINABLE
+    assert int(embedded.sum()) > 0
+    want = (stdet.frozen_a * r + stdet.frozen_b)[embedded]
+    torch.testing.assert_close(theta[embedded], want, rtol=0, atol=1e-6)
+
+
+def test_channels_last_parameters_work():
+    model, optimizer, aux_optimizer = hyperprior()
+    model = model.to(memory_format=torch.channels_last)
+    assert not model.g_a[0].weight.is_contiguous()
+    sma = SMA(model, k=2, beta=0.9)
+    stdet = STDET(model, optimizer, SMALL, sma=sma)
+    g = torch.Generator().manual_seed(0)
+    train_hyperprior(model, optimizer, aux_optimizer, sma, stdet, SMALL.warmup + 3 * SMALL.every, g)
+    theta = torch.cat([p.detach().reshape(-1).double() for p in stdet.params])
+    r = theta[stdet.modes.reference][stdet.modes.mode]
+    embedded = stdet.kind != TRAINABLE
+    assert int(embedded.sum()) > 0
+    want = (stdet.frozen_a * r + stdet.frozen_b)[embedded]
+    torch.testing.assert_close(theta[embedded], want, rtol=0, atol=1e-6)
+
+
+def test_frozen_parameters_are_not_tracked():
+    model, optimizer, _ = hyperprior()
+    model.g_a[0].bias.requires_grad_(False)
+    assert "g_a.0.bias" not in STDET(model, optimizer, SMALL).names
+
+
+def test_float64_weights_keep_a_float64_history():
+    model, _, _ = planted()
+    stdet = STDET(model, torch.optim.SGD(model.parameters(), lr=0.1), PLANTED)
+    assert stdet.modes.snapshot_dtype == torch.float64
+
+
 def test_state_dict_refuses_another_configuration():
     model, optimizer, _ = hyperprior()
     state = STDET(model, optimizer, SMALL).state_dict()
@@ -442,6 +494,7 @@ def test_state_dict_refuses_another_configuration():
         ("snapshot_every", 0, r"snapshot_every must be an integer in \[1"),
         ("snapshots", 2, r"snapshots must be an integer in \[3"),
         ("every", 0, r"every must be an integer in \[1"),
+        ("every", 5, r"every must be at least snapshot_every \(10\), got 5"),
         ("modes", 0, r"modes must be an integer in \[1"),
         ("modes", 257, r"modes must be an integer in \[1, 256\]"),
         ("samples", 1, r"samples must be an integer in \[2"),
