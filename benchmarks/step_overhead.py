@@ -204,14 +204,18 @@ def cap_of(stdet: STDET) -> int:
 def embed(
     s: Setup, batches: list[torch.Tensor], max_steps: int, device: torch.device
 ) -> tuple[int, str]:
-    """Untimed steps until the STDET of ``s`` reaches its cap or an event embeds nothing new, then
-    on to a multiple of the lcm of k, snapshot_every and every (10 by default) so that timed
-    blocks start in phase. Returns the step it stopped at and why."""
+    """Untimed steps until the STDET of ``s`` is saturated (its cap reached; with whole tensors, no
+    free tensor fits under it) or an event embeds nothing new, then on to a multiple of the lcm of
+    k, snapshot_every and every (10 by default) so that timed blocks start in phase. Returns the
+    step it stopped at and why."""
     stdet = s.stdet
     assert stdet is not None
     last_events, last_embedded, reason = 0, 0, f"step limit {max_steps}"
     while stdet.steps < max_steps:
         run_steps(s, batches, 1, device)
+        if stdet.saturated:
+            reason = "saturated: no further event can embed"
+            break
         if stdet.events > last_events:
             now = embedded(stdet)
             if now >= cap_of(stdet):
