@@ -15,14 +15,14 @@ its own deep copy of one seeded model and its own optimizers:
   stdet-tensor + SMA + STDET with ``granularity="tensor"`` at the default cap: whole tensors only,
                each of which leaves the optimizer and autograd.
 
-The STDET configurations are timed *after embedding*: before timing, untimed steps run until the cap
-is reached (or no event embeds anything new), with ``snapshot_every=2, snapshots=5, every=5,
-samples=1000, modes=10, fraction=0.2`` (other knobs at their defaults). The timed steps keep STDET's
-periodic work (an observation every 2 steps, an event every 5: its coefficients are computed even
-when the cap leaves nothing to embed), which is part of its real cost; the table says whether any
-scalar was embedded during the timed steps. The hooks run in the documented order: backward,
-``stdet.after_backward()``, clip, ``optimizer.step()``, ``sma.step()``, ``stdet.after_step()``; the
-auxiliary step follows.
+The STDET configurations are timed *after embedding*: before timing, untimed steps run until STDET
+is saturated (its cap reached; with whole tensors, no free tensor fits under it) or an event embeds
+nothing new, with ``snapshot_every=2, snapshots=5, every=5, samples=1000, modes=10, fraction=0.2``
+(other knobs at their defaults). A saturated STDET stops observing, so the timed steps pay only for
+zeroing the embedded gradients and recomputing the embedded scalars; the output says whether any
+event ran while timing. The hooks run in the documented order: backward,
+``stdet.after_backward()``, clip, ``optimizer.step()`` (STDET's post-step hook recomputes the
+embedded scalars), ``sma.step()``, ``stdet.after_step()``; the auxiliary step follows.
 
 How: after a warm-up, ``--rounds`` rounds; in each round every configuration runs ``--steps`` steps
 in turn, the order rotating from round to round (interleaved, so drifts in machine speed hit all
@@ -388,16 +388,17 @@ def main() -> None:
         counts = st.embedded_count()
         new = embedded(st) - embedded0
         step, reason = stops[s.name]
+        ran = st.events - events0
+        if ran == 0:
+            timed = "no event ran during the timed steps (saturated: only the recomputation costs)"
+        elif new:
+            timed = f"the timed steps ran {ran} events, which embedded {new} more scalars"
+        else:
+            timed = f"the timed steps ran {ran} events, which embedded nothing new"
         print(
             f"{s.name}: max_embedded={st.config.max_embedded} ({cap_of(st)} of {st.size} tracked "
             f"scalars); untimed embedding until step {step} ({reason}); now {counts['true']} "
-            f"true + {counts['dummy']} dummy embedded; the timed steps ran {st.events - events0} "
-            "events, which "
-            + (
-                f"embedded {new} more scalars"
-                if new
-                else "embedded nothing new (cost: coefficients)"
-            )
+            f"true + {counts['dummy']} dummy embedded; {timed}"
         )
         print(f"  removed: {', '.join(st.removed_tensors()) or 'none'}")
 
