@@ -30,9 +30,9 @@ Counting optimizer steps n = 1, 2, ...:
 * **Embedded scalars** receive no gradient (:meth:`STDET.after_backward` zeroes it, so clipping and
   the optimizer never see it), their optimizer state is zeroed at embedding (an optimizer that folds
   weight decay into its state refills it, harmlessly), and they are recomputed from the references
-  after every optimizer step. A tensor whose scalars are all embedded
-  leaves the optimizer's param groups and autograd (``requires_grad=False``): its weight gradient is
-  no longer computed and its optimizer state is freed. References are never embedded.
+  after every optimizer step. A tensor whose scalars are all embedded leaves the optimizer's param
+  groups and autograd (``requires_grad=False``): its weight gradient is no longer computed and its
+  optimizer state is freed. References are never embedded.
 * **Saturation.** Once the cap is reached nothing can change (embedding is final), so observations,
   sensitivity and events stop; each step then only recomputes the embedded scalars.
 
@@ -240,7 +240,7 @@ class STDET:
         self._removed: set[int] = set()
         self._embedded_total = 0
         self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
-        self._reference_at: list[tuple[torch.Tensor, int]] | None = None
+        self._reference_at: list[tuple[torch.Tensor, tuple[int, ...]]] | None = None
         self.events = 0
         # Embedded scalars go back onto their lines as soon as the optimizer has stepped, so that
         # anything that reads the weights before after_step (the SMA's sample) sees them there.
