@@ -1,0 +1,282 @@
+"""``lic-train``: fit and evaluate CompressAI models with or without STDET/SMA.
+
+Flags follow CompressAI's ``examples/train.py`` where it has them. Bad input prints one line on
+stderr naming the flag, the value and what is allowed, and exits with status 2; a run stopped by a
+non-finite loss exits with status 1 and keeps its last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from lic_train.stdet import GRANULARITIES, VARIANTS, STDETConfig
+from lic_train.train import FitConfig, NonFiniteLoss, SMAConfig
+
+# Field names of the configurations -> the flags that set them (for error messages).
+FLAG_OF = {
+    "steps": "--steps",
+    "epochs": "--epochs",
+    "seed": "--seed",
+    "metric": "--metric",
+    "device": "--device",
+    "lmbda": "--lambda",
+    "learning_rate": "--learning-rate",
+    "aux_learning_rate": "--aux-learning-rate",
+    "clip_max_norm": "--clip_max_norm",
+    "patch_size": "--patch-size",
+    "batch_size": "--batch-size",
+    "validate_every": "--validate-every",
+    "log_every": "--log-every",
+    "lr_schedule": "--lr-schedule",
+    "quality": "--quality",
+    "k": "--sma-k",
+    "beta": "--sma-beta",
+    "snapshot_every": "--stdet-snapshot-every",
+    "snapshots": "--stdet-snapshots",
+    "every": "--stdet-every",
+    "modes": "--stdet-modes",
+    "samples": "--stdet-samples",
+    "fraction": "--stdet-fraction",
+    "max_embedded": "--stdet-max-embedded",
+    "min_r2": "--stdet-min-r2",
+    "keep_sensitive": "--stdet-keep-sensitive",
+    "sensitivity_quantile": "--stdet-sensitivity-quantile",
+    "variant": "--stdet-variant",
+    "granularity": "--stdet-granularity",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input; its message is the one line the user sees."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+    model = p.add_argument_group("model")
+    model.add_argument("-m", "--model", default="bmshj2018-hyperprior", help="zoo or registry name")
+    model.add_argument("-q", "--quality", type=int, help="zoo quality (default 3 without --N/--M)")
+    model.add_argument("--N", type=int, help="channels N (with --M: the architecture, any size)")
+    model.add_argument("--M", type=int, help="latent channels M")
+    loss = p.add_argument_group("loss and optimizers (CompressAI's defaults)")
+    loss.add_argument("--lambda", dest="lmbda", type=float, default=1e-2, help="RD trade-off")
+    loss.add_argument("--metric", choices=("mse", "ms-ssim"), default="mse")
+    loss.add_argument("-lr", "--learning-rate", type=float, default=1e-4)
+    loss.add_argument("--aux-learning-rate", type=float, default=1e-3)
+    loss.add_argument("--clip_max_norm", type=float, default=1.0, help="0: no clipping")
+    loss.add_argument("--lr-schedule", choices=("plateau", "none"), default="plateau")
+    data = p.add_argument_group("data")
+    data.add_argument("-d", "--data", help="image folder (train/ and test/, or one folder); "
+                      "default: the built-in photographs")  # fmt: skip
+    data.add_argument("--patch-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    data.add_argument("--batch-size", type=int, default=16)
+    run = p.add_argument_group("run")
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    length.add_argument("-e", "--epochs", type=int, help="passes over the training images")
+    run.add_argument("--validate-every", type=int, default=100, help="steps")
+    run.add_argument("--log-every", type=int, default=10, help="steps")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    sma = p.add_argument_group("SMA")
+    sma.add_argument("--sma", action="store_true", help="sample-then-moving-average")
+    sma.add_argument("--sma-k", type=int, default=SMAConfig.k)
+    sma.add_argument("--sma-beta", type=float, default=SMAConfig.beta)
+    sma.add_argument("--sma-feedback", action="store_true")
+    stdet = p.add_argument_group("STDET")
+    d = STDETConfig()
+    stdet.add_argument("--stdet", action="store_true", help="embed parameters (STDET)")
+    for flag, kind in (
+        ("snapshot-every", int), ("snapshots", int), ("every", int), ("modes", int),
+        ("samples", int), ("fraction", float), ("max-embedded", float), ("min-r2", float),
+        ("keep-sensitive", float), ("sensitivity-quantile", float),
+    ):  # fmt: skip
+        default = getattr(d, flag.replace("-", "_"))
+        stdet.add_argument(f"--stdet-{flag}", type=kind, default=default, help=f"default {default}")
+    stdet.add_argument("--stdet-variant", choices=VARIANTS, default=d.variant)
+    stdet.add_argument("--stdet-granularity", choices=GRANULARITIES, default=d.granularity)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lic-train", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    fit = commands.add_parser("fit", help="train a model")
+    _add_fit_flags(fit)
+    evaluate = commands.add_parser("eval", help="real bit streams of a run or checkpoint")
+    evaluate.add_argument("target", help="a run folder or a checkpoint file")
+    evaluate.add_argument("-d", "--data", help="image folder (default: built-in test photographs)")
+    evaluate.add_argument("--weights", choices=("sma", "raw"), default=None,
+                          help="default: sma when the run has an average, else raw")  # fmt: skip
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the eval_model JSON")
+    return parser
+
+
+def fit_config(args: argparse.Namespace) -> FitConfig:
+    """The configuration the flags describe (``--epochs`` is turned into steps by the trainer's
+    rule: one epoch is one pass of the sampler)."""
+    stdet = None
+    if args.stdet:
+        stdet = STDETConfig(
+            **{
+                name: getattr(args, f"stdet_{name}")
+                for name in STDETConfig.__dataclass_fields__
+                if name != "seed"
+            },
+            seed=args.seed,
+        )
+    sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback) if (
+        args.sma
+    ) else None  # fmt: skip
+    config = FitConfig(
+        model=args.model,
+        quality=args.quality,
+        N=args.N,
+        M=args.M,
+        lmbda=args.lmbda,
+        metric=args.metric,
+        learning_rate=args.learning_rate,
+        aux_learning_rate=args.aux_learning_rate,
+        clip_max_norm=args.clip_max_norm,
+        lr_schedule=args.lr_schedule,
+        data=None if args.data is None else str(Path(args.data).resolve()),
+        patch_size=tuple(args.patch_size),
+        batch_size=args.batch_size,
+        steps=1000 if args.steps is None else args.steps,
+        validate_every=args.validate_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        device=args.device,
+        sma=sma,
+        stdet=stdet,
+    )
+    if args.epochs is not None:
+        from lic_train.train import steps_for_epochs
+
+        config = FitConfig.from_dict(
+            {**config.to_dict(), "steps": steps_for_epochs(config, args.epochs)}
+        )
+    return config
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from lic_train.checkpoint import load
+    from lic_train.train import FitConfig, fit
+
+    out = Path(args.out)
+    if args.resume:
+        saved = load(out / "checkpoint.pth.tar")["config"]
+        steps = saved["steps"] if args.steps is None else args.steps
+        config = FitConfig.from_dict({**saved, "steps": steps})
+    else:
+        if (out / "checkpoint.pth.tar").exists():
+            raise UsageError(
+                f"lic-train fit: error: --out {out} already holds a run; pass --resume to continue "
+                "it or choose another --out"
+            )
+        config = fit_config(args)
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.steps, desc="fit", disable=None, dynamic_ncols=True)
+    bar.update(0)
+
+    def on_log(record: dict) -> None:
+        if record.get("split") == "val":
+            bar.write(
+                f"step {record['step']}: val {record['readout']} loss {record['loss']:.4f} "
+                f"bpp {record['bpp']:.4f} PSNR {record['psnr']:.2f} dB"
+            )
+            return
+        bar.n = record["step"]
+        bar.set_postfix(
+            loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}",
+            trainable=f"{100 * record['trainable']:.0f}%",
+        )  # fmt: skip
+        bar.refresh()
+
+    try:
+        summary = fit(config, out, resume=args.resume, on_log=on_log).summary
+    finally:
+        bar.close()
+    best = summary.best["loss"]
+    print(
+        f"{summary.steps} steps in {summary.wall_time:.1f} s; best validation loss {best:.4f}; "
+        f"trainable {100 * summary.trainable_fraction:.1f}%; run in {out}"
+    )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from lic_train.data import load_split
+    from lic_train.evaluate import eval_model_json, evaluate
+    from lic_train.train import load_trained, resolve_device
+
+    device = resolve_device(args.device)
+    name, model = load_trained(args.target, weights=args.weights)
+    _, test = load_split(args.data, (64, 64))
+    result = evaluate(model, test, device=device)
+    if args.json:
+        print(json.dumps(eval_model_json(name, result), indent=2, allow_nan=False))
+        return 0
+    for image in result.images:
+        ms = "-" if image.ms_ssim is None else f"{image.ms_ssim:.4f}"
+        print(
+            f"{image.name}: {image.bpp:.4f} bpp (estimated {image.bpp_estimated:.4f}), "
+            f"PSNR {image.psnr:.2f} dB, MS-SSIM {ms}"
+        )
+    mean = result.mean()
+    ms = "-" if mean.get("ms_ssim") is None else f"{mean['ms_ssim']:.4f}"
+    print(
+        f"mean over {len(result.images)} images: {mean['bpp']:.4f} bpp (estimated "
+        f"{mean['bpp_estimated']:.4f}), PSNR {mean['psnr']:.2f} dB, MS-SSIM {ms}"
+    )
+    return 0
+
+
+def _flag_message(message: str) -> str:
+    name = message.split(" ", 1)[0].split("[", 1)[0]
+    if name in FLAG_OF:
+        return f"{FLAG_OF[name]}{message[len(name) :]}"
+    return message
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command = "lic-train"
+    try:
+        args = build_parser().parse_args(argv)
+        command = f"lic-train {args.command}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script inside CompressAI
+            warnings.showwarning = _one_line_warning
+            if args.command == "fit":
+                return run_fit(args)
+            return run_eval(args)
+    except UsageError as err:
+        print(err, file=sys.stderr)
+    except ValueError as err:
+        print(f"{command}: error: {_flag_message(str(err))}", file=sys.stderr)
+    except NonFiniteLoss as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"lic-train: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
