@@ -14,8 +14,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from lic_train.stdet import GRANULARITIES, VARIANTS, STDETConfig
-from lic_train.train import FitConfig, NonFiniteLoss, SMAConfig
+# CompressAI calls torch.jit.script, deprecated in torch 2.14, when it is imported: not the user's
+# concern. Filtered before the imports below pull it in.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+
+from lic_train.compare import METHODS  # noqa: E402
+from lic_train.stdet import GRANULARITIES, VARIANTS, STDETConfig  # noqa: E402
+from lic_train.train import FitConfig, NonFiniteLoss, SMAConfig  # noqa: E402
 
 # Field names of the configurations -> the flags that set them (for error messages).
 FLAG_OF = {
@@ -31,6 +36,7 @@ FLAG_OF = {
     "patch_size": "--patch-size",
     "batch_size": "--batch-size",
     "validate_every": "--validate-every",
+    "checkpoint_every": "--checkpoint-every",
     "log_every": "--log-every",
     "lr_schedule": "--lr-schedule",
     "quality": "--quality",
@@ -83,6 +89,7 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
     length.add_argument("-e", "--epochs", type=int, help="passes over the training images")
     run.add_argument("--validate-every", type=int, default=100, help="steps")
+    run.add_argument("--checkpoint-every", type=int, help="steps (default: every validation)")
     run.add_argument("--log-every", type=int, default=10, help="steps")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -119,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="default: sma when the run has an average, else raw")  # fmt: skip
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the eval_model JSON")
+    comp = commands.add_parser("compare", help="Adam vs SMA, STDET, STDET + SMA; a report")
+    comp.add_argument("--preset", choices=("tiny",), default="tiny")
+    comp.add_argument("--out", default="runs/compare", help="report folder")
+    comp.add_argument("-d", "--data", help="image folder (default: the built-in photographs)")
+    comp.add_argument("--seeds", type=int, nargs="+", help="default: the preset's (0 1 2)")
+    comp.add_argument("--lambdas", type=float, nargs="+", help="default: the preset's (0.01)")
+    comp.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    comp.add_argument("--steps", type=int, help="default: the preset's")
+    comp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
     return parser
 
 
@@ -154,6 +170,7 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         batch_size=args.batch_size,
         steps=1000 if args.steps is None else args.steps,
         validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         seed=args.seed,
         device=args.device,
@@ -243,6 +260,36 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from lic_train.compare import PRESETS, compare
+
+    preset = PRESETS[args.preset]
+    if args.seeds is not None:
+        preset = replace(preset, seeds=tuple(args.seeds))
+    if args.lambdas is not None:
+        preset = replace(preset, lambdas=tuple(args.lambdas))
+    if args.steps is not None:
+        preset = replace(preset, base=replace(preset.base, steps=args.steps))
+    out = Path(args.out)
+    if (out / "runs").exists():
+        raise UsageError(
+            f"lic-train compare: error: --out {out} already holds a comparison; choose another --out"
+        )
+
+    def on_log(record: dict) -> None:
+        if record["event"] == "start":
+            print(f"training {record['run']} ...", file=sys.stderr, flush=True)
+
+    data = None if args.data is None else str(Path(args.data).resolve())
+    results = compare(preset, out, methods=args.methods, data=data, device=args.device,
+                      on_log=on_log)  # fmt: skip
+    print((out / "report.md").read_text())
+    del results
+    return 0
+
+
 def _flag_message(message: str) -> str:
     name = message.split(" ", 1)[0].split("[", 1)[0]
     if name in FLAG_OF:
@@ -256,10 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         command = f"lic-train {args.command}"
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script inside CompressAI
             warnings.showwarning = _one_line_warning
             if args.command == "fit":
                 return run_fit(args)
+            if args.command == "compare":
+                return run_compare(args)
             return run_eval(args)
     except UsageError as err:
         print(err, file=sys.stderr)

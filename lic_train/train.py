@@ -5,9 +5,10 @@ One step (CompressAI's contract, ``shared/notes/compressai.md`` §2): zero both 
 network (STDET's post-step hook recomputes embedded scalars); ``sma.step()``; ``stdet.after_step()``;
 the auxiliary loss and the second Adam on the ``quantiles``. Every ``validate_every`` steps both
 readouts (raw weights, and the SMA average when SMA is on) are validated on centre crops of the test
-images (estimated rate, ``eval()`` mode), ``ReduceLROnPlateau`` steps on the validation loss, and a
-checkpoint is written atomically (latest, and best by the loss of the evaluated readout: the SMA
-average when SMA is on).
+images (estimated rate, ``eval()`` mode) and ``ReduceLROnPlateau`` steps on the validation loss;
+every ``checkpoint_every`` steps (default: at every validation) and at the end a checkpoint is
+written atomically (latest, and best by the loss of the evaluated readout: the SMA average when SMA
+is on).
 
 Determinism: crops are a function of (seed, epoch, index) (:class:`lic_train.data.PatchDataset`), the
 sampler of (seed, epoch), and the checkpoint holds every random state (torch, CUDA, numpy, random;
@@ -84,6 +85,7 @@ class FitConfig:
     batch_size: int = 16
     steps: int = 1000
     validate_every: int = 100
+    checkpoint_every: int | None = None  # steps; None: at every validation
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
@@ -107,6 +109,14 @@ class FitConfig:
             object.__setattr__(
                 self, name, _checks.integer(name, getattr(self, name), minimum=minimum)
             )
+        if self.checkpoint_every is not None:
+            every = _checks.integer("checkpoint_every", self.checkpoint_every, minimum=1)
+            if every % self.validate_every:
+                raise ValueError(
+                    f"checkpoint_every must be a multiple of validate_every ({self.validate_every}), "
+                    f"got {every}"
+                )
+            object.__setattr__(self, "checkpoint_every", every)
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.lr_schedule not in ("plateau", "none"):
@@ -143,7 +153,8 @@ class Summary:
 
     steps: int
     wall_time: float
-    seconds_per_step: float
+    seconds_per_step: float  # wall time (validation and checkpoints included) per step
+    train_seconds_per_step: float  # the training step alone
     final: dict[str, dict[str, float]]
     best: dict[str, float]
     trainable_fraction: float
@@ -233,9 +244,26 @@ def _gather(obj: object) -> list:
     return out
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start the peak-memory count of this run (several runs may share one process)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: writing 5 resets the peak RSS (VmHWM) of the process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def _peak_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "peak RSS of the run (VmHWM)"
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS of the process"
 
 
@@ -329,7 +357,7 @@ def fit(
     test = torch.stack([test_set[i] for i in range(len(test_set))]).to(device)
     test_batches = list(test.split(config.batch_size))
 
-    start, wall, best_loss = 0, 0.0, math.inf
+    start, wall, train_time, best_loss = 0, 0.0, 0.0, math.inf
     final: dict[str, dict[str, float]] = {}
     if saved is not None:
         checkpoint.check_architecture(saved["state_dict"], model, latest)
@@ -342,6 +370,7 @@ def fit(
         if sma is not None:
             sma.load_state_dict(saved["sma"])
         start, wall, best_loss = saved["step"], saved["wall_time"], saved["best_loss"]
+        train_time = saved["train_time"]
         final = saved["final"]
         _set_random_states(saved["random_states"][rank])
     else:
@@ -390,6 +419,7 @@ def fit(
                 "lr_scheduler": scheduler.state_dict(),
                 "step": step,
                 "wall_time": wall,
+                "train_time": train_time,
                 "best_loss": best_loss,
                 "final": final,
                 "random_states": states,
@@ -401,6 +431,7 @@ def fit(
             path,
         )
 
+    _reset_peak_memory(device)
     indices: list[int] = []
     epoch = -1
     tick = time.perf_counter()
@@ -414,6 +445,7 @@ def fit(
         chunk = indices[position * config.batch_size : (position + 1) * config.batch_size]
         x = torch.stack([train_set[i] for i in chunk]).to(device)
 
+        began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
         losses = criterion(trained(x), x)
@@ -430,6 +462,9 @@ def fit(
         aux_loss = model.aux_loss()
         aux_loss.backward()
         aux_optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time += time.perf_counter() - began
 
         loss, aux = losses["loss"].item(), aux_loss.item()
         if not (math.isfinite(loss) and math.isfinite(aux)):
@@ -472,11 +507,13 @@ def fit(
             now = time.perf_counter()
             wall += now - tick
             tick = now
-            improved = evaluated["loss"] < best_loss
-            best_loss = min(best_loss, evaluated["loss"])
-            save_checkpoint(done, evaluated["loss"], latest)
-            if improved:
-                save_checkpoint(done, evaluated["loss"], best_path)
+            every = config.checkpoint_every or config.validate_every
+            if done % every == 0 or done == config.steps:
+                improved = evaluated["loss"] < best_loss
+                best_loss = min(best_loss, evaluated["loss"])
+                save_checkpoint(done, evaluated["loss"], latest)
+                if improved and rank == 0:  # the same bytes: copy, do not serialise again
+                    checkpoint.write_atomic(best_path, lambda f: f.write(latest.read_bytes()))
             tick = time.perf_counter()
 
     peak, kind = _peak_memory(device)
@@ -484,6 +521,7 @@ def fit(
         steps=config.steps,
         wall_time=wall,
         seconds_per_step=wall / config.steps,
+        train_seconds_per_step=train_time / config.steps,
         final=final,
         best={"loss": best_loss},
         trainable_fraction=1.0 if stdet is None else stdet.trainable_fraction(),

@@ -1,0 +1,356 @@
+"""``lic-train compare``: the baseline (Adam) against SMA, STDET and STDET + SMA, same data and seeds.
+
+For every lambda and seed, each method is trained (:func:`lic_train.train.fit`) in a rotating order,
+so that a drift in machine speed touches all methods alike. Then the final evaluated weights (the
+SMA average where SMA is on) of every run are coded into real bit streams on the test images
+(:func:`lic_train.evaluate.evaluate`). The report holds, per method, mean and spread over seeds of:
+
+* the validation RD loss at the last step (equal steps for all methods) and its ratio to Adam's;
+* the steps needed to reach Adam's final validation loss (same seed and lambda), from the
+  validation records, and their ratio to Adam's steps: the "training time" claim;
+* the trainable fraction at the end, the time per training step and its ratio to Adam's, and the
+  peak memory (RSS of the run on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU);
+* real bpp and PSNR, and, with several lambdas, BD-rate against Adam (``bjontegaard``, Akima).
+
+Files (each written atomically): ``report.md``, ``results.json``, ``loss_vs_step.png`` and, with
+several lambdas, ``rd_curves.png``; the runs themselves under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lic_train import checkpoint
+from lic_train.data import load_split
+from lic_train.evaluate import evaluate
+from lic_train.stdet import STDETConfig
+from lic_train.train import FitConfig, SMAConfig, fit, load_trained, resolve_device
+
+METHODS = ("adam", "sma", "stdet", "stdet+sma")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A base configuration, the seeds and the lambdas of a comparison."""
+
+    base: FitConfig
+    seeds: tuple[int, ...]
+    lambdas: tuple[float, ...]
+    sma: SMAConfig
+    stdet: STDETConfig
+
+
+PRESETS = {
+    # A small hyperprior on the built-in photographs: under 10 minutes on 2 CPU cores.
+    "tiny": Preset(
+        base=FitConfig(
+            model="bmshj2018-hyperprior",
+            N=32,
+            M=48,
+            patch_size=(128, 128),
+            batch_size=8,
+            steps=240,
+            validate_every=20,
+            checkpoint_every=240,
+            log_every=10,
+            learning_rate=1e-3,
+            device="auto",
+        ),
+        seeds=(0, 1, 2),
+        lambdas=(0.01,),
+        sma=SMAConfig(k=5, beta=0.9),
+        stdet=STDETConfig(
+            snapshot_every=5,
+            snapshots=10,
+            every=20,
+            samples=1000,
+            modes=10,
+            fraction=0.1,
+            max_embedded=0.6,
+        ),
+    ),
+}
+
+
+def method_config(preset: Preset, method: str, seed: int, lmbda: float) -> FitConfig:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return replace(
+        preset.base,
+        seed=seed,
+        lmbda=lmbda,
+        sma=preset.sma if "sma" in method else None,
+        stdet=replace(preset.stdet, seed=seed) if "stdet" in method else None,
+    )
+
+
+def run_name(method: str, seed: int, lmbda: float) -> str:
+    return f"{method.replace('+', '-')}_lambda{lmbda:g}_seed{seed}"
+
+
+def steps_to_reach(records: list[dict], readout: str, target: float) -> int | None:
+    """The first validation step at which ``readout``'s loss is at or below ``target``."""
+    for record in records:
+        if record.get("split") == "val" and record["readout"] == readout:
+            if record["loss"] <= target:
+                return record["step"]
+    return None
+
+
+def _mean_spread(values: Sequence[float | None]) -> dict:
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None, "n": 0, "of": len(values)}
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    return {"mean": statistics.fmean(present), "std": std, "n": len(present), "of": len(values)}
+
+
+def compare(
+    preset: Preset,
+    out: str | Path,
+    *,
+    methods: Sequence[str] = METHODS,
+    data: str | None = None,
+    device: str | None = None,
+    on_log: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run the comparison and write its report to ``out``; returns ``results.json``'s content."""
+    out = Path(out)
+    on_log = on_log or (lambda _: None)
+    methods = list(dict.fromkeys(methods))
+    if "adam" not in methods:
+        raise ValueError("methods must include adam, the baseline every ratio refers to")
+    base = replace(preset.base, data=data, **({"device": device} if device else {}))
+    preset = replace(preset, base=base)
+    _, test_images = load_split(data, base.patch_size)
+
+    runs: list[dict] = []
+    order = list(methods)
+    for lmbda in preset.lambdas:
+        for seed in preset.seeds:
+            for method in order:
+                name = run_name(method, seed, lmbda)
+                on_log({"event": "start", "run": name})
+                config = method_config(preset, method, seed, lmbda)
+                trained = fit(config, out / "runs" / name)
+                summary = trained.summary
+                records = _records(out / "runs" / name / "metrics.jsonl")
+                readout = "sma" if config.sma else "raw"
+                _, model = load_trained(out / "runs" / name, weights=readout)
+                coded = evaluate(model, test_images, device=resolve_device(base.device))
+                runs.append(
+                    {
+                        "name": name, "method": method, "seed": seed, "lambda": lmbda,
+                        "readout": readout, "final_loss": summary.final[readout]["loss"],
+                        "records": records, "trainable": summary.trainable_fraction,
+                        "seconds_per_step": summary.train_seconds_per_step,
+                        "peak_memory_bytes": summary.peak_memory_bytes,
+                        "memory_kind": summary.memory_kind,
+                        "bpp": coded.mean()["bpp"], "psnr": coded.mean()["psnr"],
+                        "bpp_estimated": coded.mean()["bpp_estimated"],
+                    }
+                )  # fmt: skip
+                on_log({"event": "done", "run": name, "final_loss": runs[-1]["final_loss"]})
+            order = order[1:] + order[:1]  # rotate: no method always runs first
+
+    results = _summarise(runs, methods, preset)
+    _write_report(results, out)
+    return results
+
+
+def _records(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
+    baseline = {(r["seed"], r["lambda"]): r for r in runs if r["method"] == "adam"}
+    rows = {}
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        ratios, reach, reach_ratio = [], [], []
+        for r in mine:
+            adam = baseline[(r["seed"], r["lambda"])]
+            ratios.append(r["final_loss"] / adam["final_loss"])
+            adam_steps = steps_to_reach(adam["records"], "raw", adam["final_loss"])
+            steps = steps_to_reach(r["records"], r["readout"], adam["final_loss"])
+            reach.append(steps)
+            reach_ratio.append(None if steps is None or not adam_steps else steps / adam_steps)
+        time_ratio = [
+            r["seconds_per_step"] / baseline[(r["seed"], r["lambda"])]["seconds_per_step"]
+            for r in mine
+        ]
+        memory_ratio = [
+            r["peak_memory_bytes"] / baseline[(r["seed"], r["lambda"])]["peak_memory_bytes"]
+            for r in mine
+        ]
+        rows[method] = {
+            "final_loss": _mean_spread([r["final_loss"] for r in mine]),
+            "final_loss_ratio": _mean_spread(ratios),
+            "steps_to_adam_final": _mean_spread(reach),
+            "steps_ratio": _mean_spread(reach_ratio),
+            "trainable": _mean_spread([r["trainable"] for r in mine]),
+            "seconds_per_step": _mean_spread([r["seconds_per_step"] for r in mine]),
+            "time_ratio": _mean_spread(time_ratio),
+            "peak_memory_bytes": _mean_spread([r["peak_memory_bytes"] for r in mine]),
+            "memory_ratio": _mean_spread(memory_ratio),
+            "bpp": _mean_spread([r["bpp"] for r in mine]),
+            "psnr": _mean_spread([r["psnr"] for r in mine]),
+        }
+    bd = _bd_rates(runs, methods, preset)
+    for method, value in bd.items():
+        rows[method]["bd_rate_percent"] = value
+    stripped = [{k: v for k, v in r.items() if k != "records"} for r in runs]
+    return {
+        "preset": {
+            "seeds": list(preset.seeds),
+            "lambdas": list(preset.lambdas),
+            "base": preset.base.to_dict(),
+            "sma": preset.sma.__dict__,
+            "stdet": preset.stdet.__dict__,
+        },
+        "methods": rows,
+        "runs": stripped,
+        "curves": {
+            r["name"]: [
+                (x["step"], x["loss"])
+                for x in r["records"]
+                if x.get("split") == "val" and x["readout"] == r["readout"]
+            ]
+            for r in runs
+        },
+    }
+
+
+def _bd_rates(runs: list[dict], methods: list[str], preset: Preset) -> dict[str, dict | None]:
+    """BD-rate (%) of each method against Adam per seed over the lambdas (needs at least 4 for
+    Akima interpolation; None otherwise)."""
+    if len(preset.lambdas) < 4:
+        return {method: None for method in methods if method != "adam"}
+    import bjontegaard as bd
+
+    out = {}
+    for method in methods:
+        if method == "adam":
+            continue
+        values = []
+        for seed in preset.seeds:
+
+            def curve(m: str, s: int = seed) -> tuple[list[float], list[float]]:
+                points = sorted(
+                    (r["bpp"], r["psnr"]) for r in runs if r["method"] == m and r["seed"] == s
+                )
+                return [p[0] for p in points], [p[1] for p in points]
+
+            rate_a, psnr_a = curve("adam")
+            rate_m, psnr_m = curve(method)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # non-overlapping curves: reported as None below
+                value = float(
+                    bd.bd_rate(
+                        rate_a, psnr_a, rate_m, psnr_m, method="akima",
+                        require_matching_points=False,
+                    )
+                )  # fmt: skip
+            values.append(
+                value if math.isfinite(value) else None
+            )  # None: the curves do not overlap
+        out[method] = _mean_spread(values)
+    return out
+
+
+def _fmt(stat: dict | None, digits: int = 3, scale: float = 1.0, missing: str = "reached") -> str:
+    """``mean ± std``; where some seeds have no value, how many do (``missing`` says why)."""
+    if not stat or stat["mean"] is None:
+        return f"none {missing}" if stat and stat["of"] else "-"
+    text = f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+    if stat["n"] < stat["of"]:
+        text += f" ({stat['n']}/{stat['of']} {missing})"
+    return text
+
+
+def _write_report(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    checkpoint.write_json(results, out / "results.json")
+    rows = results["methods"]
+    lines = [
+        "# lic-train compare",
+        "",
+        f"Seeds {results['preset']['seeds']}, lambdas {results['preset']['lambdas']}; "
+        "mean ± standard deviation over seeds. Ratios are to Adam with the same seed and lambda.",
+        "",
+        "| method | final val loss | ratio to Adam | steps to Adam's final loss | ratio | "
+        "trainable | s/step | time ratio | peak memory (MB) | memory ratio | bpp | PSNR (dB) | "
+        "BD-rate (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        lines.append(
+            f"| {method} | {_fmt(row['final_loss'], 4)} | {_fmt(row['final_loss_ratio'])} | "
+            f"{_fmt(row['steps_to_adam_final'], 0)} | {_fmt(row['steps_ratio'])} | "
+            f"{_fmt(row['trainable'])} | {_fmt(row['seconds_per_step'], 4)} | "
+            f"{_fmt(row['time_ratio'])} | {_fmt(row['peak_memory_bytes'], 0, 1e-6)} | "
+            f"{_fmt(row['memory_ratio'])} | {_fmt(row['bpp'])} | {_fmt(row['psnr'], 2)} | "
+            f"{_fmt(row.get('bd_rate_percent'), 2, missing='with overlapping curves')} |"
+        )
+    lines += [
+        "",
+        "Validation loss: estimated RD loss of the evaluated weights (the SMA average where SMA is "
+        "on) on centre crops of the test images. bpp and PSNR: real bit streams of the final "
+        "weights on the whole test images. Steps to Adam's final loss: first validation step at or "
+        "below it (validation every "
+        f"{results['preset']['base']['validate_every']} steps). BD-rate needs at least 4 lambdas.",
+        "",
+    ]
+    text = "\n".join(lines)
+    checkpoint.write_atomic(out / "report.md", lambda f: f.write(text.encode()))
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for method in rows:
+        curves = [
+            c
+            for name, c in results["curves"].items()
+            if name.startswith(method.replace("+", "-") + "_")
+        ]
+        if not curves:
+            continue
+        steps = [s for s, _ in curves[0]]
+        losses = [[loss for _, loss in c] for c in curves if len(c) == len(steps)]
+        mean = [statistics.fmean(v) for v in zip(*losses, strict=True)]
+        low = [min(v) for v in zip(*losses, strict=True)]
+        high = [max(v) for v in zip(*losses, strict=True)]
+        axis.plot(steps, mean, label=method)
+        axis.fill_between(steps, low, high, alpha=0.2)
+    axis.set_xlabel("step")
+    axis.set_ylabel("validation RD loss")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.set_title("Validation loss of the evaluated weights (mean, min-max over seeds)")
+    figure.tight_layout()
+    checkpoint.write_atomic(
+        out / "loss_vs_step.png", lambda f: figure.savefig(f, format="png", dpi=100)
+    )
+    plt.close(figure)
+    if len(results["preset"]["lambdas"]) > 1:
+        figure, axis = plt.subplots(figsize=(6, 4.5))
+        for method in rows:
+            points = sorted((r["bpp"], r["psnr"]) for r in results["runs"] if r["method"] == method)
+            axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label=method)
+        axis.set_xlabel("bpp (real bit streams)")
+        axis.set_ylabel("PSNR (dB)")
+        axis.legend()
+        figure.tight_layout()
+        checkpoint.write_atomic(
+            out / "rd_curves.png", lambda f: figure.savefig(f, format="png", dpi=100)
+        )
+        plt.close(figure)

@@ -1,0 +1,123 @@
+"""``lic-train compare``: the same seeds for every method, ratios to Adam, BD-rate over 4 lambdas,
+the report files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("skimage")
+
+from lic_train.compare import PRESETS, Preset, compare, method_config, steps_to_reach  # noqa: E402
+from lic_train.stdet import STDETConfig  # noqa: E402
+from lic_train.train import FitConfig, SMAConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("test", 1)):
+        (root / split).mkdir()
+        for i in range(count):
+            smooth = rng.random((10, 12, 3)).repeat(8, 0).repeat(8, 1)  # blocks: codable content
+            Image.fromarray((smooth * 255).astype(np.uint8)).save(root / split / f"{i}.png")
+    return root
+
+
+def small_preset(lambdas: tuple[float, ...]) -> Preset:
+    return Preset(
+        base=FitConfig(model="bmshj2018-hyperprior", N=8, M=12, patch_size=(64, 64),
+                       batch_size=2, steps=6, validate_every=2, log_every=2, device="cpu",
+                       learning_rate=1e-3),
+        seeds=(0, 1),
+        lambdas=lambdas,
+        sma=SMAConfig(k=1, beta=0.5),
+        stdet=STDETConfig(snapshot_every=1, snapshots=3, every=1, samples=50, modes=2,
+                          fraction=0.3, max_embedded=0.6),
+    )  # fmt: skip
+
+
+def test_steps_to_reach_reads_the_first_validation_at_or_below_the_target():
+    records = [
+        {"step": 2, "loss": 5.0},
+        {"step": 2, "split": "val", "readout": "raw", "loss": 4.0},
+        {"step": 4, "split": "val", "readout": "sma", "loss": 1.0},
+        {"step": 4, "split": "val", "readout": "raw", "loss": 2.0},
+        {"step": 6, "split": "val", "readout": "raw", "loss": 1.5},
+    ]
+    assert steps_to_reach(records, "raw", 2.0) == 4
+    assert steps_to_reach(records, "sma", 1.0) == 4
+    assert steps_to_reach(records, "raw", 1.0) is None
+
+
+def test_method_configs_differ_only_in_the_method():
+    preset = PRESETS["tiny"]
+    configs = {m: method_config(preset, m, seed=1, lmbda=0.02) for m in ("adam", "stdet+sma")}
+    assert configs["adam"].sma is None and configs["adam"].stdet is None
+    assert configs["stdet+sma"].sma == preset.sma
+    assert configs["stdet+sma"].stdet.seed == 1
+    strip = {"sma": None, "stdet": None}
+    assert replace(configs["adam"], **strip) == replace(configs["stdet+sma"], **strip)
+    with pytest.raises(ValueError, match="method must be one of"):
+        method_config(preset, "swa", seed=0, lmbda=0.01)
+
+
+def test_a_comparison_over_four_lambdas_writes_its_report(folder, tmp_path):
+    lambdas = (0.002, 0.01, 0.05, 0.25)
+    results = compare(small_preset(lambdas), tmp_path, methods=["adam", "sma"], data=str(folder))
+    runs = results["runs"]
+    assert len(runs) == 2 * 2 * len(lambdas)
+    adam, sma = results["methods"]["adam"], results["methods"]["sma"]
+    assert adam["final_loss_ratio"]["mean"] == 1.0 and adam["time_ratio"]["mean"] == 1.0
+    for run in runs:  # the ratio of each SMA run is against Adam with its seed and lambda
+        if run["method"] == "sma":
+            twin = next(
+                r for r in runs
+                if r["method"] == "adam" and (r["seed"], r["lambda"]) == (run["seed"], run["lambda"])
+            )  # fmt: skip
+            assert run["final_loss"] / twin["final_loss"] > 0
+    ratios = [
+        r["final_loss"] / next(a["final_loss"] for a in runs if a["method"] == "adam"
+                               and (a["seed"], a["lambda"]) == (r["seed"], r["lambda"]))
+        for r in runs if r["method"] == "sma"
+    ]  # fmt: skip
+    assert sma["final_loss_ratio"]["mean"] == pytest.approx(np.mean(ratios))
+    bd_rate = sma["bd_rate_percent"]
+    assert bd_rate["of"] == 2 and (bd_rate["mean"] is None or np.isfinite(bd_rate["mean"]))
+    assert all(r["bpp"] > 0 for r in runs)
+    for name in ("report.md", "results.json", "loss_vs_step.png", "rd_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "results.json").read_text())["methods"].keys() == {"adam", "sma"}
+    report = (tmp_path / "report.md").read_text()
+    assert "| adam |" in report and "| sma |" in report
+
+
+def test_bd_rate_of_a_curve_that_needs_ten_percent_more_bits_is_ten_percent():
+    from lic_train.compare import _bd_rates
+
+    preset = small_preset((0.001, 0.01, 0.1, 1.0))
+    runs = []
+    for seed in preset.seeds:
+        for lmbda, (bpp, psnr) in zip(preset.lambdas, [(0.1, 25), (0.2, 28), (0.4, 31), (0.8, 34)],
+                                      strict=True):  # fmt: skip
+            runs.append({"method": "adam", "seed": seed, "lambda": lmbda, "bpp": bpp, "psnr": psnr})
+            runs.append(
+                {"method": "sma", "seed": seed, "lambda": lmbda, "bpp": 1.1 * bpp, "psnr": psnr}
+            )
+    result = _bd_rates(runs, ["adam", "sma"], preset)["sma"]
+    assert result["mean"] == pytest.approx(10.0, abs=1e-6)
+    assert result["n"] == 2
+    assert _bd_rates(runs, ["adam", "sma"], small_preset((0.01,))) == {"sma": None}
+
+
+def test_the_baseline_is_required(folder, tmp_path):
+    with pytest.raises(ValueError, match="must include adam"):
+        compare(small_preset((0.01,)), tmp_path, methods=["sma"], data=str(folder))
