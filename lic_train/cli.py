@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -204,10 +205,15 @@ def run_fit(args: argparse.Namespace) -> int:
         config = fit_config(args)
     from tqdm import tqdm
 
-    bar = tqdm(total=config.steps, desc="fit", disable=None, dynamic_ncols=True)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
+    bar = tqdm(
+        total=config.steps, desc="fit", disable=None if main_rank else True, dynamic_ncols=True
+    )
     bar.update(0)
 
     def on_log(record: dict) -> None:
+        if not main_rank:
+            return
         if record.get("split") == "val":
             bar.write(
                 f"step {record['step']}: val {record['readout']} loss {record['loss']:.4f} "
@@ -226,6 +232,8 @@ def run_fit(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     best = summary.best["loss"]
+    if not main_rank:
+        return 0
     print(
         f"{summary.steps} steps in {summary.wall_time:.1f} s; best validation loss {best:.4f}; "
         f"trainable {100 * summary.trainable_fraction:.1f}%; run in {out}"
