@@ -231,11 +231,12 @@ def run_fit(args: argparse.Namespace) -> int:
         summary = fit(config, out, resume=args.resume, on_log=on_log).summary
     finally:
         bar.close()
-    best = summary.best["loss"]
+    best = summary.best[summary.evaluated_readout]
     if not main_rank:
         return 0
     print(
-        f"{summary.steps} steps in {summary.wall_time:.1f} s; best validation loss {best:.4f}; "
+        f"{summary.steps} steps in {summary.wall_time:.1f} s; best validation loss "
+        f"({summary.evaluated_readout} weights) {best:.4f}; "
         f"trainable {100 * summary.trainable_fraction:.1f}%; run in {out}"
     )
     return 0

@@ -132,6 +132,11 @@ class FitConfig:
                 f"got {self.patch_size!r}"
             )
         object.__setattr__(self, "patch_size", patch)
+        if self.metric == "ms-ssim" and min(patch) <= 160:
+            raise ValueError(
+                f"patch_size must exceed 160 on both sides for --metric ms-ssim (MS-SSIM's five "
+                f"scales need it), got {patch}"
+            )
         if self.quality is None and self.N is None and self.M is None:
             object.__setattr__(self, "quality", 3)  # CompressAI's train.py builds quality 3
 
@@ -155,8 +160,9 @@ class Summary:
     wall_time: float
     seconds_per_step: float  # wall time (validation and checkpoints included) per step
     train_seconds_per_step: float  # the training step alone
-    final: dict[str, dict[str, float]]
-    best: dict[str, float]
+    final: dict[str, dict[str, float]]  # the last validation (loss, bpp, psnr) of each readout
+    best: dict[str, float]  # the lowest validation loss of each readout
+    evaluated_readout: str  # "sma" with SMA, else "raw": the readout the best checkpoint follows
     trainable_fraction: float
     peak_memory_bytes: int
     memory_kind: str
@@ -358,7 +364,9 @@ def fit(
     test_batches = list(test.split(config.batch_size))
 
     start, wall, train_time, best_loss = 0, 0.0, 0.0, math.inf
-    final: dict[str, dict[str, float]] = {}
+    evaluated_readout = "sma" if sma is not None else "raw"  # selects the best checkpoint
+    final: dict[str, dict[str, float]] = {}  # the last validation of each readout
+    best: dict[str, float] = {}  # the lowest validation loss of each readout
     if saved is not None:
         checkpoint.check_architecture(saved["state_dict"], model, latest)
         model.load_state_dict(saved["state_dict"])
@@ -371,7 +379,7 @@ def fit(
             sma.load_state_dict(saved["sma"])
         start, wall, best_loss = saved["step"], saved["wall_time"], saved["best_loss"]
         train_time = saved["train_time"]
-        final = saved["final"]
+        final, best = saved["final"], saved["best"]
         _set_random_states(saved["random_states"][rank])
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
@@ -401,8 +409,8 @@ def fit(
 
     def readouts() -> dict[str, nn.Module]:
         models = {"raw": model}
-        if sma is not None and sma.ready:
-            models["sma"] = sma.averaged_copy(model)
+        if sma is not None:  # before its first sample the average is the raw weights
+            models["sma"] = sma.averaged_copy(model) if sma.ready else model
         return models
 
     def save_checkpoint(step: int, loss: float, path: Path) -> None:
@@ -422,6 +430,7 @@ def fit(
                 "train_time": train_time,
                 "best_loss": best_loss,
                 "final": final,
+                "best": best,
                 "random_states": states,
                 "sma": None if sma is None else sma.state_dict(),
                 "stdet": None if stdet is None else stdet.state_dict(),
@@ -500,8 +509,9 @@ def fit(
                         f"{latest if latest.exists() else 'not written yet'}"
                     )
                 final[name] = result
+                best[name] = min(best.get(name, math.inf), result["loss"])
                 log({"step": done, "split": "val", "readout": name, **result})
-            evaluated = final["sma"] if "sma" in final else final["raw"]
+            evaluated = final[evaluated_readout]
             if config.lr_schedule == "plateau":
                 scheduler.step(final["raw"]["loss"])
             now = time.perf_counter()
@@ -523,7 +533,8 @@ def fit(
         seconds_per_step=wall / config.steps,
         train_seconds_per_step=train_time / config.steps,
         final=final,
-        best={"loss": best_loss},
+        best=best,
+        evaluated_readout=evaluated_readout,
         trainable_fraction=1.0 if stdet is None else stdet.trainable_fraction(),
         peak_memory_bytes=peak,
         memory_kind=kind,

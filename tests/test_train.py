@@ -81,6 +81,8 @@ def test_a_run_writes_metrics_checkpoints_and_a_summary(images, tmp_path):
     assert list(run.glob("*.tmp")) == []
     written = json.loads((run / "summary.json").read_text())
     assert written["steps"] == 12 and written["final"].keys() == {"raw", "sma"}
+    assert written["best"].keys() == {"raw", "sma"} and written["evaluated_readout"] == "sma"
+    assert written["best"]["sma"] <= written["final"]["sma"]["loss"]
     assert written["trainable_fraction"] == summary.trainable_fraction < 1.0
     assert written["peak_memory_bytes"] > 0
     assert any((run / "tb").iterdir())
@@ -105,6 +107,16 @@ def test_resume_in_process_continues_bit_for_bit(images, tmp_path):
         for line in text.splitlines()
     ]
     assert strip(whole) == strip(resumed)
+
+
+def test_ms_ssim_training_reports_the_ms_ssim_distortion(images, tmp_path):
+    records = []
+    config = tiny(images, metric="ms-ssim", lmbda=10.0, patch_size=(192, 192), steps=2,
+                  validate_every=2, log_every=1, sma=None, stdet=None)  # fmt: skip
+    fit(config, tmp_path / "run", on_log=records.append)
+    train = [r for r in records if "split" not in r]
+    assert all("ms-ssim" in r and 0 <= r["ms-ssim"] <= 1 for r in train)
+    assert [r["readout"] for r in records if r.get("split") == "val"] == ["raw"]
 
 
 def test_resume_refuses_another_configuration(images, tmp_path):

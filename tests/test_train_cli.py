@@ -100,6 +100,7 @@ def test_resume_extends_a_run(run, tmp_path, capsys):
         (["--steps", "0"], ("--steps",)),
         (["--steps", "abc"], ("--steps", "abc")),
         (["--validate-every", "4", "--checkpoint-every", "6"], ("--checkpoint-every", "multiple")),
+        (["--metric", "ms-ssim"], ("--patch-size", "160")),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(flags, fragments, folder, tmp_path, capsys):
