@@ -221,8 +221,9 @@ def run_fit(args: argparse.Namespace) -> int:
             )
             return
         bar.n = record["step"]
+        quality = {"psnr": f"{record['psnr']:.2f}"} if "psnr" in record else {}
         bar.set_postfix(
-            loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}",
+            loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}", **quality,
             trainable=f"{100 * record['trainable']:.0f}%",
         )  # fmt: skip
         bar.refresh()

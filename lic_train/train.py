@@ -493,6 +493,11 @@ def fit(
                     "loss": loss,
                     "bpp": losses["bpp_loss"].item(),
                     config.metric: losses[distortion_key(config.metric)].item(),
+                    **(
+                        {"psnr": -10 * math.log10(max(losses["mse_loss"].item(), 1e-12))}
+                        if config.metric == "mse"
+                        else {}
+                    ),
                     "aux_loss": aux,
                     "lr": optimizer.param_groups[0]["lr"],
                     "trainable": 1.0 if stdet is None else stdet.trainable_fraction(),
