@@ -58,6 +58,9 @@ FLAG_OF = {
 }
 
 
+RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device"}  # may differ on --resume
+
+
 class UsageError(Exception):
     """Bad command-line input; its message is the one line the user sees."""
 
@@ -194,8 +197,30 @@ def run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.resume:
         saved = load(out / "checkpoint.pth.tar")["config"]
-        steps = saved["steps"] if args.steps is None else args.steps
-        config = FitConfig.from_dict({**saved, "steps": steps})
+        # Either the run's own command again with --resume, or --resume alone: the saved
+        # configuration either way; only --steps, --epochs and --device may change.
+        defaults = build_parser().parse_args(["fit"])
+        given = [
+            d for d, v in vars(args).items() if d not in RESUME_FLAGS and v != getattr(defaults, d)
+        ]
+        if given:
+            free = ("steps", "device")
+            asked = {k: v for k, v in fit_config(args).to_dict().items() if k not in free}
+            if asked != {k: v for k, v in saved.items() if k not in free}:
+                differ = sorted(k for k in asked if asked[k] != saved.get(k))
+                raise UsageError(
+                    f"lic-train fit: error: --resume continues the run saved in {out}; give its "
+                    f"own flags or none (these differ from it: {', '.join(differ)})"
+                )
+        config = FitConfig.from_dict({**saved, "device": args.device})
+        if args.epochs is not None:
+            from lic_train.train import steps_for_epochs
+
+            config = FitConfig.from_dict(
+                {**config.to_dict(), "steps": steps_for_epochs(config, args.epochs)}
+            )
+        elif args.steps is not None:
+            config = FitConfig.from_dict({**config.to_dict(), "steps": args.steps})
     else:
         if (out / "checkpoint.pth.tar").exists():
             raise UsageError(
@@ -244,14 +269,13 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from lic_train.data import load_split
+    from lic_train.data import load_eval_images
     from lic_train.evaluate import eval_model_json, evaluate
     from lic_train.train import load_trained, resolve_device
 
     device = resolve_device(args.device)
     name, model = load_trained(args.target, weights=args.weights)
-    _, test = load_split(args.data, (64, 64))
-    result = evaluate(model, test, device=device)
+    result = evaluate(model, load_eval_images(args.data), device=device)
     if args.json:
         print(json.dumps(eval_model_json(name, result), indent=2, allow_nan=False))
         return 0

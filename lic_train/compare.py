@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lic_train import checkpoint
-from lic_train.data import load_split
+from lic_train.data import load_eval_images
 from lic_train.evaluate import evaluate
 from lic_train.stdet import STDETConfig
-from lic_train.train import FitConfig, SMAConfig, fit, load_trained, resolve_device
+from lic_train.train import FitConfig, SMAConfig, fit, resolve_device
 
 METHODS = ("adam", "sma", "stdet", "stdet+sma")
 
@@ -102,6 +102,12 @@ def steps_to_reach(records: list[dict], readout: str, target: float) -> int | No
     return None
 
 
+def _ratio(value: float, reference: float) -> float | None:
+    """``value / reference``; None where the reference is not positive (a peak-memory increase
+    too small to measure)."""
+    return value / reference if reference > 0 else None
+
+
 def _mean_spread(values: Sequence[float | None]) -> dict:
     present = [v for v in values if v is not None]
     if not present:
@@ -127,7 +133,7 @@ def compare(
         raise ValueError("methods must include adam, the baseline every ratio refers to")
     base = replace(preset.base, data=data, **({"device": device} if device else {}))
     preset = replace(preset, base=base)
-    _, test_images = load_split(data, base.patch_size)
+    test_images = load_eval_images(data)
 
     runs: list[dict] = []
     order = list(methods)
@@ -141,7 +147,9 @@ def compare(
                 summary = trained.summary
                 records = _records(out / "runs" / name / "metrics.jsonl")
                 readout = "sma" if config.sma else "raw"
-                _, model = load_trained(out / "runs" / name, weights=readout)
+                model = trained.model  # the final weights (the SMA average where SMA is on)
+                if trained.sma is not None and trained.sma.ready:
+                    model = trained.sma.averaged_copy(trained.model)
                 coded = evaluate(model, test_images, device=resolve_device(base.device))
                 runs.append(
                     {
@@ -183,11 +191,11 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
             reach.append(steps)
             reach_ratio.append(None if steps is None or not adam_steps else steps / adam_steps)
         time_ratio = [
-            r["seconds_per_step"] / baseline[(r["seed"], r["lambda"])]["seconds_per_step"]
+            _ratio(r["seconds_per_step"], baseline[(r["seed"], r["lambda"])]["seconds_per_step"])
             for r in mine
         ]
         memory_ratio = [
-            r["peak_memory_bytes"] / baseline[(r["seed"], r["lambda"])]["peak_memory_bytes"]
+            _ratio(r["peak_memory_bytes"], baseline[(r["seed"], r["lambda"])]["peak_memory_bytes"])
             for r in mine
         ]
         rows[method] = {
@@ -315,27 +323,31 @@ def _write_report(results: dict, out: Path) -> None:
     text = "\n".join(lines)
     checkpoint.write_atomic(out / "report.md", lambda f: f.write(text.encode()))
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for method in rows:
-        curves = [
-            c
-            for name, c in results["curves"].items()
-            if name.startswith(method.replace("+", "-") + "_")
-        ]
-        if not curves:
-            continue
-        steps = [s for s, _ in curves[0]]
-        losses = [[loss for _, loss in c] for c in curves if len(c) == len(steps)]
-        mean = [statistics.fmean(v) for v in zip(*losses, strict=True)]
-        low = [min(v) for v in zip(*losses, strict=True)]
-        high = [max(v) for v in zip(*losses, strict=True)]
-        axis.plot(steps, mean, label=method)
-        axis.fill_between(steps, low, high, alpha=0.2)
-    axis.set_xlabel("step")
-    axis.set_ylabel("validation RD loss")
-    axis.set_yscale("log")
-    axis.legend()
-    axis.set_title("Validation loss of the evaluated weights (mean, min-max over seeds)")
+    lambdas = results["preset"]["lambdas"]
+    figure, axes = plt.subplots(1, len(lambdas), figsize=(6 * len(lambdas), 4.5), squeeze=False)
+    for axis, lmbda in zip(axes[0], lambdas, strict=True):
+        for method in rows:
+            curves = [
+                results["curves"][r["name"]]
+                for r in results["runs"]
+                if r["method"] == method and r["lambda"] == lmbda
+            ]
+            if not curves:
+                continue
+            steps = [step for step, _ in curves[0]]
+            losses = [[loss for _, loss in c] for c in curves]
+            axis.plot(steps, [statistics.fmean(v) for v in zip(*losses, strict=True)], label=method)
+            axis.fill_between(
+                steps,
+                [min(v) for v in zip(*losses, strict=True)],
+                [max(v) for v in zip(*losses, strict=True)],
+                alpha=0.2,
+            )
+        axis.set_xlabel("step")
+        axis.set_ylabel("validation RD loss")
+        axis.set_yscale("log")
+        axis.set_title(f"lambda = {lmbda:g} (mean, min-max over seeds)")
+        axis.legend()
     figure.tight_layout()
     checkpoint.write_atomic(
         out / "loss_vs_step.png", lambda f: figure.savefig(f, format="png", dpi=100)

@@ -359,6 +359,28 @@ def load_split(
     return fitting, [(name, image) for name, _path, image in test]
 
 
+def load_eval_images(data: str | Path | None) -> list[tuple[str, torch.Tensor]]:
+    """The images to code for evaluation, whole: the built-in test photographs (``data=None``), the
+    images under ``data/test/`` when it exists, else every image under ``data`` (as CompressAI's
+    ``eval_model`` does). Unreadable files are skipped with :class:`SkippedImage`; no size limit.
+
+    Raises:
+        ValueError: ``data`` does not exist or is not a folder, or holds no readable image.
+    """
+    if data is None:
+        images = builtin_images()
+        return [(name, images[name]) for name in BUILTIN_TEST]
+    root = Path(data)
+    if not root.exists():
+        raise ValueError(f"--data {root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"--data {root}: not a folder")
+    folder = _Folder(root / "test" if (root / "test").is_dir() else root)
+    if not folder.images:
+        raise ValueError(f"--data {root}: no readable images ({folder.counts()})")
+    return [(name, image) for name, _path, image in folder.images]
+
+
 def _split(images: list) -> tuple[list, list]:
     """The fixed (train, test) split of one sorted list: indices 4, 9, 14, ... test; with 2 to 4
     items the last one tests; a single item is both."""

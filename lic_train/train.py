@@ -138,7 +138,10 @@ class FitConfig:
                 f"scales need it), got {patch}"
             )
         if self.quality is None and self.N is None and self.M is None:
-            object.__setattr__(self, "quality", 3)  # CompressAI's train.py builds quality 3
+            from lic_train.models import quality_range
+
+            if quality_range(self.model) is not None:  # a zoo model with qualities
+                object.__setattr__(self, "quality", 3)  # as CompressAI's train.py
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,7 +211,7 @@ def validate(model: nn.Module, batches: list[torch.Tensor], lmbda: float, metric
     criterion = rate_distortion_loss(lmbda, metric)
     was_training = model.training
     model.eval()
-    totals = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0}
+    totals = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, **({"ms-ssim": 0.0} if metric != "mse" else {})}
     count = 0
     for x in batches:
         out = model(x)
@@ -218,6 +221,8 @@ def validate(model: nn.Module, batches: list[torch.Tensor], lmbda: float, metric
         totals["loss"] += losses["loss"].item() * n
         totals["bpp"] += losses["bpp_loss"].item() * n
         totals["psnr"] += (-10 * torch.log10(mse.clamp_min(1e-12))).sum().item()
+        if metric != "mse":
+            totals["ms-ssim"] += losses["ms_ssim_loss"].item() * n
         count += n
     model.train(was_training)
     return {key: value / count for key, value in totals.items()}
@@ -250,27 +255,38 @@ def _gather(obj: object) -> list:
     return out
 
 
-def _reset_peak_memory(device: torch.device) -> None:
-    """Start the peak-memory count of this run (several runs may share one process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux >= 4.0: writing 5 resets the peak RSS (VmHWM) of the process
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_memory(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+def _status_kib(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024, "peak RSS of the run (VmHWM)"
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS of the process"
+    return None
+
+
+def _reset_peak_memory(device: torch.device) -> int:
+    """Start the peak-memory count of this run (several runs may share one process); returns the
+    baseline in bytes (the RSS now, on the CPU; 0 on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return 0
+    try:  # Linux >= 4.0: writing 5 resets the peak RSS (VmHWM) of the process to its RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return 0
+    return (_status_kib("VmRSS") or 0) * 1024
+
+
+def _peak_memory(device: torch.device, baseline: int) -> tuple[int, str]:
+    """Peak memory of the training loop, in bytes, and what was measured."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+    peak = _status_kib("VmHWM")
+    if peak is not None and baseline:
+        return peak * 1024 - baseline, "peak RSS during training above the RSS before it"
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024, "peak RSS of the process (imports and data included)"
 
 
 def fit(
@@ -296,18 +312,26 @@ def fit(
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = distributed.rank()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     latest, best_path = out / "checkpoint.pth.tar", out / "checkpoint_best_loss.pth.tar"
 
     saved = None
     if resume:
         saved = checkpoint.load(latest)
-        mine = {key: value for key, value in config.to_dict().items() if key != "steps"}
-        theirs = {key: value for key, value in saved.get("config", {}).items() if key != "steps"}
+        free = ("steps", "device")  # may change on resume
+        mine = {k: v for k, v in config.to_dict().items() if k not in free}
+        theirs = {k: v for k, v in saved.get("config", {}).items() if k not in free}
         if mine != theirs:
             differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             raise ValueError(
                 f"--resume {out}: the checkpoint was trained with another configuration "
                 f"({', '.join(differ)} differ); only --steps may change"
+            )
+        if saved.get("world_size", 1) != world:
+            raise ValueError(
+                f"--resume {out}: the run was trained by {saved.get('world_size', 1)} processes, "
+                f"not {world}; resume it with as many"
             )
         if saved["step"] > config.steps:
             raise ValueError(
@@ -379,7 +403,7 @@ def fit(
             sma.load_state_dict(saved["sma"])
         start, wall, best_loss = saved["step"], saved["wall_time"], saved["best_loss"]
         train_time = saved["train_time"]
-        final, best = saved["final"], saved["best"]
+        final, best = saved["final"], saved.get("best", {})
         _set_random_states(saved["random_states"][rank])
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
@@ -392,7 +416,8 @@ def fit(
         checkpoint.write_jsonl([r for r in records if r["step"] <= start], metrics_path)
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(out / "tb", purge_step=start if saved is not None else None)
+        # The records of the checkpoint's own step were written before it: keep them.
+        writer = SummaryWriter(out / "tb", purge_step=start + 1 if saved is not None else None)
 
     def log(record: dict) -> None:
         on_log(record)
@@ -431,6 +456,7 @@ def fit(
                 "best_loss": best_loss,
                 "final": final,
                 "best": best,
+                "world_size": world,
                 "random_states": states,
                 "sma": None if sma is None else sma.state_dict(),
                 "stdet": None if stdet is None else stdet.state_dict(),
@@ -440,7 +466,7 @@ def fit(
             path,
         )
 
-    _reset_peak_memory(device)
+    memory_baseline = _reset_peak_memory(device)
     indices: list[int] = []
     epoch = -1
     tick = time.perf_counter()
@@ -526,12 +552,14 @@ def fit(
             if done % every == 0 or done == config.steps:
                 improved = evaluated["loss"] < best_loss
                 best_loss = min(best_loss, evaluated["loss"])
+                # Best first: a crash between the two writes leaves a best file at least as good
+                # as the latest one says, never an older one.
+                if improved:
+                    save_checkpoint(done, evaluated["loss"], best_path)
                 save_checkpoint(done, evaluated["loss"], latest)
-                if improved and rank == 0:  # the same bytes: copy, do not serialise again
-                    checkpoint.write_atomic(best_path, lambda f: f.write(latest.read_bytes()))
             tick = time.perf_counter()
 
-    peak, kind = _peak_memory(device)
+    peak, kind = _peak_memory(device, memory_baseline)
     summary = Summary(
         steps=config.steps,
         wall_time=wall,

@@ -139,6 +139,40 @@ def test_an_unreadable_file_is_skipped_with_a_warning_naming_it(folder, tmp_path
     assert "warning" in err and "broken.png" in err
 
 
+def test_resume_takes_only_steps_epochs_and_device(run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    one_line_error(
+        capsys, ["fit", "--resume", "--lambda", "0.5", "--out", str(copy)], "--resume", "lmbda"
+    )
+    # 3 training images, batch 2: one batch per epoch (the last image waits for the next epoch).
+    assert main(["fit", "--resume", "--epochs", "6", "--out", str(copy)]) == 0
+    assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 6
+
+
+def test_eval_codes_every_image_of_a_plain_folder(run, tmp_path, capsys):
+    for i in range(6):
+        write_image(tmp_path / "flat" / f"{i}.png", 40 + 8 * i, 48, seed=i)  # small sizes too
+    assert main(["eval", str(run), "--data", str(tmp_path / "flat")]) == 0
+    assert "mean over 6 images" in capsys.readouterr().out
+
+
+def test_registry_models_train_without_a_quality():
+    from lic_train.train import FitConfig
+
+    assert FitConfig(model="elic2022-official").quality is None
+    assert FitConfig(model="bmshj2018-hyperprior").quality == 3
+
+
+def test_out_naming_a_file_is_refused(folder, tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    one_line_error(capsys, ["fit", *TINY, "--data", str(folder), "--steps", "1", "--out",
+                            str(file)], "--out", "not a folder")  # fmt: skip
+
+
 def test_out_holding_a_run_needs_resume(run, capsys):
     one_line_error(capsys, ["fit", *TINY, "--steps", "1", "--out", str(run)], "--resume")
 
