@@ -430,6 +430,17 @@ def test_state_dict_round_trip_continues_bit_identically():
         assert torch.equal(uninterrupted[name], resumed[name]), name
 
 
+def assert_embedded_on_their_lines(stdet: STDET, tensors: list[torch.Tensor]) -> None:
+    """Something is embedded, and every embedded scalar of ``tensors`` (aligned with the tracked
+    parameters) equals ``a * reference + b`` within float32 rounding."""
+    theta = torch.cat([t.detach().reshape(-1).double() for t in tensors])
+    r = theta[stdet.modes.reference][stdet.modes.mode]
+    embedded = stdet.kind != TRAINABLE
+    assert int(embedded.sum()) > 0
+    want = (stdet.frozen_a * r + stdet.frozen_b)[embedded]
+    torch.testing.assert_close(theta[embedded], want, rtol=0, atol=1e-6)
+
+
 def test_the_sma_samples_embedded_scalars_on_their_lines():
     """The post-step hook recomputes embedded scalars before the SMA samples them, even with an
     optimizer (SGD with weight decay) that moves them: the average of an embedded scalar is then the
@@ -444,12 +455,7 @@ def test_the_sma_samples_embedded_scalars_on_their_lines():
     train_hyperprior(
         model, optimizer, aux_optimizer, sma, stdet, config.warmup + 2 * config.every, g
     )
-    theta = torch.cat([sma.average[n].reshape(-1).double() for n in stdet.names])
-    r = theta[stdet.modes.reference][stdet.modes.mode]
-    embedded = stdet.kind != TRAINABLE
-    assert int(embedded.sum()) > 0
-    want = (stdet.frozen_a * r + stdet.frozen_b)[embedded]
-    torch.testing.assert_close(theta[embedded], want, rtol=0, atol=1e-6)
+    assert_embedded_on_their_lines(stdet, [sma.average[n] for n in stdet.names])
 
 
 def test_channels_last_parameters_work():
@@ -460,12 +466,7 @@ def test_channels_last_parameters_work():
     stdet = STDET(model, optimizer, SMALL, sma=sma)
     g = torch.Generator().manual_seed(0)
     train_hyperprior(model, optimizer, aux_optimizer, sma, stdet, SMALL.warmup + 3 * SMALL.every, g)
-    theta = torch.cat([p.detach().reshape(-1).double() for p in stdet.params])
-    r = theta[stdet.modes.reference][stdet.modes.mode]
-    embedded = stdet.kind != TRAINABLE
-    assert int(embedded.sum()) > 0
-    want = (stdet.frozen_a * r + stdet.frozen_b)[embedded]
-    torch.testing.assert_close(theta[embedded], want, rtol=0, atol=1e-6)
+    assert_embedded_on_their_lines(stdet, stdet.params)
 
 
 def test_frozen_parameters_are_not_tracked():
