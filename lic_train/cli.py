@@ -98,7 +98,8 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                     help="continue the run in RUN (or in --out)")  # fmt: skip
     sma = p.add_argument_group("SMA")
     sma.add_argument("--sma", action="store_true", help="sample-then-moving-average")
     sma.add_argument("--sma-k", type=int, default=SMAConfig.k)
@@ -194,8 +195,9 @@ def run_fit(args: argparse.Namespace) -> int:
     from lic_train.checkpoint import load
     from lic_train.train import FitConfig, fit
 
-    out = Path(args.out)
-    if args.resume:
+    resume = args.resume is not None
+    out = Path(args.resume or args.out)
+    if resume:
         saved = load(out / "checkpoint.pth.tar")["config"]
         # Either the run's own command again with --resume, or --resume alone: the saved
         # configuration either way; only --steps, --epochs and --device may change.
@@ -254,7 +256,7 @@ def run_fit(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        summary = fit(config, out, resume=args.resume, on_log=on_log).summary
+        summary = fit(config, out, resume=resume, on_log=on_log).summary
     finally:
         bar.close()
     best = summary.best[summary.evaluated_readout]
