@@ -228,10 +228,11 @@ def validate(model: nn.Module, batches: list[torch.Tensor], lmbda: float, metric
     return {key: value / count for key, value in totals.items()}
 
 
-def _random_states() -> dict:
+def _random_states(device: torch.device) -> dict:
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # Only a CUDA run touches CUDA: a CPU run on a GPU machine must not initialise it.
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
         # Libraries may draw from numpy's legacy global state; saved so that resume is exact.
         "numpy": np.random.get_state(),  # noqa: NPY002
         "random": random.getstate(),
@@ -300,8 +301,8 @@ def fit(
     ``out/checkpoint.pth.tar`` (latest), ``out/checkpoint_best_loss.pth.tar`` and
     ``out/summary.json``. With ``resume`` continue from ``out/checkpoint.pth.tar``.
 
-    Raises ``ValueError`` for bad input (one line) and :class:`NonFiniteLoss` when the loss stops
-    being finite (the last good checkpoint stays).
+    Raises ``ValueError`` for bad input (one line) and :class:`NonFiniteLoss` when the training
+    loss or a validation stops being finite (the last good checkpoint stays).
     """
     out = Path(out)
     on_log = on_log or (lambda _: None)
@@ -326,7 +327,7 @@ def fit(
             differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
             raise ValueError(
                 f"--resume {out}: the checkpoint was trained with another configuration "
-                f"({', '.join(differ)} differ); only --steps may change"
+                f"({', '.join(differ)} differ); only --steps, --epochs and --device may change"
             )
         if saved.get("world_size", 1) != world:
             raise ValueError(
@@ -439,7 +440,7 @@ def fit(
         return models
 
     def save_checkpoint(step: int, loss: float, path: Path) -> None:
-        states = _gather(_random_states())
+        states = _gather(_random_states(device))
         if rank != 0:
             return
         checkpoint.save(
