@@ -319,10 +319,8 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"training {record['run']} ...", file=sys.stderr, flush=True)
 
     data = None if args.data is None else str(Path(args.data).resolve())
-    results = compare(preset, out, methods=args.methods, data=data, device=args.device,
-                      on_log=on_log)  # fmt: skip
+    compare(preset, out, methods=args.methods, data=data, device=args.device, on_log=on_log)
     print((out / "report.md").read_text())
-    del results
     return 0
 
 

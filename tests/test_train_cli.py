@@ -190,3 +190,14 @@ def test_eval_refuses_truncated_and_foreign_checkpoints(run, tmp_path, capsys):
     checkpoint.save(saved, foreign)
     one_line_error(capsys, ["eval", str(foreign)], "another architecture")
     one_line_error(capsys, ["eval", str(tmp_path / "nothing.pth.tar")], "no such file")
+
+
+def test_compare_bad_input_is_one_line(run, tmp_path, capsys):
+    one_line_error(capsys, ["compare", "--steps", "0", "--out", str(tmp_path / "c")], "--steps")
+    (tmp_path / "held" / "runs").mkdir(parents=True)
+    one_line_error(capsys, ["compare", "--out", str(tmp_path / "held")], "--out", "already holds")
+    one_line_error(
+        capsys,
+        ["compare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")],
+        "--data",
+    )
