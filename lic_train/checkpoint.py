@@ -64,6 +64,20 @@ def write_jsonl(records: list[dict], path: str | Path) -> None:
     write_atomic(path, lambda file: file.write(text.encode()))
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file, up to a last line cut by a crash ([] if no file)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save` (or CompressAI's train.py), on the CPU.
 

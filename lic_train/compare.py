@@ -183,17 +183,12 @@ def _train_and_code(config: dict, out: str, data: str | None) -> dict:
     coded = evaluate(model, load_eval_images(data), device=resolve_device(config.device)).mean()
     return {
         "readout": readout, "final_loss": summary.final[readout]["loss"],
-        "records": _records(Path(out) / "metrics.jsonl"), "trainable": summary.trainable_fraction,
+        "records": checkpoint.read_jsonl(Path(out) / "metrics.jsonl"),
+        "trainable": summary.trainable_fraction,
         "seconds_per_step": summary.train_seconds_per_step,
         "peak_memory_bytes": summary.peak_memory_bytes, "memory_kind": summary.memory_kind,
         "bpp": coded["bpp"], "psnr": coded["psnr"], "bpp_estimated": coded["bpp_estimated"],
     }  # fmt: skip
-
-
-def _records(path: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:

@@ -29,6 +29,26 @@ from lic_train.parameters import named_parameters, unwrap
 from nqm import _checks
 
 
+def check_hyperparameters(
+    *,
+    k: object,
+    beta: object,
+    start: object = 0,
+    feedback: object = False,
+    bias_correction: object = False,
+) -> tuple[int, float, int]:
+    """``(k, beta, start)`` checked (k >= 1, beta in [0, 1), start >= 0, flags bool); raises
+    ``ValueError`` naming the first bad one."""
+    for name, value in (("feedback", feedback), ("bias_correction", bias_correction)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    return (
+        _checks.integer("k", k, minimum=1),
+        _checks.real("beta", beta, "[0, 1)", low=0, high=1, low_open=False),
+        _checks.integer("start", start, minimum=0),
+    )
+
+
 class SMA:
     """Sampled moving average of every parameter of ``model``; call :meth:`step` after each
     optimizer step.
@@ -59,12 +79,9 @@ class SMA:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.k = _checks.integer("k", k, minimum=1)
-        self.beta = _checks.real("beta", beta, "[0, 1)", low=0, high=1, low_open=False)
-        self.start = _checks.integer("start", start, minimum=0)
-        for name, value in (("feedback", feedback), ("bias_correction", bias_correction)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
+        self.k, self.beta, self.start = check_hyperparameters(
+            k=k, beta=beta, start=start, feedback=feedback, bias_correction=bias_correction
+        )
         self.feedback = feedback
         self.bias_correction = bias_correction
         self.device = None if device is None else torch.device(device)

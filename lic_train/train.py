@@ -22,6 +22,7 @@ and rank 0 writes metrics and checkpoints. The library never prints: progress go
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -42,7 +43,7 @@ from lic_train import checkpoint, distributed
 from lic_train.data import PatchDataset, fits, load_split
 from lic_train.models import build_model, describe
 from lic_train.parameters import is_quantiles
-from lic_train.sma import SMA
+from lic_train.sma import SMA, check_hyperparameters
 from lic_train.stdet import STDET, STDETConfig
 from nqm import _checks
 
@@ -62,7 +63,7 @@ class SMAConfig:
     feedback: bool = False
 
     def __post_init__(self) -> None:
-        SMA(nn.Linear(1, 1), k=self.k, beta=self.beta, feedback=self.feedback)  # validates
+        check_hyperparameters(k=self.k, beta=self.beta, feedback=self.feedback)
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,7 @@ def fit(
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        records = _read_jsonl(metrics_path) if saved is not None else []
+        records = checkpoint.read_jsonl(metrics_path) if saved is not None else []
         checkpoint.write_jsonl([r for r in records if r["step"] <= start], metrics_path)
         from torch.utils.tensorboard import SummaryWriter
 
@@ -425,7 +426,7 @@ def fit(
         if rank != 0:
             return
         with metrics_path.open("a") as file:
-            file.write(_json_line(record))
+            file.write(json.dumps(record, allow_nan=False) + "\n")
         prefix = record.get("split", "train")
         readout = record.get("readout")
         for key, value in record.items():
@@ -623,23 +624,3 @@ def load_trained(target: str | Path, *, weights: str | None = None) -> tuple[str
     elif weights != "raw":
         raise ValueError(f"--weights must be sma or raw, got {weights!r}")
     return f"{config.model}-{weights}", model
-
-
-def _json_line(record: dict) -> str:
-    import json
-
-    return json.dumps(record, allow_nan=False) + "\n"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    import json
-
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash
-            break
-    return records

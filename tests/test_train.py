@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
 from lic_train import checkpoint  # noqa: E402
-from lic_train.sma import SMA  # noqa: E402, F401
 from lic_train.stdet import STDETConfig  # noqa: E402
 from lic_train.train import FitConfig, NonFiniteLoss, SMAConfig, fit, load_trained  # noqa: E402
 
