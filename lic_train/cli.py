@@ -19,8 +19,8 @@ from pathlib import Path
 # concern. Filtered before the imports below pull it in.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
-from lic_train.compare import METHODS  # noqa: E402
-from lic_train.stdet import GRANULARITIES, VARIANTS, STDETConfig  # noqa: E402
+from lic_train.compare import PRESETS, parse_method  # noqa: E402
+from lic_train.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS, STDETConfig  # noqa: E402
 from lic_train.train import FitConfig, NonFiniteLoss, SMAConfig  # noqa: E402
 
 # Field names of the configurations -> the flags that set them (for error messages).
@@ -117,6 +117,8 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
         stdet.add_argument(f"--stdet-{flag}", type=kind, default=default, help=f"default {default}")
     stdet.add_argument("--stdet-variant", choices=VARIANTS, default=d.variant)
     stdet.add_argument("--stdet-granularity", choices=GRANULARITIES, default=d.granularity)
+    stdet.add_argument("--stdet-trajectory", choices=TRAJECTORIES, default=d.trajectory,
+                       help="with --sma: observe the average (sma) or the raw weights")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,12 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the eval_model JSON")
     comp = commands.add_parser("compare", help="Adam vs SMA, STDET, STDET + SMA; a report")
-    comp.add_argument("--preset", choices=("tiny",), default="tiny")
+    comp.add_argument("--preset", choices=tuple(PRESETS), default="tiny")
     comp.add_argument("--out", default="runs/compare", help="report folder")
     comp.add_argument("-d", "--data", help="image folder (default: the built-in photographs)")
     comp.add_argument("--seeds", type=int, nargs="+", help="default: the preset's (0 1 2)")
     comp.add_argument("--lambdas", type=float, nargs="+", help="default: the preset's (0.01)")
-    comp.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    comp.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help="adam, sma, stdet, stdet+sma, each with optional overrides, e.g. "
+        "stdet:variant=true or sma:k=10,beta=0.8 (default: the preset's)",
+    )
+    comp.add_argument("--jobs", type=int, default=1, help="trainings at once (default 1)")
     comp.add_argument("--steps", type=int, help="default: the preset's")
     comp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
     return parser
@@ -299,9 +308,16 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from lic_train.compare import PRESETS, compare
+    from lic_train.compare import compare
 
     preset = PRESETS[args.preset]
+    for spec in args.methods or ():
+        try:
+            parse_method(spec)
+        except ValueError as err:
+            raise UsageError(f"lic-train compare: error: --methods: {err}") from None
+    if args.jobs < 1:
+        raise UsageError(f"lic-train compare: error: --jobs must be >= 1, got {args.jobs}")
     if args.seeds is not None:
         preset = replace(preset, seeds=tuple(args.seeds))
     if args.lambdas is not None:
@@ -319,7 +335,8 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"training {record['run']} ...", file=sys.stderr, flush=True)
 
     data = None if args.data is None else str(Path(args.data).resolve())
-    compare(preset, out, methods=args.methods, data=data, device=args.device, on_log=on_log)
+    compare(preset, out, methods=args.methods, data=data, device=args.device, jobs=args.jobs,
+            on_log=on_log)  # fmt: skip
     print((out / "report.md").read_text())
     return 0
 

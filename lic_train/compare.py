@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import statistics
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,61 +39,122 @@ METHODS = ("adam", "sma", "stdet", "stdet+sma")
 
 @dataclass(frozen=True)
 class Preset:
-    """A base configuration, the seeds and the lambdas of a comparison."""
+    """A base configuration, the seeds, the lambdas and the methods of a comparison; ``sma`` and
+    ``stdet`` are the configurations the methods start from (see :func:`parse_method`)."""
 
     base: FitConfig
     seeds: tuple[int, ...]
     lambdas: tuple[float, ...]
     sma: SMAConfig
     stdet: STDETConfig
+    methods: tuple[str, ...] = METHODS
 
+
+_TINY_BASE = FitConfig(
+    model="bmshj2018-hyperprior",
+    N=32,
+    M=48,
+    patch_size=(128, 128),
+    batch_size=8,
+    steps=200,
+    validate_every=20,
+    checkpoint_every=200,
+    log_every=10,
+    learning_rate=1e-3,
+    device="auto",
+)
+_TINY_SMA = SMAConfig(k=5, beta=0.9)
+_TINY_STDET = STDETConfig(
+    snapshot_every=5,
+    snapshots=10,
+    every=20,
+    samples=1000,
+    modes=10,
+    fraction=0.1,
+    max_embedded=0.6,
+)
+_LONG = replace(_TINY_BASE, steps=1000, validate_every=50, checkpoint_every=1000, log_every=50)
+# CompressAI's lambdas of qualities 2 to 5 (MSE).
+LADDER = (0.0035, 0.0067, 0.013, 0.025)
 
 PRESETS = {
-    # A small hyperprior on the built-in photographs: under 10 minutes on 2 CPU cores.
-    "tiny": Preset(
-        base=FitConfig(
-            model="bmshj2018-hyperprior",
-            N=32,
-            M=48,
-            patch_size=(128, 128),
-            batch_size=8,
-            steps=200,
-            validate_every=20,
-            checkpoint_every=200,
-            log_every=10,
-            learning_rate=1e-3,
-            device="auto",
-        ),
-        seeds=(0, 1, 2),
-        lambdas=(0.01,),
-        sma=SMAConfig(k=5, beta=0.9),
-        stdet=STDETConfig(
-            snapshot_every=5,
-            snapshots=10,
-            every=20,
-            samples=1000,
-            modes=10,
-            fraction=0.1,
-            max_embedded=0.6,
+    # A small hyperprior on the built-in photographs: under 5 minutes on 2 CPU cores.
+    "tiny": Preset(base=_TINY_BASE, seeds=(0, 1, 2), lambdas=(0.01,), sma=_TINY_SMA,
+                   stdet=_TINY_STDET),
+    # benchmarks/convergence.py: the same model, 5x longer, over four lambdas (BD-rate).
+    "convergence": Preset(base=_LONG, seeds=(0, 1, 2), lambdas=LADDER, sma=_TINY_SMA,
+                          stdet=_TINY_STDET),
+    # benchmarks/ablations.py: one lambda, the variants that decide the defaults.
+    "ablation": Preset(
+        base=_LONG, seeds=(0, 1, 2), lambdas=(0.0067,), sma=_TINY_SMA, stdet=_TINY_STDET,
+        methods=(
+            "adam",
+            "stdet", "stdet:variant=true", "stdet:variant=dummy", "stdet:granularity=tensor",
+            "stdet:modes=3", "stdet:modes=30", "stdet:fraction=0.3",
+            "sma", "sma:feedback=true", "sma:k=1,beta=0.98", "sma:k=20,beta=0.5",
+            "stdet+sma", "stdet+sma:trajectory=raw",
         ),
     ),
-}
+}  # fmt: skip
 
 
-def method_config(preset: Preset, method: str, seed: int, lmbda: float) -> FitConfig:
+def parse_method(spec: str) -> tuple[str, dict[str, object]]:
+    """A method and its overrides: ``"stdet+sma:trajectory=raw,k=10"`` is STDET + SMA with
+    ``STDETConfig.trajectory = "raw"`` and ``SMAConfig.k = 10`` (the field names of
+    :class:`~lic_train.train.SMAConfig` and :class:`~lic_train.stdet.STDETConfig`, which do not
+    overlap); values take the type of the field's default."""
+    method, _, rest = spec.partition(":")
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    return replace(
-        preset.base,
-        seed=seed,
-        lmbda=lmbda,
-        sma=preset.sma if "sma" in method else None,
-        stdet=replace(preset.stdet, seed=seed) if "stdet" in method else None,
-    )
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {spec!r}")
+    fields = {}
+    if "sma" in method:
+        fields.update(SMAConfig.__dataclass_fields__)
+    if "stdet" in method:
+        fields.update(STDETConfig.__dataclass_fields__)
+    overrides: dict[str, object] = {}
+    for item in filter(None, rest.split(",")):
+        name, equals, text = item.partition("=")
+        if not equals or name not in fields or name == "seed":
+            allowed = ", ".join(f for f in fields if f != "seed") or "none"
+            raise ValueError(
+                f"method {spec!r}: {item!r} must be FIELD=VALUE with a field of {method} "
+                f"({allowed})"
+            )
+        kind = type(fields[name].default)
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"method {spec!r}: {name} must be true or false, got {text!r}")
+            overrides[name] = text.lower() == "true"
+        else:
+            try:
+                overrides[name] = kind(text)
+            except ValueError:
+                raise ValueError(
+                    f"method {spec!r}: {name} must be {kind.__name__}, got {text!r}"
+                ) from None
+    return method, overrides
+
+
+def method_config(preset: Preset, spec: str, seed: int, lmbda: float) -> FitConfig:
+    """The configuration of method ``spec`` (see :func:`parse_method`) for one seed and lambda."""
+    method, overrides = parse_method(spec)
+    sma = {k: v for k, v in overrides.items() if k in SMAConfig.__dataclass_fields__}
+    stdet = {k: v for k, v in overrides.items() if k in STDETConfig.__dataclass_fields__}
+    try:
+        return replace(
+            preset.base,
+            seed=seed,
+            lmbda=lmbda,
+            sma=replace(preset.sma, **sma) if "sma" in method else None,
+            stdet=replace(preset.stdet, seed=seed, **stdet) if "stdet" in method else None,
+        )
+    except ValueError as err:
+        raise ValueError(f"method {spec!r}: {err}") from None
 
 
 def run_name(method: str, seed: int, lmbda: float) -> str:
-    return f"{method.replace('+', '-')}_lambda{lmbda:g}_seed{seed}"
+    slug = method.replace("+", "-").replace(":", "_").replace("=", "").replace(",", "_")
+    return f"{slug}_lambda{lmbda:g}_seed{seed}"
 
 
 def steps_to_reach(records: list[dict], readout: str, target: float) -> int | None:
@@ -122,17 +184,27 @@ def compare(
     preset: Preset,
     out: str | Path,
     *,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
     data: str | None = None,
     device: str | None = None,
+    jobs: int = 1,
     on_log: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Run the comparison and write its report to ``out``; returns ``results.json``'s content."""
+    """Run the comparison and write its report to ``out``; returns ``results.json``'s content.
+
+    ``methods`` (default: the preset's) are specs for :func:`parse_method`; ``jobs`` runs that many
+    trainings at once, each with its share of the CPU threads (faster on a many-core machine; the
+    time ratios then include the contention, alike for every method thanks to the rotation).
+    """
     out = Path(out)
     on_log = on_log or (lambda _: None)
-    methods = list(dict.fromkeys(methods))
+    methods = list(dict.fromkeys(preset.methods if methods is None else methods))
     if "adam" not in methods:
         raise ValueError("methods must include adam, the baseline every ratio refers to")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    for spec in methods:
+        method_config(preset, spec, preset.seeds[0], preset.lambdas[0])  # bad specs fail here
     base = replace(preset.base, data=data, **({"device": device} if device else {}))
     preset = replace(preset, base=base)
     load_eval_images(data)  # bad --data fails here, before any training
@@ -142,23 +214,32 @@ def compare(
     # imported torch and CompressAI once, so a run starts in a fraction of a second.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["lic_train.train", "lic_train.evaluate"])
-    pool = ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1)
-    runs: list[dict] = []
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    pool = ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1)
+    planned: list[tuple[str, int, float]] = []
     order = list(methods)
+    for lmbda in preset.lambdas:
+        for seed in preset.seeds:
+            planned += [(method, seed, lmbda) for method in order]
+            order = order[1:] + order[:1]  # rotate: no method always runs first
+    runs: list[dict] = []
     try:
-        for lmbda in preset.lambdas:
-            for seed in preset.seeds:
-                for method in order:
-                    name = run_name(method, seed, lmbda)
-                    on_log({"event": "start", "run": name})
-                    config = method_config(preset, method, seed, lmbda)
-                    run = pool.submit(
-                        _train_and_code, config.to_dict(), str(out / "runs" / name), data
-                    ).result()
-                    run.update({"name": name, "method": method, "seed": seed, "lambda": lmbda})
-                    runs.append(run)
-                    on_log({"event": "done", "run": name, "final_loss": runs[-1]["final_loss"]})
-                order = order[1:] + order[:1]  # rotate: no method always runs first
+        futures = []
+        for method, seed, lmbda in planned:
+            config = method_config(preset, method, seed, lmbda)
+            name = run_name(method, seed, lmbda)
+            futures.append(
+                pool.submit(
+                    _train_and_code, config.to_dict(), str(out / "runs" / name), data, threads
+                )
+            )
+        for (method, seed, lmbda), future in zip(planned, futures, strict=True):
+            name = run_name(method, seed, lmbda)
+            on_log({"event": "start", "run": name})
+            run = future.result()
+            run.update({"name": name, "method": method, "seed": seed, "lambda": lmbda})
+            runs.append(run)
+            on_log({"event": "done", "run": name, "final_loss": run["final_loss"]})
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -167,12 +248,16 @@ def compare(
     return results
 
 
-def _train_and_code(config: dict, out: str, data: str | None) -> dict:
+def _train_and_code(config: dict, out: str, data: str | None, threads: int | None) -> dict:
     """One run of the comparison, in its own process: train, then code the final evaluated
     weights (the SMA average where SMA is on) into real bit streams on the test images."""
     import warnings as _warnings
 
+    import torch
+
     _warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    if threads is not None:
+        torch.set_num_threads(threads)
     config = FitConfig.from_dict(config)
     trained = fit(config, out)
     summary = trained.summary
@@ -200,10 +285,8 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         for r in mine:
             adam = baseline[(r["seed"], r["lambda"])]
             ratios.append(r["final_loss"] / adam["final_loss"])
-            adam_steps = steps_to_reach(adam["records"], "raw", adam["final_loss"])
-            steps = steps_to_reach(r["records"], r["readout"], adam["final_loss"])
-            reach.append(steps)
-            reach_ratio.append(None if steps is None or not adam_steps else steps / adam_steps)
+            reach.append(steps_to_reach(r["records"], r["readout"], adam["final_loss"]))
+            reach_ratio.append(_reach_ratio(r, adam))
         time_ratio = [
             _ratio(r["seconds_per_step"], baseline[(r["seed"], r["lambda"])]["seconds_per_step"])
             for r in mine
@@ -228,6 +311,22 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
     bd = _bd_rates(runs, methods, preset)
     for method, value in bd.items():
         rows[method]["bd_rate_percent"] = value
+    by_lambda = {
+        method: {
+            f"{lmbda:g}": {
+                "final_loss_ratio": _mean_spread(
+                    [r["final_loss"] / baseline[(r["seed"], lmbda)]["final_loss"]
+                     for r in runs if r["method"] == method and r["lambda"] == lmbda]
+                ),
+                "steps_ratio": _mean_spread(
+                    [_reach_ratio(r, baseline[(r["seed"], lmbda)])
+                     for r in runs if r["method"] == method and r["lambda"] == lmbda]
+                ),
+            }
+            for lmbda in preset.lambdas
+        }
+        for method in methods
+    }  # fmt: skip
     stripped = [{k: v for k, v in r.items() if k != "records"} for r in runs]
     return {
         "preset": {
@@ -236,8 +335,10 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
             "base": preset.base.to_dict(),
             "sma": preset.sma.__dict__,
             "stdet": preset.stdet.__dict__,
+            "methods": list(methods),
         },
         "methods": rows,
+        "by_lambda": by_lambda,
         "runs": stripped,
         "curves": {
             r["name"]: [
@@ -247,7 +348,19 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
             ]
             for r in runs
         },
+        "trainable_curves": {
+            r["name"]: [(x["step"], x["trainable"]) for x in r["records"] if "trainable" in x]
+            for r in runs
+        },
     }
+
+
+def _reach_ratio(run: dict, adam: dict) -> float | None:
+    """Steps ``run`` needs to reach Adam's final validation loss over the steps Adam needs (its
+    first validation at or below its own final value); None if ``run`` never reaches it."""
+    adam_steps = steps_to_reach(adam["records"], "raw", adam["final_loss"])
+    steps = steps_to_reach(run["records"], run["readout"], adam["final_loss"])
+    return None if steps is None or not adam_steps else steps / adam_steps
 
 
 def _bd_rates(runs: list[dict], methods: list[str], preset: Preset) -> dict[str, dict | None]:
@@ -274,15 +387,17 @@ def _bd_rates(runs: list[dict], methods: list[str], preset: Preset) -> dict[str,
             rate_m, psnr_m = curve(method)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # non-overlapping curves: reported as None below
-                value = float(
-                    bd.bd_rate(
-                        rate_a, psnr_a, rate_m, psnr_m, method="akima",
-                        require_matching_points=False,
-                    )
-                )  # fmt: skip
-            values.append(
-                value if math.isfinite(value) else None
-            )  # None: the curves do not overlap
+                try:
+                    value = float(
+                        bd.bd_rate(
+                            rate_a, psnr_a, rate_m, psnr_m, method="akima",
+                            require_matching_points=False,
+                        )
+                    )  # fmt: skip
+                except AssertionError:  # bjontegaard's check that PSNR rises with the rate
+                    value = math.nan
+            # None: the curves do not overlap, or PSNR does not rise with the rate
+            values.append(value if math.isfinite(value) else None)
         out[method] = _mean_spread(values)
     return out
 
@@ -324,7 +439,7 @@ def _write_report(results: dict, out: Path) -> None:
             f"{_fmt(row['time_ratio'])} | {_fmt(row['peak_memory_bytes'], 0, 1e-6)} | "
             f"{_fmt(row['memory_ratio'], missing='measurable')} | {_fmt(row['bpp'])} | "
             f"{_fmt(row['psnr'], 2)} | "
-            f"{_fmt(row.get('bd_rate_percent'), 2, missing='with overlapping curves')} |"
+            f"{_fmt(row.get('bd_rate_percent'), 2, missing='with usable curves')} |"
         )
     lines += [
         "",
@@ -335,49 +450,74 @@ def _write_report(results: dict, out: Path) -> None:
         f"{results['preset']['base']['validate_every']} steps). BD-rate needs at least 4 lambdas.",
         "",
     ]
+    if len(results["preset"]["lambdas"]) > 1:
+        lambdas = [f"{x:g}" for x in results["preset"]["lambdas"]]
+        lines += [
+            "Per lambda: final val loss ratio to Adam / steps to Adam's final loss ratio.",
+            "",
+            "| method | " + " | ".join(f"lambda {x}" for x in lambdas) + " |",
+            "|---|" + "---|" * len(lambdas),
+        ]
+        for method, per in results["by_lambda"].items():
+            cells = [
+                f"{_fmt(per[x]['final_loss_ratio'])} / {_fmt(per[x]['steps_ratio'], 2)}"
+                for x in lambdas
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
     text = "\n".join(lines)
     checkpoint.write_atomic(out / "report.md", lambda f: f.write(text.encode()))
 
     lambdas = results["preset"]["lambdas"]
-    figure, axes = plt.subplots(1, len(lambdas), figsize=(6 * len(lambdas), 4.5), squeeze=False)
-    for axis, lmbda in zip(axes[0], lambdas, strict=True):
-        for method in rows:
-            curves = [
-                results["curves"][r["name"]]
-                for r in results["runs"]
-                if r["method"] == method and r["lambda"] == lmbda
-            ]
-            if not curves:
-                continue
-            steps = [step for step, _ in curves[0]]
-            losses = [[loss for _, loss in c] for c in curves]
-            axis.plot(steps, [statistics.fmean(v) for v in zip(*losses, strict=True)], label=method)
-            axis.fill_between(
-                steps,
-                [min(v) for v in zip(*losses, strict=True)],
-                [max(v) for v in zip(*losses, strict=True)],
-                alpha=0.2,
-            )
-        axis.set_xlabel("step")
-        axis.set_ylabel("validation RD loss")
-        axis.set_yscale("log")
-        axis.set_title(f"lambda = {lmbda:g} (mean, min-max over seeds)")
-        axis.legend()
-    figure.tight_layout()
-    checkpoint.write_atomic(
-        out / "loss_vs_step.png", lambda f: figure.savefig(f, format="png", dpi=100)
-    )
-    plt.close(figure)
-    if len(results["preset"]["lambdas"]) > 1:
-        figure, axis = plt.subplots(figsize=(6, 4.5))
-        for method in rows:
-            points = sorted((r["bpp"], r["psnr"]) for r in results["runs"] if r["method"] == method)
-            axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label=method)
-        axis.set_xlabel("bpp (real bit streams)")
-        axis.set_ylabel("PSNR (dB)")
-        axis.legend()
+    for key, ylabel, name, log in (
+        ("curves", "validation RD loss", "loss_vs_step.png", True),
+        ("trainable_curves", "trainable share of the parameters", "trainable_vs_step.png", False),
+    ):
+        figure, axes = plt.subplots(1, len(lambdas), figsize=(5 * len(lambdas), 4), squeeze=False)
+        for axis, lmbda in zip(axes[0], lambdas, strict=True):
+            for method in rows:
+                curves = [
+                    results[key][r["name"]]
+                    for r in results["runs"]
+                    if r["method"] == method and r["lambda"] == lmbda
+                ]
+                if not curves or not curves[0]:
+                    continue
+                steps = [step for step, _ in curves[0]]
+                values = list(zip(*[[v for _, v in c] for c in curves], strict=True))
+                axis.plot(steps, [statistics.fmean(v) for v in values], label=method)
+                axis.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
+                                  alpha=0.2)  # fmt: skip
+            axis.set_xlabel("step")
+            axis.set_ylabel(ylabel)
+            if log:
+                axis.set_yscale("log")
+            axis.set_title(f"lambda = {lmbda:g} (mean, min-max over seeds)", fontsize=9)
+            axis.legend(fontsize=7)
         figure.tight_layout()
         checkpoint.write_atomic(
-            out / "rd_curves.png", lambda f: figure.savefig(f, format="png", dpi=100)
+            out / name, lambda f, fig=figure: fig.savefig(f, format="png", dpi=80)
+        )
+        plt.close(figure)
+    if len(lambdas) > 1:
+        figure, axis = plt.subplots(figsize=(5.5, 4))
+        for method in rows:
+            points = sorted(
+                (
+                    statistics.fmean(r["bpp"] for r in group),
+                    statistics.fmean(r["psnr"] for r in group),
+                )
+                for group in (
+                    [r for r in results["runs"] if r["method"] == method and r["lambda"] == x]
+                    for x in lambdas
+                )
+            )
+            axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label=method)
+        axis.set_xlabel("bpp (real bit streams, mean over seeds)")
+        axis.set_ylabel("PSNR (dB)")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        checkpoint.write_atomic(
+            out / "rd_curves.png", lambda f: figure.savefig(f, format="png", dpi=80)
         )
         plt.close(figure)

@@ -5,9 +5,10 @@ Counting optimizer steps n = 1, 2, ...:
 
 * **Warm-up.** Every ``snapshot_every`` (s) steps the tracked scalars (all parameters but the
   entropy bottleneck's ``quantiles``) are observed by :class:`lic_train.modes.Modes`: from the SMA
-  average when an SMA is given, else the raw weights. After ``snapshots`` (T) observations, at step
-  ``warmup = s * T``, modes, references and the lines ``theta_i ~ a_i r + b_i`` are fitted; the lines
-  are then kept exact by streaming sums, one more observation every s steps.
+  average when an SMA is given (``trajectory="sma"``, the default), else the raw weights. After
+  ``snapshots`` (T) observations, at step ``warmup = s * T``, modes, references and the lines
+  ``theta_i ~ a_i r + b_i`` are fitted; the lines are then kept exact by streaming sums, one more
+  observation every s steps.
 * **Sensitivity.** ``s_i``, the mean of ``|theta_i * g_i|`` (first-order Taylor saliency) over the
   observation steps since the last event, read from the gradients the loop already computed.
 * **Events**, at ``n = warmup + j * every``, while fewer than ``max_embedded`` of the tracked scalars
@@ -61,6 +62,7 @@ from nqm import _checks
 
 VARIANTS = ("sensitivity", "true", "dummy")
 GRANULARITIES = ("scalar", "tensor")
+TRAJECTORIES = ("sma", "raw")
 MAX_MODES = 256  # as in CMD; keeps the clustering and the reference gathers small
 TRAINABLE, TRUE, DUMMY = 0, 1, 2  # values of STDET.kind
 
@@ -86,6 +88,8 @@ class STDETConfig:
         granularity: "scalar" (CMD's choice: any scalar may be embedded) or "tensor" (whole
             tensors only, ranked by their mean drift, so that each embedded tensor leaves the
             optimizer and autograd at once: the choice that saves compute).
+        trajectory: what CMD observes when an SMA runs beside STDET: "sma" (its average) or "raw"
+            (the optimizer's weights). Without an SMA the raw weights are always observed.
         seed: seed of the clustering sample (>= 0).
     """
 
@@ -101,6 +105,7 @@ class STDETConfig:
     sensitivity_quantile: float = 0.5
     variant: str = "sensitivity"
     granularity: str = "scalar"
+    trajectory: str = "sma"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -139,6 +144,10 @@ class STDETConfig:
         if self.granularity not in GRANULARITIES:
             raise ValueError(
                 f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}"
+            )
+        if self.trajectory not in TRAJECTORIES:
+            raise ValueError(
+                f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {self.trajectory!r}"
             )
 
     @property
@@ -188,8 +197,9 @@ class STDET:
         model: the module (a ``DistributedDataParallel`` wrapper is unwrapped).
         optimizer: any ``torch.optim`` optimizer over (a superset of) the network parameters.
         config: :class:`STDETConfig`.
-        sma: when given, the trajectory is observed on its average (raw weights before its first
-            sample); embedded scalars are still computed from the raw reference.
+        sma: when given and ``config.trajectory == "sma"``, the trajectory is observed on its
+            average (raw weights before its first sample); embedded scalars are still computed
+            from the raw reference.
         device: where the CMD bookkeeping lives (default: the CPU, to spare accelerator memory).
     """
 
@@ -225,7 +235,7 @@ class STDET:
             # would distort the fit that the later, exact observations continue.
             snapshot_dtype=torch.float64
             if any(p.dtype == torch.float64 for p in self.params)
-            or (sma is not None and sma.dtype == torch.float64)
+            or (sma is not None and self.config.trajectory == "sma" and sma.dtype == torch.float64)
             else torch.float32,
         )
         self.size = self.modes.size
@@ -276,7 +286,8 @@ class STDET:
             return
         if self.steps % self.config.snapshot_every == 0:
             was_fitted = self.modes.fitted
-            source = self.sma.tensors(self.names) if self.sma is not None else self.params
+            observe_average = self.sma is not None and self.config.trajectory == "sma"
+            source = self.sma.tensors(self.names) if observe_average else self.params
             self.modes.observe(source)
             if self.modes.fitted and not was_fitted:
                 self._last_a, self._last_b = self.modes.coefficients()

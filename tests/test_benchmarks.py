@@ -35,3 +35,18 @@ def test_step_overhead_runs():
     for name in ("adam", "sma", "stdet", "stdet-whole", "stdet-tensor"):
         assert f"\n{name} " in out
     assert "optim state B" in out
+
+
+@pytest.mark.parametrize("script", ["convergence.py", "ablations.py"])
+def test_training_benchmarks_run_and_publish_their_files(script, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("skimage")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--device", "cpu",
+         "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| adam |" in done.stdout and "| stdet |" in done.stdout
+    for name in ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png"):
+        assert (tmp_path / "results" / name).stat().st_size > 0

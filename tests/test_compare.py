@@ -13,7 +13,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
-from lic_train.compare import PRESETS, Preset, compare, method_config, steps_to_reach  # noqa: E402
+from lic_train.compare import (  # noqa: E402
+    PRESETS,
+    Preset,
+    compare,
+    method_config,
+    parse_method,
+    run_name,
+    steps_to_reach,
+)
 from lic_train.stdet import STDETConfig  # noqa: E402
 from lic_train.train import FitConfig, SMAConfig  # noqa: E402
 
@@ -70,9 +78,53 @@ def test_method_configs_differ_only_in_the_method():
         method_config(preset, "swa", seed=0, lmbda=0.01)
 
 
+def test_a_method_spec_overrides_the_fields_it_names_with_their_types():
+    assert parse_method("stdet") == ("stdet", {})
+    assert parse_method("stdet+sma:trajectory=raw,k=10,beta=0.5,feedback=TRUE") == (
+        "stdet+sma",
+        {"trajectory": "raw", "k": 10, "beta": 0.5, "feedback": True},
+    )
+    preset = PRESETS["tiny"]
+    config = method_config(preset, "stdet:modes=3,variant=dummy", seed=2, lmbda=0.01)
+    assert config.sma is None
+    assert config.stdet == replace(preset.stdet, modes=3, variant="dummy", seed=2)
+    config = method_config(preset, "sma:k=1,beta=0.98", seed=0, lmbda=0.01)
+    assert config.sma == SMAConfig(k=1, beta=0.98) and config.stdet is None
+    assert run_name("stdet+sma:k=1,beta=0.98", 0, 0.01) == "stdet-sma_k1_beta0.98_lambda0.01_seed0"
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("adam:k=5", r"'k=5' must be FIELD=VALUE with a field of adam \(none\)"),
+        ("stdet:k=5", r"'k=5' must be FIELD=VALUE with a field of stdet \(snapshot_every, "),
+        ("stdet:seed=3", "'seed=3' must be FIELD=VALUE"),
+        ("stdet:modes", "'modes' must be FIELD=VALUE"),
+        ("sma:feedback=yes", "feedback must be true or false, got 'yes'"),
+        ("sma:k=two", "k must be int, got 'two'"),
+        ("sma:k=0", r"method 'sma:k=0': k must be an integer in \[1"),
+        ("stdet:variant=both", "method 'stdet:variant=both': variant must be one of"),
+        ("lookahead", "method must be one of adam, sma, stdet, stdet\\+sma, got 'lookahead'"),
+    ],
+)
+def test_a_bad_method_spec_is_named(spec, match):
+    with pytest.raises(ValueError, match=match):
+        method_config(PRESETS["tiny"], spec, seed=0, lmbda=0.01)
+
+
+def test_the_benchmark_presets_are_valid():
+    for preset in PRESETS.values():
+        assert preset.methods[0] == "adam"
+        for spec in preset.methods:
+            method_config(preset, spec, seed=0, lmbda=preset.lambdas[0])
+    assert len(PRESETS["convergence"].lambdas) >= 4 and len(PRESETS["convergence"].seeds) >= 3
+
+
 def test_a_comparison_over_four_lambdas_writes_its_report(folder, tmp_path):
     lambdas = (0.002, 0.01, 0.05, 0.25)
-    results = compare(small_preset(lambdas), tmp_path, methods=["adam", "sma"], data=str(folder))
+    results = compare(
+        small_preset(lambdas), tmp_path, methods=["adam", "sma"], data=str(folder), jobs=2
+    )
     runs = results["runs"]
     assert len(runs) == 2 * 2 * len(lambdas)
     adam, sma = results["methods"]["adam"], results["methods"]["sma"]
@@ -93,7 +145,15 @@ def test_a_comparison_over_four_lambdas_writes_its_report(folder, tmp_path):
     bd_rate = sma["bd_rate_percent"]
     assert bd_rate["of"] == 2 and (bd_rate["mean"] is None or np.isfinite(bd_rate["mean"]))
     assert all(r["bpp"] > 0 for r in runs)
-    for name in ("report.md", "results.json", "loss_vs_step.png", "rd_curves.png"):
+    per_lambda = results["by_lambda"]["sma"]
+    assert list(per_lambda) == ["0.002", "0.01", "0.05", "0.25"]
+    assert per_lambda["0.01"]["final_loss_ratio"]["mean"] == pytest.approx(
+        np.mean([r for r, run in zip(ratios, [r for r in runs if r["method"] == "sma"],
+                                     strict=True) if run["lambda"] == 0.01])
+    )  # fmt: skip
+    assert all(v == 1.0 for c in results["trainable_curves"].values() for _, v in c)
+    for name in ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png",
+                 "rd_curves.png"):  # fmt: skip
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["methods"].keys() == {"adam", "sma"}
     report = (tmp_path / "report.md").read_text()
@@ -116,6 +176,16 @@ def test_bd_rate_of_a_curve_that_needs_ten_percent_more_bits_is_ten_percent():
     assert result["mean"] == pytest.approx(10.0, abs=1e-6)
     assert result["n"] == 2
     assert _bd_rates(runs, ["adam", "sma"], small_preset((0.01,))) == {"sma": None}
+    for run in runs:  # PSNR falls with the rate: no BD-rate, not a crash
+        if run["method"] == "sma" and run["seed"] == 0:
+            run["psnr"] = 40 - run["psnr"]
+    result = _bd_rates(runs, ["adam", "sma"], preset)["sma"]
+    assert result["n"] == 1 and result["of"] == 2
+
+
+def test_jobs_must_be_positive(folder, tmp_path):
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1, got 0"):
+        compare(small_preset((0.01,)), tmp_path, data=str(folder), jobs=0)
 
 
 def test_the_baseline_is_required(folder, tmp_path):

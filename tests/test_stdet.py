@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -507,6 +508,7 @@ def test_state_dict_refuses_another_configuration():
         ("sensitivity_quantile", 2.0, r"sensitivity_quantile must be in \[0, 1\]"),
         ("variant", "both", "variant must be one of sensitivity, true, dummy, got 'both'"),
         ("granularity", "row", "granularity must be one of scalar, tensor, got 'row'"),
+        ("trajectory", "mean", "trajectory must be one of sma, raw, got 'mean'"),
         ("seed", -3, r"seed must be an integer in \[0"),
     ],
 )
@@ -521,3 +523,28 @@ def test_ddp_wrapper_is_unwrapped():
     names = STDET(wrapped, optimizer, SMALL).names
     assert names == STDET(model, optimizer, SMALL).names
     assert not any(name.startswith("module.") for name in names)
+
+
+@pytest.mark.parametrize("trajectory", ["sma", "raw"])
+def test_cmd_observes_the_average_or_the_raw_weights_as_configured(trajectory):
+    model, optimizer, aux_optimizer = hyperprior()
+    sma = SMA(model, k=1, beta=0.9)
+    stdet = STDET(model, optimizer, replace(SMALL, trajectory=trajectory), sma=sma)
+    seen = []
+    observe = stdet.modes.observe
+
+    def spy(tensors):
+        raw = [p.detach().clone() for p in stdet.params]
+        average = [sma.average[n].clone() for n in stdet.names]
+        seen.append(([t.detach().clone() for t in tensors], raw, average))
+        observe(tensors)
+
+    stdet.modes.observe = spy
+    g = torch.Generator().manual_seed(0)
+    train_hyperprior(model, optimizer, aux_optimizer, sma, stdet, 2 * SMALL.snapshot_every, g)
+    assert len(seen) == 2
+    for observed, raw, average in seen:
+        assert not all(torch.equal(r, a) for r, a in zip(raw, average, strict=True))
+        want = average if trajectory == "sma" else raw
+        for o, w in zip(observed, want, strict=True):
+            assert torch.equal(o, w)

@@ -201,3 +201,8 @@ def test_compare_bad_input_is_one_line(run, tmp_path, capsys):
         ["compare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")],
         "--data",
     )
+    one_line_error(
+        capsys, ["compare", "--methods", "adam", "stdet:k=5", "--out", str(tmp_path / "e")],
+        "--methods", "stdet:k=5",
+    )  # fmt: skip
+    one_line_error(capsys, ["compare", "--jobs", "0", "--out", str(tmp_path / "f")], "--jobs")

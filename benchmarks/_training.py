@@ -1,0 +1,70 @@
+"""Shared driver of the training benchmarks (``convergence.py``, ``ablations.py``): run a
+``lic_train.compare`` preset, then publish its small files (report, results, plots) for the README.
+
+The runs (checkpoints, TensorBoard logs) stay under ``--work`` (ignored by git); ``report.md``,
+``results.json`` and the PNGs are copied to ``--results``. ``--quick`` is a smoke test: 2 seeds,
+a few steps of a tiny network, small crops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png",
+             "rd_curves.png")  # fmt: skip
+
+
+def main(preset_name: str, doc: str) -> int:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once (default 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the preset's (0 1 2)")
+    parser.add_argument("--steps", type=int, help="default: the preset's")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "benchmarks" / preset_name)
+    parser.add_argument(
+        "--results", type=Path, default=ROOT / "benchmarks" / "results" / preset_name
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: seconds, not minutes")
+    args = parser.parse_args()
+
+    from lic_train.compare import PRESETS, compare
+
+    preset = PRESETS[preset_name]
+    if args.seeds:
+        preset = replace(preset, seeds=tuple(args.seeds))
+    if args.steps:
+        preset = replace(preset, base=replace(preset.base, steps=args.steps))
+    if args.quick:
+        preset = replace(
+            preset,
+            seeds=(0, 1),
+            base=replace(preset.base, N=8, M=12, patch_size=(64, 64), batch_size=2, steps=12,
+                         validate_every=4, checkpoint_every=12, log_every=4),
+            stdet=replace(preset.stdet, snapshot_every=1, snapshots=3, every=2, samples=100),
+            methods=preset.methods[:3] if len(preset.methods) > 4 else preset.methods,
+        )  # fmt: skip
+        if len(preset.lambdas) > 1:
+            preset = replace(preset, lambdas=preset.lambdas[:4])
+    if args.work.exists():
+        shutil.rmtree(args.work)  # a benchmark starts from scratch; its runs are not kept apart
+    start = time.perf_counter()
+    compare(
+        preset,
+        args.work,
+        device=args.device,
+        jobs=args.jobs,
+        on_log=lambda r: print(f"{r['event']:5} {r['run']}", file=sys.stderr, flush=True),
+    )
+    args.results.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED:
+        if (args.work / name).exists():
+            shutil.copyfile(args.work / name, args.results / name)
+    print((args.work / "report.md").read_text())
+    print(f"{time.perf_counter() - start:.0f} s, {args.jobs} at once; files in {args.results}")
+    return 0
