@@ -3,7 +3,8 @@
 
 The runs (checkpoints, TensorBoard logs) stay under ``--work`` (ignored by git); ``report.md``,
 ``results.json`` and the PNGs are copied to ``--results``. ``--quick`` is a smoke test: 2 seeds,
-a few steps of a tiny network, small crops.
+a few steps of a tiny network, small crops. ``--report-only`` rebuilds the report of the runs in
+``--work`` without training.
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ def main(preset_name: str, doc: str) -> int:
         "--results", type=Path, default=ROOT / "benchmarks" / "results" / preset_name
     )
     parser.add_argument("--quick", action="store_true", help="smoke test: seconds, not minutes")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no training: rebuild the report from --work's results.json")  # fmt: skip
     args = parser.parse_args()
 
-    from lic_train.compare import PRESETS, compare
+    from lic_train.compare import PRESETS, compare, rewrite_report
+
+    if args.report_only:
+        rewrite_report(args.work)
+        publish(args.work, args.results)
+        return 0
 
     preset = PRESETS[preset_name]
     if args.seeds:
@@ -61,10 +69,15 @@ def main(preset_name: str, doc: str) -> int:
         jobs=args.jobs,
         on_log=lambda r: print(f"{r['event']:5} {r['run']}", file=sys.stderr, flush=True),
     )
-    args.results.mkdir(parents=True, exist_ok=True)
-    for name in PUBLISHED:
-        if (args.work / name).exists():
-            shutil.copyfile(args.work / name, args.results / name)
-    print((args.work / "report.md").read_text())
+    publish(args.work, args.results)
     print(f"{time.perf_counter() - start:.0f} s, {args.jobs} at once; files in {args.results}")
     return 0
+
+
+def publish(work: Path, results: Path) -> None:
+    """Copy the comparison's small files to ``results`` and print its report."""
+    results.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED:
+        if (work / name).exists():
+            shutil.copyfile(work / name, results / name)
+    print((work / "report.md").read_text())

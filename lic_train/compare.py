@@ -5,19 +5,26 @@ so that a drift in machine speed touches all methods alike. Then the final evalu
 SMA average where SMA is on) of every run are coded into real bit streams on the test images
 (:func:`lic_train.evaluate.evaluate`). The report holds, per method, mean and spread over seeds of:
 
-* the validation RD loss at the last step (equal steps for all methods) and its ratio to Adam's;
-* the steps needed to reach Adam's final validation loss (same seed and lambda), from the
-  validation records, and their ratio to Adam's steps: the "training time" claim;
+* the final validation RD loss (equal steps for all methods) and its ratio to Adam's;
+* the steps needed to reach Adam's final validation loss (same seed and lambda), and their ratio
+  to the steps Adam needs to reach it: the "training time" claim;
 * the trainable fraction at the end, the time per training step and its ratio to Adam's, and the
   peak memory (RSS of the run on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU);
 * real bpp and PSNR, and, with several lambdas, BD-rate against Adam (``bjontegaard``, Akima).
 
-Files (each written atomically): ``report.md``, ``results.json``, ``loss_vs_step.png`` and, with
-several lambdas, ``rd_curves.png``; the runs themselves under ``runs/``.
+Validation losses are read through a trailing mean of ``SMOOTHING`` validations (the final loss
+is the mean of the last ones; a method reaches a target at the first validation whose trailing
+mean is at or below it): one validation of weights still moving fast is noisy, and a single lucky
+or unlucky point would decide "steps to reach". The same rule applies to every method.
+
+Files (each written atomically): ``report.md``, ``results.json``, ``loss_vs_step.png``,
+``trainable_vs_step.png`` and, with several lambdas, ``rd_curves.png``; the runs themselves under
+``runs/``. :func:`rewrite_report` rebuilds the files from ``results.json``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -157,13 +164,22 @@ def run_name(method: str, seed: int, lmbda: float) -> str:
     return f"{slug}_lambda{lmbda:g}_seed{seed}"
 
 
-def steps_to_reach(records: list[dict], readout: str, target: float) -> int | None:
-    """The first validation step at which ``readout``'s loss is at or below ``target``."""
-    for record in records:
-        if record.get("split") == "val" and record["readout"] == readout:
-            if record["loss"] <= target:
-                return record["step"]
-    return None
+SMOOTHING = 3  # validations in the trailing mean (see the module's docstring)
+
+
+def smoothed(curve: Sequence[Sequence[float]], window: int = SMOOTHING) -> list[tuple[int, float]]:
+    """``(step, mean of the last <= window losses up to that step)`` of a validation curve of
+    ``(step, loss)`` pairs."""
+    losses = [loss for _, loss in curve]
+    return [
+        (int(step), statistics.fmean(losses[max(0, i + 1 - window) : i + 1]))
+        for i, (step, _) in enumerate(curve)
+    ]
+
+
+def steps_to_reach(curve: Sequence[Sequence[float]], target: float) -> int | None:
+    """The first validation step whose trailing mean loss is at or below ``target``."""
+    return next((step for step, loss in smoothed(curve) if loss <= target), None)
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -239,7 +255,7 @@ def compare(
             run = future.result()
             run.update({"name": name, "method": method, "seed": seed, "lambda": lmbda})
             runs.append(run)
-            on_log({"event": "done", "run": name, "final_loss": run["final_loss"]})
+            on_log({"event": "done", "run": name, "last_loss": run["curve"][-1][1]})
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -266,9 +282,14 @@ def _train_and_code(config: dict, out: str, data: str | None, threads: int | Non
     if trained.sma is not None and trained.sma.ready:
         model = trained.sma.averaged_copy(trained.model)
     coded = evaluate(model, load_eval_images(data), device=resolve_device(config.device)).mean()
+    records = checkpoint.read_jsonl(Path(out) / "metrics.jsonl")
     return {
-        "readout": readout, "final_loss": summary.final[readout]["loss"],
-        "records": checkpoint.read_jsonl(Path(out) / "metrics.jsonl"),
+        "readout": readout,
+        "curve": [
+            (x["step"], x["loss"])
+            for x in records if x.get("split") == "val" and x["readout"] == readout
+        ],
+        "trainable_curve": [(x["step"], x["trainable"]) for x in records if "trainable" in x],
         "trainable": summary.trainable_fraction,
         "seconds_per_step": summary.train_seconds_per_step,
         "peak_memory_bytes": summary.peak_memory_bytes, "memory_kind": summary.memory_kind,
@@ -276,7 +297,28 @@ def _train_and_code(config: dict, out: str, data: str | None, threads: int | Non
     }  # fmt: skip
 
 
+def rewrite_report(out: str | Path) -> dict:
+    """Rebuild a finished comparison's summary and files from its ``results.json`` (after a change
+    of the summary's rules or plots; no training)."""
+    out = Path(out)
+    saved = json.loads((out / "results.json").read_text())
+    p = saved["preset"]
+    preset = Preset(
+        base=FitConfig.from_dict(p["base"]),
+        seeds=tuple(p["seeds"]),
+        lambdas=tuple(p["lambdas"]),
+        sma=SMAConfig(**p["sma"]),
+        stdet=STDETConfig(**p["stdet"]),
+        methods=tuple(p["methods"]),
+    )
+    results = _summarise(saved["runs"], list(preset.methods), preset)
+    _write_report(results, out)
+    return results
+
+
 def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
+    for r in runs:
+        r["final_loss"] = smoothed(r["curve"])[-1][1]
     baseline = {(r["seed"], r["lambda"]): r for r in runs if r["method"] == "adam"}
     rows = {}
     for method in methods:
@@ -285,7 +327,7 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         for r in mine:
             adam = baseline[(r["seed"], r["lambda"])]
             ratios.append(r["final_loss"] / adam["final_loss"])
-            reach.append(steps_to_reach(r["records"], r["readout"], adam["final_loss"]))
+            reach.append(steps_to_reach(r["curve"], adam["final_loss"]))
             reach_ratio.append(_reach_ratio(r, adam))
         time_ratio = [
             _ratio(r["seconds_per_step"], baseline[(r["seed"], r["lambda"])]["seconds_per_step"])
@@ -327,7 +369,6 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         }
         for method in methods
     }  # fmt: skip
-    stripped = [{k: v for k, v in r.items() if k != "records"} for r in runs]
     return {
         "preset": {
             "seeds": list(preset.seeds),
@@ -339,27 +380,15 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         },
         "methods": rows,
         "by_lambda": by_lambda,
-        "runs": stripped,
-        "curves": {
-            r["name"]: [
-                (x["step"], x["loss"])
-                for x in r["records"]
-                if x.get("split") == "val" and x["readout"] == r["readout"]
-            ]
-            for r in runs
-        },
-        "trainable_curves": {
-            r["name"]: [(x["step"], x["trainable"]) for x in r["records"] if "trainable" in x]
-            for r in runs
-        },
+        "runs": runs,
     }
 
 
 def _reach_ratio(run: dict, adam: dict) -> float | None:
     """Steps ``run`` needs to reach Adam's final validation loss over the steps Adam needs (its
     first validation at or below its own final value); None if ``run`` never reaches it."""
-    adam_steps = steps_to_reach(adam["records"], "raw", adam["final_loss"])
-    steps = steps_to_reach(run["records"], run["readout"], adam["final_loss"])
+    adam_steps = steps_to_reach(adam["curve"], adam["final_loss"])
+    steps = steps_to_reach(run["curve"], adam["final_loss"])
     return None if steps is None or not adam_steps else steps / adam_steps
 
 
@@ -444,10 +473,12 @@ def _write_report(results: dict, out: Path) -> None:
     lines += [
         "",
         "Validation loss: estimated RD loss of the evaluated weights (the SMA average where SMA is "
-        "on) on centre crops of the test images. bpp and PSNR: real bit streams of the final "
-        "weights on the whole test images. Steps to Adam's final loss: first validation step at or "
-        "below it (validation every "
-        f"{results['preset']['base']['validate_every']} steps). BD-rate needs at least 4 lambdas.",
+        "on) on centre crops of the test images, read through a trailing mean of "
+        f"{SMOOTHING} validations (validation every "
+        f"{results['preset']['base']['validate_every']} steps); the final loss is the last such "
+        "mean. Steps to Adam's final loss: first validation whose trailing mean is at or below it. "
+        "bpp and PSNR: real bit streams of the final weights on the whole test images. BD-rate "
+        "needs at least 4 lambdas.",
         "",
     ]
     if len(results["preset"]["lambdas"]) > 1:
@@ -470,14 +501,14 @@ def _write_report(results: dict, out: Path) -> None:
 
     lambdas = results["preset"]["lambdas"]
     for key, ylabel, name, log in (
-        ("curves", "validation RD loss", "loss_vs_step.png", True),
-        ("trainable_curves", "trainable share of the parameters", "trainable_vs_step.png", False),
+        ("curve", "validation RD loss", "loss_vs_step.png", True),
+        ("trainable_curve", "trainable share of the parameters", "trainable_vs_step.png", False),
     ):
         figure, axes = plt.subplots(1, len(lambdas), figsize=(5 * len(lambdas), 4), squeeze=False)
         for axis, lmbda in zip(axes[0], lambdas, strict=True):
             for method in rows:
                 curves = [
-                    results[key][r["name"]]
+                    r[key]
                     for r in results["runs"]
                     if r["method"] == method and r["lambda"] == lmbda
                 ]

@@ -50,3 +50,12 @@ def test_training_benchmarks_run_and_publish_their_files(script, tmp_path):
     assert "| adam |" in done.stdout and "| stdet |" in done.stdout
     for name in ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0
+    report = (tmp_path / "results" / "report.md").read_text()
+    (tmp_path / "results" / "report.md").unlink()
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--report-only",
+         "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "results" / "report.md").read_text() == report

@@ -19,7 +19,9 @@ from lic_train.compare import (  # noqa: E402
     compare,
     method_config,
     parse_method,
+    rewrite_report,
     run_name,
+    smoothed,
     steps_to_reach,
 )
 from lic_train.stdet import STDETConfig  # noqa: E402
@@ -53,17 +55,13 @@ def small_preset(lambdas: tuple[float, ...]) -> Preset:
     )  # fmt: skip
 
 
-def test_steps_to_reach_reads_the_first_validation_at_or_below_the_target():
-    records = [
-        {"step": 2, "loss": 5.0},
-        {"step": 2, "split": "val", "readout": "raw", "loss": 4.0},
-        {"step": 4, "split": "val", "readout": "sma", "loss": 1.0},
-        {"step": 4, "split": "val", "readout": "raw", "loss": 2.0},
-        {"step": 6, "split": "val", "readout": "raw", "loss": 1.5},
-    ]
-    assert steps_to_reach(records, "raw", 2.0) == 4
-    assert steps_to_reach(records, "sma", 1.0) == 4
-    assert steps_to_reach(records, "raw", 1.0) is None
+def test_steps_to_reach_reads_the_trailing_mean_of_the_validations():
+    curve = [(10, 6.0), (20, 3.0), (30, 0.0), (40, 3.0), (50, 1.5)]
+    assert smoothed(curve) == [(10, 6.0), (20, 4.5), (30, 3.0), (40, 2.0), (50, 1.5)]
+    assert steps_to_reach(curve, 3.0) == 30  # not 20: one validation at 3.0 is not enough
+    assert steps_to_reach(curve, 1.5) == 50
+    assert steps_to_reach(curve, 1.4) is None
+    assert smoothed(curve, window=1) == curve
 
 
 def test_method_configs_differ_only_in_the_method():
@@ -151,13 +149,18 @@ def test_a_comparison_over_four_lambdas_writes_its_report(folder, tmp_path):
         np.mean([r for r, run in zip(ratios, [r for r in runs if r["method"] == "sma"],
                                      strict=True) if run["lambda"] == 0.01])
     )  # fmt: skip
-    assert all(v == 1.0 for c in results["trainable_curves"].values() for _, v in c)
+    assert all(v == 1.0 for r in runs for _, v in r["trainable_curve"])
+    for run in runs:  # the final loss is the trailing mean of the last validations
+        assert run["final_loss"] == pytest.approx(np.mean([v for _, v in run["curve"][-3:]]))
     for name in ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png",
                  "rd_curves.png"):  # fmt: skip
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["methods"].keys() == {"adam", "sma"}
     report = (tmp_path / "report.md").read_text()
     assert "| adam |" in report and "| sma |" in report
+    (tmp_path / "report.md").unlink()
+    assert rewrite_report(tmp_path)["methods"] == json.loads(json.dumps(results["methods"]))
+    assert (tmp_path / "report.md").read_text() == report
 
 
 def test_bd_rate_of_a_curve_that_needs_ten_percent_more_bits_is_ten_percent():
