@@ -431,7 +431,9 @@ def _bd_rates(runs: list[dict], methods: list[str], preset: Preset) -> dict[str,
     return out
 
 
-def _fmt(stat: dict | None, digits: int = 3, scale: float = 1.0, missing: str = "reached") -> str:
+def format_stat(
+    stat: dict | None, digits: int = 3, scale: float = 1.0, missing: str = "reached"
+) -> str:
     """``mean ± std``; where some seeds have no value, how many do (``missing`` says why)."""
     if not stat or stat["mean"] is None:
         return f"none {missing}" if stat and stat["of"] else "-"
@@ -462,13 +464,13 @@ def _write_report(results: dict, out: Path) -> None:
     ]
     for method, row in rows.items():
         lines.append(
-            f"| {method} | {_fmt(row['final_loss'], 4)} | {_fmt(row['final_loss_ratio'])} | "
-            f"{_fmt(row['steps_to_adam_final'], 0)} | {_fmt(row['steps_ratio'])} | "
-            f"{_fmt(row['trainable'])} | {_fmt(row['seconds_per_step'], 4)} | "
-            f"{_fmt(row['time_ratio'])} | {_fmt(row['peak_memory_bytes'], 0, 1e-6)} | "
-            f"{_fmt(row['memory_ratio'], missing='measurable')} | {_fmt(row['bpp'])} | "
-            f"{_fmt(row['psnr'], 2)} | "
-            f"{_fmt(row.get('bd_rate_percent'), 2, missing='with usable curves')} |"
+            f"| {method} | {format_stat(row['final_loss'], 4)} | {format_stat(row['final_loss_ratio'])} | "
+            f"{format_stat(row['steps_to_adam_final'], 0)} | {format_stat(row['steps_ratio'])} | "
+            f"{format_stat(row['trainable'])} | {format_stat(row['seconds_per_step'], 4)} | "
+            f"{format_stat(row['time_ratio'])} | {format_stat(row['peak_memory_bytes'], 0, 1e-6)} | "
+            f"{format_stat(row['memory_ratio'], missing='measurable')} | {format_stat(row['bpp'])} | "
+            f"{format_stat(row['psnr'], 2)} | "
+            f"{format_stat(row.get('bd_rate_percent'), 2, missing='with usable curves')} |"
         )
     lines += [
         "",
@@ -491,7 +493,7 @@ def _write_report(results: dict, out: Path) -> None:
         ]
         for method, per in results["by_lambda"].items():
             cells = [
-                f"{_fmt(per[x]['final_loss_ratio'])} / {_fmt(per[x]['steps_ratio'], 2)}"
+                f"{format_stat(per[x]['final_loss_ratio'])} / {format_stat(per[x]['steps_ratio'], 2)}"
                 for x in lambdas
             ]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")

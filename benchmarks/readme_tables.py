@@ -1,0 +1,47 @@
+"""The README's results tables, rendered from the benchmarks' published ``results.json`` files, so
+that no number in the README is copied by hand (``tests/test_readme.py`` checks they match).
+
+Run:  python benchmarks/readme_tables.py      # after convergence.py, ablations.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lic_train.compare import format_stat
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def method_table(results: dict) -> list[str]:
+    """One row per method: the claims' quantities as ratios to Adam, mean ± std over the runs
+    (seeds x lambdas)."""
+    lines = [
+        "| method | steps to Adam's final loss / Adam's | final val loss / Adam's | trainable "
+        "| BD-rate vs Adam (%) | time per step / Adam's | peak RSS / Adam's |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, row in results["methods"].items():
+        lines.append(
+            f"| {method} | {format_stat(row['steps_ratio'], 2)} "
+            f"| {format_stat(row['final_loss_ratio'])} | {format_stat(row['trainable'], 2)} "
+            f"| {format_stat(row.get('bd_rate_percent'), 1, missing='with usable curves')} "
+            f"| {format_stat(row['time_ratio'], 2)} "
+            f"| {format_stat(row['memory_ratio'], 2, missing='measurable')} |"
+        )
+    return lines
+
+
+def tables() -> dict[str, list[str]]:
+    """``{benchmark: table lines}`` for every published benchmark."""
+    return {
+        path.parent.name: method_table(json.loads(path.read_text()))
+        for path in sorted(RESULTS.glob("*/results.json"))
+    }
+
+
+if __name__ == "__main__":
+    for name, lines in tables().items():
+        print(f"{name}:\n")
+        print("\n".join(lines), end="\n\n")
