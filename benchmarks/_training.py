@@ -22,28 +22,29 @@ PUBLISHED = ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step
 
 
 def main(preset_name: str, doc: str) -> int:
+    from lic_train.compare import PRESETS, compare, rewrite_report
+
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=preset_name)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the preset's (0 1 2)")
     parser.add_argument("--steps", type=int, help="default: the preset's")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "benchmarks" / preset_name)
-    parser.add_argument(
-        "--results", type=Path, default=ROOT / "benchmarks" / "results" / preset_name
-    )
+    parser.add_argument("--work", type=Path, help="default: runs/benchmarks/PRESET")
+    parser.add_argument("--results", type=Path, help="default: benchmarks/results/PRESET")
     parser.add_argument("--quick", action="store_true", help="smoke test: seconds, not minutes")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: rebuild the report from --work's results.json")  # fmt: skip
     args = parser.parse_args()
-
-    from lic_train.compare import PRESETS, compare, rewrite_report
+    args.work = args.work or ROOT / "runs" / "benchmarks" / args.preset
+    args.results = args.results or ROOT / "benchmarks" / "results" / args.preset
 
     if args.report_only:
         rewrite_report(args.work)
         publish(args.work, args.results)
         return 0
 
-    preset = PRESETS[preset_name]
+    preset = PRESETS[args.preset]
     if args.seeds:
         preset = replace(preset, seeds=tuple(args.seeds))
     if args.steps:
@@ -52,7 +53,7 @@ def main(preset_name: str, doc: str) -> int:
         preset = replace(
             preset,
             seeds=(0, 1),
-            base=replace(preset.base, N=8, M=12, patch_size=(64, 64), batch_size=2, steps=12,
+            base=replace(preset.base, quality=None, N=8, M=12, patch_size=(64, 64), batch_size=2, steps=12,
                          validate_every=4, checkpoint_every=12, log_every=4),
             stdet=replace(preset.stdet, snapshot_every=1, snapshots=3, every=2, samples=100),
             methods=preset.methods[:3] if len(preset.methods) > 4 else preset.methods,

@@ -91,6 +91,14 @@ PRESETS = {
     # benchmarks/convergence.py: the same model, 5x longer, over four lambdas (BD-rate).
     "convergence": Preset(base=_LONG, seeds=(0, 1, 2), lambdas=LADDER, sma=_TINY_SMA,
                           stdet=_TINY_STDET),
+    # A mid-size model for a GPU (not measured yet: no GPU was lent to this project so far):
+    # benchmarks/convergence.py --preset mid --device cuda.
+    "mid": Preset(
+        base=FitConfig(model="mbt2018-mean", quality=3, patch_size=(256, 256), batch_size=16,
+                       steps=3000, validate_every=100, checkpoint_every=1000, log_every=50,
+                       learning_rate=1e-4, device="auto"),
+        seeds=(0, 1, 2), lambdas=LADDER, sma=_TINY_SMA, stdet=STDETConfig(),
+    ),
     # benchmarks/ablations.py: one lambda, the variants that decide the defaults.
     "ablation": Preset(
         base=_LONG, seeds=(0, 1, 2), lambdas=(0.0067,), sma=_TINY_SMA, stdet=_TINY_STDET,
@@ -423,7 +431,8 @@ def _bd_rates(runs: list[dict], methods: list[str], preset: Preset) -> dict[str,
                             require_matching_points=False,
                         )
                     )  # fmt: skip
-                except AssertionError:  # bjontegaard's check that PSNR rises with the rate
+                except (AssertionError, ValueError):
+                    # bjontegaard's checks: PSNR must rise strictly with the rate
                     value = math.nan
             # None: the curves do not overlap, or PSNR does not rise with the rate
             values.append(value if math.isfinite(value) else None)

@@ -184,6 +184,10 @@ def test_bd_rate_of_a_curve_that_needs_ten_percent_more_bits_is_ten_percent():
             run["psnr"] = 40 - run["psnr"]
     result = _bd_rates(runs, ["adam", "sma"], preset)["sma"]
     assert result["n"] == 1 and result["of"] == 2
+    for run in runs:  # equal PSNR at two rates (an untrained model): no BD-rate, not a crash
+        if run["method"] == "sma" and run["seed"] == 1:
+            run["psnr"] = 30
+    assert _bd_rates(runs, ["adam", "sma"], preset)["sma"]["n"] == 0
 
 
 def test_jobs_must_be_positive(folder, tmp_path):
