@@ -291,7 +291,7 @@ def _train_and_code(config: dict, out: str, data: str | None, threads: int | Non
         model = trained.sma.averaged_copy(trained.model)
     coded = evaluate(model, load_eval_images(data), device=resolve_device(config.device)).mean()
     records = checkpoint.read_jsonl(Path(out) / "metrics.jsonl")
-    return {
+    result = {
         "readout": readout,
         "curve": [
             (x["step"], x["loss"])
@@ -303,6 +303,8 @@ def _train_and_code(config: dict, out: str, data: str | None, threads: int | Non
         "peak_memory_bytes": summary.peak_memory_bytes, "memory_kind": summary.memory_kind,
         "bpp": coded["bpp"], "psnr": coded["psnr"], "bpp_estimated": coded["bpp_estimated"],
     }  # fmt: skip
+    checkpoint.write_json(result, Path(out) / "result.json")  # kept should the summary fail
+    return result
 
 
 def rewrite_report(out: str | Path) -> dict:

@@ -150,6 +150,9 @@ def test_a_comparison_over_four_lambdas_writes_its_report(folder, tmp_path):
                                      strict=True) if run["lambda"] == 0.01])
     )  # fmt: skip
     assert all(v == 1.0 for r in runs for _, v in r["trainable_curve"])
+    for run in runs:  # each run's result is on disk before the summary
+        saved = json.loads((tmp_path / "runs" / run["name"] / "result.json").read_text())
+        assert saved["bpp"] == run["bpp"] and saved["curve"] == [list(c) for c in run["curve"]]
     for run in runs:  # the final loss is the trailing mean of the last validations
         assert run["final_loss"] == pytest.approx(np.mean([v for _, v in run["curve"][-3:]]))
     for name in ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png",
