@@ -28,6 +28,8 @@ def main(preset_name: str, doc: str) -> int:
     parser.add_argument("--preset", choices=tuple(PRESETS), default=preset_name)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at once (default 2)")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the preset's (0 1 2)")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="method specs, adam first (default: the preset's)")  # fmt: skip
     parser.add_argument("--steps", type=int, help="default: the preset's")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     parser.add_argument("--work", type=Path, help="default: runs/benchmarks/PRESET")
@@ -49,6 +51,8 @@ def main(preset_name: str, doc: str) -> int:
         preset = replace(preset, seeds=tuple(args.seeds))
     if args.steps:
         preset = replace(preset, base=replace(preset.base, steps=args.steps))
+    if args.methods:
+        preset = replace(preset, methods=tuple(args.methods))
     if args.quick:
         preset = replace(
             preset,

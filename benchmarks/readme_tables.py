@@ -7,6 +7,7 @@ Run:  python benchmarks/readme_tables.py      # after convergence.py, ablations.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from lic_train.compare import format_stat
@@ -33,12 +34,34 @@ def method_table(results: dict) -> list[str]:
     return lines
 
 
+def rd_table(results: dict) -> list[str]:
+    """Real bit streams per lambda: mean bpp and PSNR over the seeds, one column per method."""
+    methods = list(results["methods"])
+    lines = [
+        "| lambda | " + " | ".join(f"{m}: bpp, PSNR (dB)" for m in methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for lmbda in results["preset"]["lambdas"]:
+        cells = []
+        for method in methods:
+            runs = [r for r in results["runs"] if r["method"] == method and r["lambda"] == lmbda]
+            bpp = statistics.fmean(r["bpp"] for r in runs)
+            psnr = statistics.fmean(r["psnr"] for r in runs)
+            cells.append(f"{bpp:.3f}, {psnr:.2f}")
+        lines.append(f"| {lmbda:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tables() -> dict[str, list[str]]:
-    """``{benchmark: table lines}`` for every published benchmark."""
-    return {
-        path.parent.name: method_table(json.loads(path.read_text()))
-        for path in sorted(RESULTS.glob("*/results.json"))
-    }
+    """``{name: table lines}`` for every published benchmark (and its bit streams per lambda
+    where it trained several lambdas)."""
+    out = {}
+    for path in sorted(RESULTS.glob("*/results.json")):
+        results = json.loads(path.read_text())
+        out[path.parent.name] = method_table(results)
+        if len(results["preset"]["lambdas"]) > 1:
+            out[f"{path.parent.name} bit streams"] = rd_table(results)
+    return out
 
 
 if __name__ == "__main__":

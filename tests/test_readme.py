@@ -42,3 +42,22 @@ def test_readme_lic_train_example_runs_and_prints_what_it_says(capsys):
     claimed = re.search(r"print\(.*\)  # ([0-9.]+):", code).group(1)
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out.split() == [claimed]
+
+
+def test_readme_results_tables_are_the_published_benchmark_results():
+    """Every row of the README's results tables is rendered from benchmarks/results/*/results.json
+    (``python benchmarks/readme_tables.py``): no number is copied by hand."""
+    pytest.importorskip("torch")
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from readme_tables import tables
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    readme = ROOT.joinpath("README.md").read_text()
+    rendered = tables()
+    assert {"convergence", "convergence bit streams", "ablation"} <= set(rendered)
+    for name, lines in rendered.items():
+        for line in lines:
+            assert line in readme, f"README's {name} table lacks: {line}"
