@@ -38,8 +38,12 @@ def main(preset_name: str, doc: str) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="no training: rebuild the report from --work's results.json")  # fmt: skip
     args = parser.parse_args()
-    args.work = args.work or ROOT / "runs" / "benchmarks" / args.preset
-    args.results = args.results or ROOT / "benchmarks" / "results" / args.preset
+    # A smoke test (--quick) never touches the real runs or the published results.
+    suffix = "-quick" if args.quick else ""
+    args.work = args.work or ROOT / "runs" / "benchmarks" / f"{args.preset}{suffix}"
+    args.results = args.results or (
+        args.work / "published" if args.quick else ROOT / "benchmarks" / "results" / args.preset
+    )
 
     if args.report_only:
         rewrite_report(args.work)
@@ -64,6 +68,8 @@ def main(preset_name: str, doc: str) -> int:
         )  # fmt: skip
         if len(preset.lambdas) > 1:
             preset = replace(preset, lambdas=preset.lambdas[:4])
+    if args.work.exists() and any(args.work.iterdir()) and not (args.work / "runs").is_dir():
+        parser.error(f"--work {args.work} holds files that are not a comparison; choose another")
     if args.work.exists():
         shutil.rmtree(args.work)  # a benchmark starts from scratch; its runs are not kept apart
     start = time.perf_counter()
@@ -72,7 +78,7 @@ def main(preset_name: str, doc: str) -> int:
         args.work,
         device=args.device,
         jobs=args.jobs,
-        on_log=lambda r: print(f"{r['event']:5} {r['run']}", file=sys.stderr, flush=True),
+        on_log=lambda r: print(f"[{r['index']}/{r['of']}] {r['run']}", file=sys.stderr, flush=True),
     )
     publish(args.work, args.results)
     print(f"{time.perf_counter() - start:.0f} s, {args.jobs} at once; files in {args.results}")

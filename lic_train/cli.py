@@ -331,8 +331,9 @@ def run_compare(args: argparse.Namespace) -> int:
         )
 
     def on_log(record: dict) -> None:
-        if record["event"] == "start":
-            print(f"training {record['run']} ...", file=sys.stderr, flush=True)
+        if record["event"] == "done":
+            print(f"[{record['index']}/{record['of']}] {record['run']} trained and coded",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     data = None if args.data is None else str(Path(args.data).resolve())
     compare(preset, out, methods=args.methods, data=data, device=args.device, jobs=args.jobs,

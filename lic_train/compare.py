@@ -3,7 +3,8 @@
 For every lambda and seed, each method is trained (:func:`lic_train.train.fit`) in a rotating order,
 so that a drift in machine speed touches all methods alike. Then the final evaluated weights (the
 SMA average where SMA is on) of every run are coded into real bit streams on the test images
-(:func:`lic_train.evaluate.evaluate`). The report holds, per method, mean and spread over seeds of:
+(:func:`lic_train.evaluate.evaluate`). The report holds, per method, mean and spread over the runs
+(seeds x lambdas; per lambda in a second table) of:
 
 * the final validation RD loss (equal steps for all methods) and its ratio to Adam's;
 * the steps needed to reach Adam's final validation loss (same seed and lambda), and their ratio
@@ -263,16 +264,19 @@ def compare(
                     _train_and_code, config.to_dict(), str(out / "runs" / name), data, threads
                 )
             )
-        for (method, seed, lmbda), future in zip(planned, futures, strict=True):
+        for index, ((method, seed, lmbda), future) in enumerate(zip(planned, futures, strict=True)):
             name = run_name(method, seed, lmbda)
-            on_log({"event": "start", "run": name})
             run = future.result()
             run.update({"name": name, "method": method, "seed": seed, "lambda": lmbda})
             runs.append(run)
-            on_log({"event": "done", "run": name, "last_loss": run["curve"][-1][1]})
+            on_log({"event": "done", "run": name, "index": index + 1, "of": len(planned),
+                    "last_loss": run["curve"][-1][1]})  # fmt: skip
     finally:
         pool.shutdown(cancel_futures=True)
 
+    # The runs first: should the summary fail, rewrite_report() can rebuild it from this file.
+    checkpoint.write_json({"preset": _preset_dict(preset, methods), "runs": runs},
+                          out / "results.json")  # fmt: skip
     results = _summarise(runs, methods, preset)
     _write_report(results, out)
     return results
@@ -386,17 +390,21 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         for method in methods
     }  # fmt: skip
     return {
-        "preset": {
-            "seeds": list(preset.seeds),
-            "lambdas": list(preset.lambdas),
-            "base": preset.base.to_dict(),
-            "sma": preset.sma.__dict__,
-            "stdet": preset.stdet.__dict__,
-            "methods": list(methods),
-        },
+        "preset": _preset_dict(preset, methods),
         "methods": rows,
         "by_lambda": by_lambda,
         "runs": runs,
+    }
+
+
+def _preset_dict(preset: Preset, methods: list[str]) -> dict:
+    return {
+        "seeds": list(preset.seeds),
+        "lambdas": list(preset.lambdas),
+        "base": preset.base.to_dict(),
+        "sma": preset.sma.__dict__,
+        "stdet": preset.stdet.__dict__,
+        "methods": list(methods),
     }
 
 
@@ -472,7 +480,9 @@ def _write_report(results: dict, out: Path) -> None:
         "# lic-train compare",
         "",
         f"Seeds {results['preset']['seeds']}, lambdas {results['preset']['lambdas']}; "
-        "mean ± standard deviation over seeds. Ratios are to Adam with the same seed and lambda.",
+        "mean ± standard deviation over the runs (seeds x lambdas). Ratios are to Adam with the "
+        "same seed and lambda; a ratio of steps counts only the runs that reach Adam's final loss "
+        "(how many do is given).",
         "",
         "| method | final val loss | ratio to Adam | steps to Adam's final loss | ratio | "
         "trainable | s/step | time ratio | peak memory (MB) | memory ratio | bpp | PSNR (dB) | "

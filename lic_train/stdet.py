@@ -4,8 +4,8 @@ The paper (arXiv 2505.18107) does not publish its rule; this is the project's fo
 Counting optimizer steps n = 1, 2, ...:
 
 * **Warm-up.** Every ``snapshot_every`` (s) steps the tracked scalars (all parameters but the
-  entropy bottleneck's ``quantiles``) are observed by :class:`lic_train.modes.Modes`: from the SMA
-  the SMA average when an SMA is given (``trajectory="sma"``, the default), else the raw weights. After
+  entropy bottleneck's ``quantiles``) are observed by :class:`lic_train.modes.Modes`: the SMA
+  average when an SMA is given (``trajectory="sma"``, the default), else the raw weights. After
   ``snapshots`` (T) observations, at step ``warmup = s * T``, modes, references and the lines
   ``theta_i ~ a_i r + b_i`` are fitted; the lines are then kept exact by streaming sums, one more
   observation every s steps.

@@ -59,3 +59,18 @@ def test_training_benchmarks_run_and_publish_their_files(script, tmp_path):
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "results" / "report.md").read_text() == report
+
+
+def test_a_quick_run_leaves_the_published_results_alone():
+    pytest.importorskip("torch")
+    pytest.importorskip("skimage")
+    published = ROOT / "benchmarks" / "results" / "ablation" / "results.json"
+    before = published.read_bytes()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--quick", "--device", "cpu"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert published.read_bytes() == before
+    quick = ROOT / "runs" / "benchmarks" / "ablation-quick"
+    assert (quick / "published" / "report.md").stat().st_size > 0

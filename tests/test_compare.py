@@ -201,3 +201,27 @@ def test_jobs_must_be_positive(folder, tmp_path):
 def test_the_baseline_is_required(folder, tmp_path):
     with pytest.raises(ValueError, match="must include adam"):
         compare(small_preset((0.01,)), tmp_path, methods=["sma"], data=str(folder))
+
+
+def test_the_summary_counts_steps_against_adams_own_steps_and_reports_unreached_runs():
+    from lic_train.compare import _summarise
+
+    preset = replace(small_preset((0.01,)), seeds=(0, 1))
+
+    def run(method, seed, losses):
+        return {"method": method, "seed": seed, "lambda": 0.01, "readout": "raw",
+                "curve": [(10 * (i + 1), v) for i, v in enumerate(losses)],
+                "trainable": 1.0, "seconds_per_step": 1.0, "peak_memory_bytes": 100,
+                "bpp": 0.5, "psnr": 30.0}  # fmt: skip
+
+    runs = [
+        # Adam's trailing means: 9, 6, 4, 3, 3 -> final 3, first reached at step 40
+        run("adam", 0, [9, 3, 0, 6, 3]),
+        run("adam", 1, [9, 3, 0, 6, 3]),
+        run("sma", 0, [3, 3, 3, 3, 3]),  # reaches 3 at step 10: a quarter of Adam's steps
+        run("sma", 1, [9, 9, 9, 9, 9]),  # never reaches it
+    ]
+    row = _summarise(runs, ["adam", "sma"], preset)["methods"]["sma"]
+    assert row["steps_ratio"] == {"mean": pytest.approx(1 / 4), "std": 0.0, "n": 1, "of": 2}
+    assert row["steps_to_adam_final"]["n"] == 1 and row["steps_to_adam_final"]["mean"] == 10
+    assert row["final_loss_ratio"]["mean"] == pytest.approx((1 + 3) / 2)
