@@ -247,25 +247,25 @@ def compare(
     context.set_forkserver_preload(["lic_train.train", "lic_train.evaluate"])
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     pool = ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1)
-    planned: list[tuple[str, int, float]] = []
+    planned: list[tuple[str, str, int, float]] = []  # (name, method, seed, lambda)
     order = list(methods)
     for lmbda in preset.lambdas:
         for seed in preset.seeds:
-            planned += [(method, seed, lmbda) for method in order]
+            planned += [(run_name(method, seed, lmbda), method, seed, lmbda) for method in order]
             order = order[1:] + order[:1]  # rotate: no method always runs first
     runs: list[dict] = []
     try:
         futures = []
-        for method, seed, lmbda in planned:
+        for name, method, seed, lmbda in planned:
             config = method_config(preset, method, seed, lmbda)
-            name = run_name(method, seed, lmbda)
             futures.append(
                 pool.submit(
                     _train_and_code, config.to_dict(), str(out / "runs" / name), data, threads
                 )
             )
-        for index, ((method, seed, lmbda), future) in enumerate(zip(planned, futures, strict=True)):
-            name = run_name(method, seed, lmbda)
+        for index, ((name, method, seed, lmbda), future) in enumerate(
+            zip(planned, futures, strict=True)
+        ):
             run = future.result()
             run.update({"name": name, "method": method, "seed": seed, "lambda": lmbda})
             runs.append(run)
@@ -340,55 +340,41 @@ def _summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
     for r in runs:
         r["final_loss"] = smoothed(r["curve"])[-1][1]
     baseline = {(r["seed"], r["lambda"]): r for r in runs if r["method"] == "adam"}
-    rows = {}
-    for method in methods:
-        mine = [r for r in runs if r["method"] == method]
-        ratios, reach, reach_ratio = [], [], []
-        for r in mine:
-            adam = baseline[(r["seed"], r["lambda"])]
-            ratios.append(r["final_loss"] / adam["final_loss"])
-            reach.append(steps_to_reach(r["curve"], adam["final_loss"]))
-            reach_ratio.append(_reach_ratio(r, adam))
-        time_ratio = [
-            _ratio(r["seconds_per_step"], baseline[(r["seed"], r["lambda"])]["seconds_per_step"])
-            for r in mine
-        ]
-        memory_ratio = [
-            _ratio(r["peak_memory_bytes"], baseline[(r["seed"], r["lambda"])]["peak_memory_bytes"])
-            for r in mine
-        ]
-        rows[method] = {
-            "final_loss": _mean_spread([r["final_loss"] for r in mine]),
-            "final_loss_ratio": _mean_spread(ratios),
-            "steps_to_adam_final": _mean_spread(reach),
-            "steps_ratio": _mean_spread(reach_ratio),
-            "trainable": _mean_spread([r["trainable"] for r in mine]),
-            "seconds_per_step": _mean_spread([r["seconds_per_step"] for r in mine]),
-            "time_ratio": _mean_spread(time_ratio),
-            "peak_memory_bytes": _mean_spread([r["peak_memory_bytes"] for r in mine]),
-            "memory_ratio": _mean_spread(memory_ratio),
-            "bpp": _mean_spread([r["bpp"] for r in mine]),
-            "psnr": _mean_spread([r["psnr"] for r in mine]),
+
+    def measured(r: dict) -> dict:
+        """The run's numbers and its ratios to Adam with the same seed and lambda."""
+        adam = baseline[(r["seed"], r["lambda"])]
+        return {
+            "final_loss": r["final_loss"],
+            "final_loss_ratio": r["final_loss"] / adam["final_loss"],
+            "steps_to_adam_final": steps_to_reach(r["curve"], adam["final_loss"]),
+            "steps_ratio": _reach_ratio(r, adam),
+            "trainable": r["trainable"],
+            "seconds_per_step": r["seconds_per_step"],
+            "time_ratio": _ratio(r["seconds_per_step"], adam["seconds_per_step"]),
+            "peak_memory_bytes": r["peak_memory_bytes"],
+            "memory_ratio": _ratio(r["peak_memory_bytes"], adam["peak_memory_bytes"]),
+            "bpp": r["bpp"],
+            "psnr": r["psnr"],
         }
-    bd = _bd_rates(runs, methods, preset)
-    for method, value in bd.items():
+
+    table = [(r["method"], r["lambda"], measured(r)) for r in runs]
+
+    def spread(method: str, keys: Sequence[str], lmbda: float | None = None) -> dict:
+        chosen = [m for meth, lam, m in table if meth == method and lmbda in (None, lam)]
+        return {key: _mean_spread([m[key] for m in chosen]) for key in keys}
+
+    keys = list(table[0][2]) if table else []
+    rows = {method: spread(method, keys) for method in methods}
+    for method, value in _bd_rates(runs, methods, preset).items():
         rows[method]["bd_rate_percent"] = value
     by_lambda = {
         method: {
-            f"{lmbda:g}": {
-                "final_loss_ratio": _mean_spread(
-                    [r["final_loss"] / baseline[(r["seed"], lmbda)]["final_loss"]
-                     for r in runs if r["method"] == method and r["lambda"] == lmbda]
-                ),
-                "steps_ratio": _mean_spread(
-                    [_reach_ratio(r, baseline[(r["seed"], lmbda)])
-                     for r in runs if r["method"] == method and r["lambda"] == lmbda]
-                ),
-            }
+            f"{lmbda:g}": spread(method, ("final_loss_ratio", "steps_ratio"), lmbda)
             for lmbda in preset.lambdas
         }
         for method in methods
-    }  # fmt: skip
+    }
     return {
         "preset": _preset_dict(preset, methods),
         "methods": rows,
