@@ -1,5 +1,5 @@
-"""Shared driver of the training benchmarks (``convergence.py``, ``ablations.py``): run a
-``lic_train.compare`` preset, then publish its small files (report, results, plots) for the README.
+"""Shared driver of the training benchmarks (``convergence.py``, ``ablations.py``): run a preset
+of ``lic_train.experiments``, then publish its small files (report, results, plots) for the README.
 
 The runs (checkpoints, TensorBoard logs) stay under ``--work`` (ignored by git); ``report.md``,
 ``results.json`` and the PNGs are copied to ``--results``. ``--quick`` is a smoke test: 2 seeds,
@@ -22,7 +22,7 @@ PUBLISHED = ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step
 
 
 def main(preset_name: str, doc: str) -> int:
-    from lic_train.compare import PRESETS, compare, rewrite_report
+    from lic_train.experiments import PRESETS, compare, rewrite_report
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--preset", choices=tuple(PRESETS), default=preset_name)

@@ -1,7 +1,7 @@
 """Ablations of STDET and SMA that decide ``lic-train``'s defaults (issue 6).
 
-What: ``lic_train.compare`` with its ``ablation`` preset: the convergence benchmark's model and
-schedule (1000 steps, seeds 0, 1, 2) at one lambda (0.0067, CompressAI's quality 3), for
+What: ``lic_train.experiments.compare`` with its ``ablation`` preset: the convergence benchmark's
+model and schedule (1000 steps, seeds 0, 1, 2) at one lambda (0.0067, CompressAI's quality 3), for
 
   stdet with true-only, dummy-only and sensitivity-aware embedding (the last is the default);
   stdet with whole tensors (granularity=tensor) instead of scalars;

@@ -10,7 +10,7 @@ import json
 import statistics
 from pathlib import Path
 
-from lic_train.compare import format_stat
+from lic_train.experiments import format_stat
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -8,8 +8,8 @@ on the entropy bottleneck's ``quantiles`` with ``model.aux_loss()``. Four config
 its own deep copy of one seeded model and its own optimizers:
 
   adam         the step above;
-  sma          + ``SMA(model, k=5, beta=0.9)``, ``sma.step()`` after ``optimizer.step()``;
-  stdet        + SMA + ``STDET(..., sma=sma)`` at the default cap ``max_embedded=0.6``;
+  sma          + ``SMA(model, k=5, beta=0.9)``, which samples after ``optimizer.step()``;
+  stdet        + SMA + ``STDET(..., trajectory=sma)`` at the default cap ``max_embedded=0.6``;
   stdet-whole  + SMA + STDET with ``max_embedded=0.95``: more scalars, and a few more small tensors,
                embedded (scalar granularity rarely completes a large tensor);
   stdet-tensor + SMA + STDET with ``granularity="tensor"`` at the default cap: whole tensors only,
@@ -20,9 +20,9 @@ is saturated (its cap reached; with whole tensors, no free tensor fits under it)
 nothing new, with ``snapshot_every=2, snapshots=5, every=5, samples=1000, modes=10, fraction=0.2``
 (other knobs at their defaults). A saturated STDET stops observing, so the timed steps pay only for
 zeroing the embedded gradients and recomputing the embedded scalars; the output says whether any
-event ran while timing. The hooks run in the documented order: backward,
-``stdet.after_backward()``, clip, ``optimizer.step()`` (STDET's post-step hook recomputes the
-embedded scalars), ``sma.step()``, ``stdet.after_step()``; the auxiliary step follows.
+event ran while timing. Every configuration runs the trainer's own step,
+``lic_train.trainer.step.train_step``, with its rules chained by ``lic_train.rules.chain_of``
+(embedding table, SMA, STDET): the time measured is the time ``lic-train fit`` spends.
 
 How: after a warm-up, ``--rounds`` rounds; in each round every configuration runs ``--steps`` steps
 in turn, the order rotating from round to round (interleaved, so drifts in machine speed hit all
@@ -57,9 +57,9 @@ import torch
 from _table import render  # benchmarks/ is on sys.path when a script runs
 from torch import nn
 
-from lic_train.parameters import is_quantiles
-from lic_train.sma import SMA
-from lic_train.stdet import STDET, STDETConfig
+from lic_train.rules import SMA, STDET, Chain, STDETConfig, chain_of
+from lic_train.rules.parameters import is_quantiles
+from lic_train.trainer.step import train_step
 
 with warnings.catch_warnings():  # torch.jit.script is deprecated; compressai uses it on import
     warnings.simplefilter("ignore", FutureWarning)
@@ -74,7 +74,8 @@ GOALS = {
     "stdet-tensor": 1.10,
 }  # ratio to Adam, at most
 WHOLE_GOAL = 1.0  # ratio to Adam, below, once whole tensors have left the optimizer
-PHASES = ("forward+loss", "backward", "after_backward", "clip", "step", "sma", "after_step", "aux")
+# The phases train_step marks; after_step is all the rules (embedding table, SMA, STDET) together.
+PHASES = ("forward+loss", "backward", "after_backward", "clip", "step", "after_step", "aux")
 
 
 def stdet_config(max_embedded: float, granularity: str, quick: bool = False) -> STDETConfig:
@@ -92,7 +93,7 @@ def stdet_config(max_embedded: float, granularity: str, quick: bool = False) -> 
 
 @dataclass
 class Setup:
-    """One configuration: its model copy, optimizers and (optional) SMA and STDET."""
+    """One configuration: its model copy, optimizers, (optional) SMA and STDET, and their chain."""
 
     name: str
     model: nn.Module
@@ -100,6 +101,7 @@ class Setup:
     aux_optimizer: torch.optim.Optimizer
     sma: SMA | None = None
     stdet: STDET | None = None
+    rules: Chain = field(default_factory=Chain)
     criterion: nn.Module = field(default_factory=lambda: RateDistortionLoss(lmbda=LMBDA))
     batch: int = 0  # index of the next batch
 
@@ -123,7 +125,8 @@ def make_setup(
         cap = 0.95 if name == "stdet-whole" else 0.6
         granularity = "tensor" if name == "stdet-tensor" else "scalar"
         config = stdet_config(cap, granularity, quick)
-        setup.stdet = STDET(model, optimizer, config, sma=setup.sma, device=stdet_device)
+        setup.stdet = STDET(model, optimizer, config, trajectory=setup.sma, device=stdet_device)
+    setup.rules = chain_of(sma=setup.sma, stdet=setup.stdet)
     return setup
 
 
@@ -149,32 +152,10 @@ def make_batches(
     return out, "crops of skimage.data.astronaut()"
 
 
-def train_step(s: Setup, x: torch.Tensor, mark: Callable[[str], None] | None = None) -> None:
-    """One step of CompressAI's examples/train.py with the SMA and STDET hooks; ``mark(phase)``
-    is called at the end of each phase (for the breakdown)."""
-    mark = mark or (lambda _: None)
-    s.optimizer.zero_grad(set_to_none=True)
-    s.aux_optimizer.zero_grad(set_to_none=True)
-    loss = s.criterion(s.model(x), x)["loss"]
-    mark("forward+loss")
-    loss.backward()
-    mark("backward")
-    if s.stdet is not None:
-        s.stdet.after_backward()
-    mark("after_backward")
-    torch.nn.utils.clip_grad_norm_(s.model.parameters(), CLIP)
-    mark("clip")
-    s.optimizer.step()
-    mark("step")
-    if s.sma is not None:
-        s.sma.step()
-    mark("sma")
-    if s.stdet is not None:
-        s.stdet.after_step()
-    mark("after_step")
-    s.model.aux_loss().backward()
-    s.aux_optimizer.step()
-    mark("aux")
+def step(s: Setup, x: torch.Tensor, mark: Callable[[str], None] | None = None) -> None:
+    """One step of ``s``: the trainer's ``train_step`` (``mark(phase)`` at the end of each phase)."""
+    train_step(s.model, x, s.criterion, s.optimizer, s.aux_optimizer, s.rules, clip_max_norm=CLIP,
+               mark=mark)  # fmt: skip
 
 
 def sync(device: torch.device) -> None:
@@ -187,7 +168,7 @@ def run_steps(s: Setup, batches: list[torch.Tensor], steps: int, device: torch.d
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        train_step(s, batches[s.batch % len(batches)])
+        step(s, batches[s.batch % len(batches)])
         s.batch += 1
     sync(device)
     return time.perf_counter() - start
@@ -265,7 +246,7 @@ def breakdown(s: Setup, batches: list[torch.Tensor], steps: int, device: torch.d
             times[phase].append(now - last)
             last = now
 
-        train_step(s, batches[s.batch % len(batches)], mark)
+        step(s, batches[s.batch % len(batches)], mark)
         s.batch += 1
     return {phase: statistics.mean(t) for phase, t in times.items()}
 

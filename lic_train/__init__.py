@@ -1,9 +1,17 @@
-"""lic_train: SMA, modes (CMD) and STDET for torch and CompressAI models (the trainer builds on them).
+"""lic_train: SMA, modes (CMD) and STDET for torch and CompressAI models, and a trainer built on them.
 
-Install with the ``train`` extra (``pip install -e ".[train]"``). The components act on any
-``torch.optim`` optimizer; the training loop calls them at fixed points (see :mod:`lic_train.stdet`).
-Their dynamics are the ones :mod:`nqm` analyses; ``tests/test_quadratic.py`` and
-``tests/test_stdet.py`` check them against it on the torch NQM (:mod:`lic_train.quadratic`).
+Install with the ``train`` extra (``pip install -e ".[train]"``). Three layers, imports going one way
+(``tests/test_layers.py`` checks it):
+
+* :mod:`lic_train.rules`: the update rules, for any torch model and ``torch.optim`` optimizer;
+  the training loop calls them at two fixed points through a :class:`~lic_train.rules.Chain`;
+* :mod:`lic_train.trainer`: CompressAI models, data, the training step and loop, validation, real
+  bit streams and checkpoints (imports the rules, never the experiments);
+* :mod:`lic_train.experiments`: ``lic-train compare``: presets, method specs, the run pool, the
+  statistics and the report (imports both);
+
+and :mod:`lic_train.cli` on top. :mod:`lic_train.testing` holds the torch NQM on which the tests check
+the rules against :mod:`nqm`.
 """
 
 try:
@@ -13,9 +21,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'lic_train needs torch: install the train extra, pip install -e ".[train]"'
     ) from error
 
-from lic_train.modes import Modes
-from lic_train.quadratic import NoisyQuadratic
-from lic_train.sma import SMA
-from lic_train.stdet import STDET, STDETConfig
+from lic_train.rules import SMA, STDET, Chain, Modes, SMAConfig, STDETConfig, build_rules, chain_of
 
-__all__ = ["SMA", "STDET", "Modes", "NoisyQuadratic", "STDETConfig"]
+__all__ = ["SMA", "STDET", "Chain", "Modes", "SMAConfig", "STDETConfig", "build_rules", "chain_of"]

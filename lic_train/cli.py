@@ -13,61 +13,37 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 # CompressAI calls torch.jit.script, deprecated in torch 2.14, when it is imported: not the user's
 # concern. Filtered before the imports below pull it in.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
-from lic_train.compare import PRESETS, parse_method  # noqa: E402
-from lic_train.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS, STDETConfig  # noqa: E402
-from lic_train.train import FitConfig, NonFiniteLoss, SMAConfig  # noqa: E402
-
-# Field names of the configurations -> the flags that set them (for error messages).
-FLAG_OF = {
-    "steps": "--steps",
-    "epochs": "--epochs",
-    "seed": "--seed",
-    "metric": "--metric",
-    "device": "--device",
-    "lmbda": "--lambda",
-    "learning_rate": "--learning-rate",
-    "aux_learning_rate": "--aux-learning-rate",
-    "clip_max_norm": "--clip_max_norm",
-    "patch_size": "--patch-size",
-    "batch_size": "--batch-size",
-    "validate_every": "--validate-every",
-    "checkpoint_every": "--checkpoint-every",
-    "log_every": "--log-every",
-    "lr_schedule": "--lr-schedule",
-    "quality": "--quality",
-    "k": "--sma-k",
-    "beta": "--sma-beta",
-    "snapshot_every": "--stdet-snapshot-every",
-    "snapshots": "--stdet-snapshots",
-    "every": "--stdet-every",
-    "modes": "--stdet-modes",
-    "samples": "--stdet-samples",
-    "fraction": "--stdet-fraction",
-    "max_embedded": "--stdet-max-embedded",
-    "min_r2": "--stdet-min-r2",
-    "keep_sensitive": "--stdet-keep-sensitive",
-    "sensitivity_quantile": "--stdet-sensitivity-quantile",
-    "variant": "--stdet-variant",
-    "granularity": "--stdet-granularity",
-}
-
+from lic_dynamics.cli import Parser, UsageError, error_line  # noqa: E402
+from lic_dynamics.validation import InvalidValue  # noqa: E402
+from lic_train.experiments import PRESETS, parse_method  # noqa: E402
+from lic_train.rules import SMAConfig, STDETConfig  # noqa: E402
+from lic_train.rules.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS  # noqa: E402
+from lic_train.trainer.config import FitConfig  # noqa: E402
+from lic_train.trainer.loop import LATEST, NonFiniteLoss  # noqa: E402
 
 RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device"}  # may differ on --resume
+# Library parameters that no flag of the same name sets: the model's name is --model.
+ALIASES = {"name": "model"}
 
 
-class UsageError(Exception):
-    """Bad command-line input; its message is the one line the user sees."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
-        raise UsageError(f"{self.prog}: error: {message}")
+@contextmanager
+def flags_of(prefix: str, *, own: tuple[str, ...] = ()):
+    """Errors about a field of a nested configuration name the flag that sets it: ``prefix`` +
+    the field (``k`` of SMAConfig is ``--sma-k``), except the fields in ``own`` that a top-level
+    flag sets (STDET's ``seed`` is ``--seed``)."""
+    try:
+        yield
+    except InvalidValue as error:
+        name = error.parameter
+        raise error.renamed(name if name in own else prefix + name) from None
 
 
 def _add_fit_flags(p: argparse.ArgumentParser) -> None:
@@ -122,8 +98,8 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lic-train", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="lic-train", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     fit = commands.add_parser("fit", help="train a model")
     _add_fit_flags(fit)
     evaluate = commands.add_parser("eval", help="real bit streams of a run or checkpoint")
@@ -153,22 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fit_config(args: argparse.Namespace) -> FitConfig:
-    """The configuration the flags describe (``--epochs`` is turned into steps by the trainer's
-    rule: one epoch is one pass of the sampler)."""
+    """The configuration the flags describe (its length: :func:`with_length`)."""
     stdet = None
     if args.stdet:
-        stdet = STDETConfig(
-            **{
-                name: getattr(args, f"stdet_{name}")
-                for name in STDETConfig.__dataclass_fields__
-                if name != "seed"
-            },
-            seed=args.seed,
-        )
-    sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback) if (
-        args.sma
-    ) else None  # fmt: skip
-    config = FitConfig(
+        fields = [name for name in STDETConfig.__dataclass_fields__ if name != "seed"]
+        with flags_of("stdet_", own=("seed",)):
+            stdet = STDETConfig(
+                **{name: getattr(args, f"stdet_{name}") for name in fields}, seed=args.seed
+            )
+    sma = None
+    if args.sma:
+        with flags_of("sma_"):
+            sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback)
+    return FitConfig(
         model=args.model,
         quality=args.quality,
         N=args.N,
@@ -191,54 +164,47 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         sma=sma,
         stdet=stdet,
     )
-    if args.epochs is not None:
-        from lic_train.train import steps_for_epochs
 
-        config = FitConfig.from_dict(
-            {**config.to_dict(), "steps": steps_for_epochs(config, args.epochs)}
-        )
+
+def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
+    """``config`` trained for ``--epochs`` (passes of the sampler, in steps) or ``--steps``."""
+    if args.epochs is not None:
+        from lic_train.trainer.loop import steps_for_epochs
+
+        return replace(config, steps=steps_for_epochs(config, args.epochs))
+    if args.steps is not None:
+        return replace(config, steps=args.steps)
     return config
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from lic_train.checkpoint import load
-    from lic_train.train import FitConfig, fit
+    from lic_train.trainer.checkpoint import load
+    from lic_train.trainer.loop import fit
 
     resume = args.resume is not None
     out = Path(args.resume or args.out)
     if resume:
-        saved = load(out / "checkpoint.pth.tar")["config"]
+        saved = load(out / LATEST)["config"]
         # Either the run's own command again with --resume, or --resume alone: the saved
         # configuration either way; only --steps, --epochs and --device may change.
         defaults = build_parser().parse_args(["fit"])
         given = [
             d for d, v in vars(args).items() if d not in RESUME_FLAGS and v != getattr(defaults, d)
         ]
-        if given:
-            free = ("steps", "device")
-            asked = {k: v for k, v in fit_config(args).to_dict().items() if k not in free}
-            if asked != {k: v for k, v in saved.items() if k not in free}:
-                differ = sorted(k for k in asked if asked[k] != saved.get(k))
-                raise UsageError(
-                    f"lic-train fit: error: --resume continues the run saved in {out}; give its "
-                    f"own flags or none (these differ from it: {', '.join(differ)})"
-                )
-        config = FitConfig.from_dict({**saved, "device": args.device})
-        if args.epochs is not None:
-            from lic_train.train import steps_for_epochs
-
-            config = FitConfig.from_dict(
-                {**config.to_dict(), "steps": steps_for_epochs(config, args.epochs)}
+        differ = fit_config(args).differences(saved) if given else []
+        if differ:
+            raise UsageError(
+                f"lic-train fit: error: --resume continues the run saved in {out}; give its "
+                f"own flags or none (these differ from it: {', '.join(differ)})"
             )
-        elif args.steps is not None:
-            config = FitConfig.from_dict({**config.to_dict(), "steps": args.steps})
+        config = with_length(FitConfig.from_dict({**saved, "device": args.device}), args)
     else:
-        if (out / "checkpoint.pth.tar").exists():
+        if (out / LATEST).exists():
             raise UsageError(
                 f"lic-train fit: error: --out {out} already holds a run; pass --resume to continue "
                 "it or choose another --out"
             )
-        config = fit_config(args)
+        config = with_length(fit_config(args), args)
     from tqdm import tqdm
 
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
@@ -280,9 +246,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from lic_train.data import load_eval_images
-    from lic_train.evaluate import eval_model_json, evaluate
-    from lic_train.train import load_trained, resolve_device
+    from lic_train.trainer.checkpoint import load_trained
+    from lic_train.trainer.data import load_eval_images
+    from lic_train.trainer.evaluate import eval_model_json, evaluate
+    from lic_train.trainer.loop import resolve_device
 
     device = resolve_device(args.device)
     name, model = load_trained(args.target, weights=args.weights)
@@ -306,9 +273,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from lic_train.compare import compare
+    from lic_train.experiments import compare
 
     preset = PRESETS[args.preset]
     for spec in args.methods or ():
@@ -342,13 +307,6 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flag_message(message: str) -> str:
-    name = message.split(" ", 1)[0].split("[", 1)[0]
-    if name in FLAG_OF:
-        return f"{FLAG_OF[name]}{message[len(name) :]}"
-    return message
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     command = "lic-train"
     try:
@@ -361,10 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "compare":
                 return run_compare(args)
             return run_eval(args)
-    except UsageError as err:
-        print(err, file=sys.stderr)
-    except ValueError as err:
-        print(f"{command}: error: {_flag_message(str(err))}", file=sys.stderr)
+    except (UsageError, ValueError) as err:
+        print(error_line(command, err, build_parser(), ALIASES), file=sys.stderr)
     except NonFiniteLoss as err:
         print(f"{command}: {err}", file=sys.stderr)
         return 1

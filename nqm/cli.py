@@ -21,47 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
+from lic_dynamics import validation
+from lic_dynamics.cli import Parser, UsageError, error_line
 from nqm import closed_form, moments, montecarlo, verify
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
 
 RULES = ("sgd", "momentum", "sma", "lookahead", "ema", "polyak")
-FLAG_NAMES = (
-    "lr",
-    "h",
-    "c",
-    "batch",
-    "k",
-    "beta",
-    "alpha",
-    "mu",
-    "window",
-    "dim",
-    "steps",
-    "chains",
-    "seed",
-    "points",
-    "n",
-)
-FLAG_OF = {"n": "window"}
-
-
-class UsageError(Exception):
-    """Bad command-line input; its message is the one line the user sees."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
-        raise UsageError(f"{self.prog}: error: {message}")
+# Library parameters that a flag of another name sets: Polyak's number of samples n is --window.
+ALIASES = {"n": "window"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="nqm",
         description="Variance of SGD, momentum and averaging (SMA, EMA, "
         "Lookahead, Polyak) on the noisy quadratic model.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = commands.add_parser("verify", help="check every claim; exit 0 only if all hold")
     run.add_argument("--quick", action="store_true", help="smaller samples (seconds)")
@@ -72,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
 
-    rule_flags = _Parser(add_help=False)
+    rule_flags = Parser(add_help=False)
     rule_flags.add_argument("--rule", choices=RULES, required=True)
     rule_flags.add_argument("--lr", type=float, required=True, help="learning rate a > 0")
     rule_flags.add_argument("--k", type=int, help="sample every k steps (default 5)")
@@ -157,7 +134,7 @@ def make_rule(args: argparse.Namespace) -> Rule:
         return SGD(args.lr)
     if args.rule == "momentum":
         if args.mu is None:
-            raise ValueError("mu must be given with --rule momentum, in (-1, 1)")
+            raise validation.InvalidValue("mu", "must be given with --rule momentum, in (-1, 1)")
         return Momentum(args.lr, args.mu)
     base = SGD(args.lr) if args.mu is None else Momentum(args.lr, args.mu)
     if args.rule == "sma":
@@ -221,7 +198,7 @@ def simulate_result(args: argparse.Namespace) -> dict:
     rule = make_rule(args)
     problem = standard(args.dim, batch=args.batch)
     if args.points < 2:
-        raise ValueError(f"points must be an integer >= 2, got {args.points}")
+        raise validation.InvalidValue("points", f"must be an integer >= 2, got {args.points}")
     steps = args.steps
     record = verify.log_steps(max(steps, 1), args.points) if steps > 0 else None
     start = time.perf_counter()
@@ -335,17 +312,10 @@ def _print_simulate(result: dict) -> None:
         )
 
 
-def _flag_message(message: str) -> str:
-    """Library messages start with the parameter's name; on the command line it is a flag."""
-    name = message.split(" ", 1)[0].split("[", 1)[0]
-    if name in FLAG_NAMES:
-        return f"--{FLAG_OF.get(name, name)}{message[len(name) :]}"
-    return message
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         if args.command == "verify":
             return run_verify(args)
         if args.command == "steady":
@@ -358,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(err, file=sys.stderr)
     except ValueError as err:
-        print(f"nqm {args.command}: error: {_flag_message(str(err))}", file=sys.stderr)
+        print(error_line(f"nqm {args.command}", err, parser, ALIASES), file=sys.stderr)
     except MemoryError:
         print(
             f"nqm {args.command}: error: out of memory; ask for a smaller --dim, --points or "

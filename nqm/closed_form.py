@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from nqm import _checks
+from lic_dynamics import validation
 from nqm.embedding import Tie
 from nqm.problem import Problem
 from nqm.rules import EMA, SGD, SMA, Base, Lookahead, Momentum, Polyak, Rule
 
 
 def checked_rho(base: Base, h: np.ndarray) -> np.ndarray:
-    """``lr*h`` after checking that the base optimizer has a steady state at every coordinate."""
-    h = _checks.array("h", h, positive=True)
+    """``lr*h`` after checking that the base optimizer has a steady state at every coordinate.
+
+    Examples:
+        >>> checked_rho(SGD(0.5), np.array([1.0, 2.0])).tolist()
+        [0.5, 1.0]
+        >>> checked_rho(SGD(0.5), np.array([1.0, 4.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: no steady state: rho = lr*h must be in (0, 2), got rho = 2.0 at coordinate 1 ...
+    """
+    h = validation.array("h", h, positive=True)
     rho = base.lr * h
     high = 2.0 * (1.0 + base.mu) if isinstance(base, Momentum) else 2.0
     bad = ~(rho < high)
@@ -48,9 +57,16 @@ def lag_correlation(
     rho: np.ndarray, k: np.ndarray | int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(u, 1-u, 1+u)`` for ``u = (1-rho)**k``, each accurate to a few ulps for rho in (0, 2);
-    rho and k broadcast."""
-    rho = _checks.interval_array("rho", rho, "(0, 2)", low=0, high=2)
-    k = _checks.integer_array("k", k, minimum=1)
+    rho and k broadcast.
+
+    Examples:
+        >>> [round(float(x), 6) for x in lag_correlation(0.5, 3)]  # u = 0.5**3
+        [0.125, 0.875, 1.125]
+        >>> [round(float(x), 6) for x in lag_correlation(1.5, 3)]  # u = (-0.5)**3
+        [-0.125, 1.125, 0.875]
+    """
+    rho = validation.interval_array("rho", rho, "(0, 2)", low=0, high=2)
+    k = validation.integer_array("k", k, minimum=1)
     # |1 - rho| = 1 - delta with delta = min(rho, 2 - rho), so log|r| = log1p(-delta) is exact-ish.
     with np.errstate(divide="ignore"):  # rho = 1 gives log 0 = -inf and u = 0, as it should
         log_abs_u = k * np.log1p(-np.minimum(rho, 2.0 - rho))
@@ -64,19 +80,31 @@ def lag_correlation(
 
 
 def sgd_variance(lr: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
-    """Stationary variance of SGD, ``lr*sigma2 / (h*(2 - rho))``."""
+    """Stationary variance of SGD, ``lr*sigma2 / (h*(2 - rho))``.
+
+    Examples:
+        >>> sgd_variance(0.5, np.array([1.0, 0.5]), 1.0).round(6)  # 0.5 / 1.5, 0.5 / (0.5 * 1.75)
+        array([0.333333, 0.571429])
+    """
     base = SGD(lr)
     r = checked_rho(base, h)
-    sigma2 = _checks.array("sigma2", sigma2, positive=False)
+    sigma2 = validation.array("sigma2", sigma2, positive=False)
     return base.lr * sigma2 / (np.asarray(h) * (2.0 - r))
 
 
 def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
     """Stationary variance of heavy-ball momentum,
-    ``lr*sigma2*(1+mu) / ((1-mu)*h*(2(1+mu) - rho))``."""
+    ``lr*sigma2*(1+mu) / ((1-mu)*h*(2(1+mu) - rho))``.
+
+    Examples:
+        >>> round(float(momentum_variance(0.5, 0.9, 1.0, 1.0)), 6)  # 0.95 / 0.33
+        2.878788
+        >>> round(float(momentum_variance(0.5, 0.0, 1.0, 1.0)), 6)  # mu = 0 is SGD
+        0.333333
+    """
     base = Momentum(lr, mu)
     r = checked_rho(base, h)
-    sigma2 = _checks.array("sigma2", sigma2, positive=False)
+    sigma2 = validation.array("sigma2", sigma2, positive=False)
     return lr * sigma2 * (1 + mu) / ((1 - mu) * np.asarray(h) * (2 * (1 + mu) - r))
 
 
@@ -84,8 +112,15 @@ def sma_ratio(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) ->
     """``R = Var_SMA / Var_SGD`` for SMA without feedback over SGD,
     ``(1-beta)(1+beta*u) / ((1+beta)(1-beta*u))``, with both brackets formed as positive sums;
     beta, rho and k broadcast. The formula holds for ``beta in (-1, 1)``; a negative beta (which no
-    SMA rule accepts) gives ``R > 1``, so the theorem's boundary ``R = 1`` is exactly ``beta = 0``."""
-    beta = _checks.interval_array("beta", beta, "(-1, 1)", low=-1, high=1)
+    SMA rule accepts) gives ``R > 1``, so the theorem's boundary ``R = 1`` is exactly ``beta = 0``.
+
+    Examples:
+        >>> round(float(sma_ratio(0.9, 1.0, 5)), 6)  # at rho = 1, R = (1-beta)/(1+beta) = 1/19
+        0.052632
+        >>> sma_ratio(0.9, np.array([0.5, 1.0, 1.5]), 5).round(6)
+        array([0.055678, 0.052632, 0.049752])
+    """
+    beta = validation.interval_array("beta", beta, "(-1, 1)", low=-1, high=1)
     u, one_minus_u, one_plus_u = lag_correlation(rho, k)
     # 1 + beta*u and 1 - beta*u as sums of same-signed terms wherever beta >= 0.
     numerator = (1 - beta) * np.where(u * beta >= 0, 1 + beta * u, (1 - beta) + beta * one_plus_u)
@@ -95,16 +130,30 @@ def sma_ratio(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) ->
 
 def lookahead_ratio(alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
     """``R_LA = alpha(1+u) / (alpha(1+u) + 2(1-alpha))`` for Lookahead / SMA with feedback;
-    alpha, rho and k broadcast."""
-    alpha = _checks.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+    alpha, rho and k broadcast.
+
+    Examples:
+        >>> round(float(lookahead_ratio(0.5, 1.0, 5)), 6)  # u = 0: alpha / (2 - alpha)
+        0.333333
+        >>> lookahead_ratio(0.5, np.array([0.5, 1.0, 1.5]), 5).round(6)
+        array([0.340206, 0.333333, 0.326316])
+    """
+    alpha = validation.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
     _, _, one_plus_u = lag_correlation(rho, k)
     return alpha * one_plus_u / (alpha * one_plus_u + 2 * (1 - alpha))
 
 
 def sma_reduction(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
     """``1 - R`` for SMA without feedback, ``2 beta (1-u) / ((1+beta)(1-beta*u))``, formed without
-    subtracting from 1 so that it stays accurate (and > 0) where R rounds to 1."""
-    beta = _checks.interval_array("beta", beta, "(-1, 1)", low=-1, high=1)
+    subtracting from 1 so that it stays accurate (and > 0) where R rounds to 1.
+
+    Examples:
+        >>> round(float(sma_reduction(0.9, 1.0, 5)), 6)  # 1 - 1/19
+        0.947368
+        >>> print(f"{float(sma_reduction(0.9, 1e-12, 5)):.6g}")  # about 2 beta k rho / (1 - beta^2)
+        4.73684e-11
+    """
+    beta = validation.interval_array("beta", beta, "(-1, 1)", low=-1, high=1)
     _, one_minus_u, _ = lag_correlation(rho, k)
     return 2 * beta * one_minus_u / ((1 + beta) * ((1 - beta) + beta * one_minus_u))
 
@@ -112,13 +161,28 @@ def sma_reduction(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int
 def lookahead_reduction(
     alpha: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int
 ) -> np.ndarray:
-    """``1 - R_LA = 2(1-alpha) / (alpha(1+u) + 2(1-alpha))``, accurate where R_LA rounds to 1."""
-    alpha = _checks.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+    """``1 - R_LA = 2(1-alpha) / (alpha(1+u) + 2(1-alpha))``, accurate where R_LA rounds to 1.
+
+    Examples:
+        >>> round(float(lookahead_reduction(0.5, 1.0, 5)), 6)  # 1 - 1/3
+        0.666667
+        >>> print(f"{float(lookahead_reduction(1 - 1e-6, 0.5, 5)):.6g}")  # R_LA rounds near 1
+        1.93939e-06
+    """
+    alpha = validation.interval_array("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
     _, _, one_plus_u = lag_correlation(rho, k)
     return 2 * (1 - alpha) / (alpha * one_plus_u + 2 * (1 - alpha))
 
 
 def base_variance(base: Base, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """Stationary variance of a base optimizer: :func:`sgd_variance` or :func:`momentum_variance`.
+
+    Examples:
+        >>> round(float(base_variance(SGD(0.5), 1.0, 1.0)), 6)
+        0.333333
+        >>> round(float(base_variance(Momentum(0.5, 0.9), 1.0, 1.0)), 6)
+        2.878788
+    """
     if isinstance(base, Momentum):
         return momentum_variance(base.lr, base.mu, h, sigma2)
     return sgd_variance(base.lr, h, sigma2)
@@ -130,6 +194,15 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
     Raises ``ValueError`` where no steady state exists (including Polyak averaging, whose variance
     falls to 0) and ``NotImplementedError`` for Lookahead over momentum, which has no closed form
     here (``nqm.moments.stationary_variance`` solves it, and decides whether it exists).
+
+    Examples:
+        >>> rule = SMA(SGD(0.5), k=10, beta=0.9)
+        >>> steady_variance(rule, np.array([1.0, 0.5]), np.array([1.0, 2.0])).round(6)
+        array([0.017575, 0.066573])
+        >>> steady_variance(Polyak(SGD(0.5)), np.array([1.0]), np.array([1.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: rule: Polyak averaging has no steady state (its variance falls like 1/n); ...
     """
     if isinstance(rule, SGD | Momentum):
         return base_variance(rule, h, sigma2)
@@ -161,11 +234,18 @@ def lookahead_variance(
     For ``rho in (0, 2)`` this is ``V* R_LA`` (evaluated as such, accurately). Lookahead also
     stabilises some ``rho >= 2`` (odd k, where ``u <= -1``): there
     ``V = alpha lr^2 sigma2 S_k / ((1-u)(2 - alpha(1-u)))`` with ``S_k = sum_{j<k} r^{2j}``, the
-    same fixed point ``alpha^2 Var(eta) / (1 - c^2)`` without dividing by SGD's missing V*."""
-    alpha = _checks.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
-    lr = _checks.real("lr", lr, "(0, inf)", low=0, high=np.inf)
-    h = _checks.array("h", h, positive=True)
-    sigma2 = _checks.array("sigma2", sigma2, positive=False)
+    same fixed point ``alpha^2 Var(eta) / (1 - c^2)`` without dividing by SGD's missing V*.
+
+    Examples:
+        >>> round(float(lookahead_variance(0.5, 0.5, 1.0, 1.0, 5)), 6)  # V* R_LA, rho = 0.5
+        0.113402
+        >>> round(float(lookahead_variance(0.5, 2.5, 1.0, 1.0, 1)), 6)  # rho = 2.5: SGD diverges
+        1.666667
+    """
+    alpha = validation.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
+    lr = validation.real("lr", lr, "(0, inf)", low=0, high=np.inf)
+    h = validation.array("h", h, positive=True)
+    sigma2 = validation.array("sigma2", sigma2, positive=False)
     shape = np.broadcast_shapes(h.shape, sigma2.shape)
     h, sigma2 = np.broadcast_arrays(np.atleast_1d(h), np.atleast_1d(sigma2))
     rho = lr * h
@@ -198,7 +278,12 @@ def lookahead_variance(
 
 def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
     """Steady variance of the readout over SGD's at the same learning rate; independent of sigma2
-    (both are proportional to it), so it is formed at ``sigma2 = 1``."""
+    (both are proportional to it), so it is formed at ``sigma2 = 1``.
+
+    Examples:
+        >>> steady_ratio(SMA(SGD(1.0), k=5, beta=0.9), np.array([1.0, 0.5])).round(6)
+        array([0.052632, 0.055678])
+    """
     h = np.asarray(h, dtype=np.float64)
     unit = np.ones_like(h)
     return steady_variance(rule, h, unit) / sgd_variance(rule.base.lr, h, unit)
@@ -207,7 +292,16 @@ def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
 def steady_loss(problem: Problem, rule: Rule, tie: Tie | None = None) -> float:
     """Steady-state expected loss ``1/2 * sum_i h_i (m_i^2 + V_i)``: every untied mean has decayed
     to 0; a tied member has mean ``b_j`` and variance ``a_j^2 V_r`` (``nqm.embedding``). Members need
-    no steady state of their own (embedding can stabilise a coordinate with ``rho >= 2``)."""
+    no steady state of their own (embedding can stabilise a coordinate with ``rho >= 2``).
+
+    Examples:
+        >>> problem = Problem(h=[1.0, 1.0], c=1.0)
+        >>> rule = SMA(SGD(0.5), k=3, beta=0.8)
+        >>> round(steady_loss(problem, rule), 6)
+        0.045267
+        >>> round(steady_loss(problem, rule, Tie(member=[1], reference=[0], a=[0.5], b=[0.0])), 6)
+        0.028292
+    """
     if tie is None:
         return float(0.5 * problem.h @ steady_variance(rule, problem.h, problem.sigma2))
     tie.check_dim(problem.dim)
@@ -222,7 +316,16 @@ def steady_loss(problem: Problem, rule: Rule, tie: Tie | None = None) -> float:
 def embedding_loss_change(problem: Problem, rule: Rule, tie: Tie) -> np.ndarray:
     """Per member, the change of the steady-state loss that embedding causes,
     ``1/2 h_j (b_j^2 + a_j^2 V_r - V_j)``: negative where embedding lowers the loss. Raises where a
-    member has no steady state of its own (then embedding is the only way to one)."""
+    member has no steady state of its own (then embedding is the only way to one).
+
+    Examples:
+        >>> problem = Problem(h=[1.0, 1.0], c=1.0)
+        >>> rule = SMA(SGD(0.5), k=3, beta=0.8)
+        >>> embedding_loss_change(problem, rule, Tie([1], [0], a=[0.5], b=[0.0])).round(6)
+        array([-0.016975])
+        >>> embedding_loss_change(problem, rule, Tie([1], [0], a=[1.5], b=[0.0])).round(6)
+        array([0.028292])
+    """
     tie.check_dim(problem.dim)
     own = steady_variance(rule, problem.h, problem.sigma2)
     mean, tied = tie.apply_steady(own)
@@ -235,8 +338,15 @@ def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> 
     ``(1/n) * [gamma(0) + 2 sum_{m=1}^{n-1} (1 - m/n) gamma(mk)]``. Over SGD, ``gamma(mk) = V* u^m``
     sums to ``(V*/n) * [(1+u)/(1-u) - 2u(1-u^n) / (n(1-u)^2)]``; its relative rounding error grows
     like ``eps / (n*(1-u))``, small unless ``rho*k*n`` is tiny. Over momentum the sum is taken term
-    by term (O(n))."""
-    n = _checks.integer("n", n, minimum=1)
+    by term (O(n)).
+
+    Examples:
+        >>> round(float(polyak_variance(Polyak(SGD(0.5)), 1.0, 1.0, 10)), 6)
+        0.08668
+        >>> round(float(polyak_variance(Polyak(SGD(0.5)), 1.0, 1.0, 1)), 6)  # one sample: V*
+        0.333333
+    """
+    n = validation.integer("n", n, minimum=1)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
         rho = checked_rho(rule.base, h)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nqm import _checks
+from lic_dynamics import validation
 from nqm.rules import State
 
 # Offsets of (x, y, v) under the tie: positions move by b, velocities do not.
@@ -32,6 +32,25 @@ class Tie:
 
     Arrays of one length; members are distinct, no member is a reference (references keep
     training), indices lie in ``[0, d)`` of the problem they are used with.
+
+    Examples:
+        >>> tie = Tie(member=[1], reference=[0], a=[0.5], b=[0.1], start=2)
+        >>> tie.active(1), tie.active(2)
+        (False, True)
+        >>> mean, variance = tie.apply_steady(np.array([2.0, 3.0]))  # the untied variances
+        >>> mean.tolist(), variance.tolist()
+        ([0.0, 0.1], [2.0, 0.5])
+        >>> s = State(x=np.array([[4.0, 9.0]]), y=np.array([[2.0, 9.0]]), v=np.array([[1.0, 9.0]]))
+        >>> [value.tolist() for value in tie.apply_state(s)]  # velocities get no offset
+        [[[4.0, 2.1]], [[2.0, 1.1]], [[1.0, 0.5]]]
+        >>> tie.check_dim(1)
+        Traceback (most recent call last):
+        ...
+        ValueError: member must index coordinates in [0, 1), got 1
+        >>> Tie(member=[0], reference=[0], a=[1.0], b=[0.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: member: coordinate 0 is also a reference; references train
     """
 
     member: np.ndarray
@@ -41,8 +60,8 @@ class Tie:
     start: int = 0
 
     def __post_init__(self) -> None:
-        member = np.atleast_1d(_checks.integer_array("member", self.member, minimum=0))
-        reference = np.atleast_1d(_checks.integer_array("reference", self.reference, minimum=0))
+        member = np.atleast_1d(validation.integer_array("member", self.member, minimum=0))
+        reference = np.atleast_1d(validation.integer_array("reference", self.reference, minimum=0))
         a = np.atleast_1d(np.asarray(self.a, dtype=np.float64))
         b = np.atleast_1d(np.asarray(self.b, dtype=np.float64))
         n = member.size
@@ -60,7 +79,7 @@ class Tie:
         for name, value in (("member", member), ("reference", reference), ("a", a), ("b", b)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "start", _checks.integer("start", self.start, minimum=0))
+        object.__setattr__(self, "start", validation.integer("start", self.start, minimum=0))
 
     def check_dim(self, d: int) -> None:
         """Raise unless every index fits a problem of dimension ``d``."""

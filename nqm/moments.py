@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from nqm import _checks
+from lic_dynamics import validation
 from nqm.embedding import Tie
 from nqm.problem import Problem
 from nqm.rules import STATE_NAMES, Polyak, Rule, State
@@ -28,7 +28,16 @@ N_STATES = len(STATE_NAMES)
 
 
 def transition(rule: Rule, t: int, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, b)`` of optimizer step t: shapes (d, 3, 3) and (d, 3), state order (x, y, v)."""
+    """``(A, b)`` of optimizer step t: shapes (d, 3, 3) and (d, 3), state order (x, y, v).
+
+    Examples:
+        >>> from nqm.rules import SGD, SMA
+        >>> a, b = transition(SMA(SGD(0.5), k=2, beta=0.9), 2, np.array([1.0]))  # a sampling step
+        >>> a.shape, b.shape
+        ((1, 3, 3), (1, 3))
+        >>> a[0].round(6).tolist(), b[0].round(6).tolist()
+        ([[0.5, 0.0, 0.0], [0.05, 0.9, 0.0], [0.0, 0.0, 1.0]], [-0.5, -0.05, 0.0])
+    """
     h = np.atleast_1d(np.asarray(h, dtype=np.float64))
     # Columns 0..2 probe the basis states without noise, column 3 probes unit noise from zero state.
     probe = np.zeros((N_STATES, h.size, N_STATES + 1))
@@ -42,7 +51,17 @@ def transition(rule: Rule, t: int, h: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class Moments:
-    """Moments after ``t`` optimizer steps: ``mean`` (d, 3), ``cov`` (d, 3, 3) over (x, y, v)."""
+    """Moments after ``t`` optimizer steps: ``mean`` (d, 3), ``cov`` (d, 3, 3) over (x, y, v).
+
+    Examples:
+        >>> from nqm.rules import SGD, SMA
+        >>> m = initial_moments(Problem(h=1.0, c=1.0, mean0=2.0, var0=0.5))
+        >>> m.t, m.mean.tolist(), m.cov.shape
+        (0, [[2.0, 2.0, 0.0]], (1, 3, 3))
+        >>> mean, var = m.readout(SMA(SGD(0.5), k=2, beta=0.9))  # the readout y
+        >>> mean.tolist(), var.tolist()
+        ([2.0], [0.5])
+    """
 
     t: int
     mean: np.ndarray
@@ -55,7 +74,15 @@ class Moments:
 
 
 def initial_moments(problem: Problem) -> Moments:
-    """``x_0 ~ N(mean0, var0)``, ``y_0 = x_0``, ``v_0 = 0``."""
+    """``x_0 ~ N(mean0, var0)``, ``y_0 = x_0``, ``v_0 = 0``.
+
+    Examples:
+        >>> m = initial_moments(Problem(h=[1.0, 2.0], c=1.0, mean0=[1.0, -1.0], var0=0.5))
+        >>> m.mean.tolist()
+        [[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]]
+        >>> m.cov[0].tolist()  # x_0 and y_0 are the same variable
+        [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
+    """
     d = problem.dim
     mean = np.zeros((d, N_STATES))
     mean[:, 0] = mean[:, 1] = problem.mean0
@@ -66,8 +93,21 @@ def initial_moments(problem: Problem) -> Moments:
 
 def iterate(problem: Problem, rule: Rule, steps: int, tie: Tie | None = None) -> Iterator[Moments]:
     """Yields the exact moments after 0, 1, ..., ``steps`` optimizer steps. With a ``tie``, members
-    report the affine image of their reference from ``tie.start`` on (their marginal moments)."""
-    steps = _checks.integer("steps", steps, minimum=0)
+    report the affine image of their reference from ``tie.start`` on (their marginal moments).
+
+    Examples:
+        >>> from nqm.rules import SGD
+        >>> problem = Problem(h=1.0, c=1.0, mean0=2.0, var0=0.5)
+        >>> rule = SGD(0.5)  # m <- m/2, V <- V/4 + 1/4, towards V* = 1/3
+        >>> for m in iterate(problem, rule, 3):
+        ...     mean, var = m.readout(rule)
+        ...     print(m.t, mean.tolist(), var.tolist())
+        0 [2.0] [0.5]
+        1 [1.0] [0.375]
+        2 [0.5] [0.34375]
+        3 [0.25] [0.3359375]
+    """
+    steps = validation.integer("steps", steps, minimum=0)
     if tie is not None:
         tie.check_dim(problem.dim)
     m = initial_moments(problem)
@@ -89,7 +129,18 @@ class LossCurve:
     """Expected loss of the readout at ``steps``: ``loss = bias + variance`` with
     ``bias = 1/2 sum h m^2`` and ``variance = 1/2 sum h V`` (units of the loss). ``spread`` is the
     standard deviation of the loss itself across independent runs,
-    ``sqrt(sum (h/2)^2 (2 V^2 + 4 m^2 V))`` (Gaussian coordinates, independent across i)."""
+    ``sqrt(sum (h/2)^2 (2 V^2 + 4 m^2 V))`` (Gaussian coordinates, independent across i).
+
+    Examples:
+        >>> from nqm.rules import SGD
+        >>> curve = loss_curve(Problem(h=1.0, c=1.0, mean0=2.0, var0=0.5), SGD(0.5), 3)
+        >>> curve.steps.tolist(), curve.bias.tolist()
+        ([0, 1, 2, 3], [2.0, 0.5, 0.125, 0.03125])
+        >>> curve.variance.round(6).tolist(), curve.loss.round(6).tolist()
+        ([0.25, 0.1875, 0.171875, 0.167969], [2.25, 0.6875, 0.296875, 0.199219])
+        >>> curve.spread.round(6).tolist()
+        [1.457738, 0.667317, 0.380814, 0.27825]
+    """
 
     steps: np.ndarray
     bias: np.ndarray
@@ -108,7 +159,16 @@ def loss_curve(
     record: np.ndarray | None = None,
     tie: Tie | None = None,
 ) -> LossCurve:
-    """Exact expected loss of the readout after each step in ``record`` (default 0..steps)."""
+    """Exact expected loss of the readout after each step in ``record`` (default 0..steps).
+
+    Examples:
+        >>> from nqm.problem import standard
+        >>> from nqm.rules import SGD, SMA
+        >>> rule = SMA(SGD(0.5), k=5, beta=0.9)
+        >>> curve = loss_curve(standard(100), rule, 1000, record=[0, 10, 1000])
+        >>> curve.steps.tolist(), curve.loss.round(6).tolist()
+        ([0, 10, 1000], [2.593689, 2.167732, 0.211823])
+    """
     record = _record_steps(steps, record)
     wanted = set(record.tolist())
     bias, variance, spread = [], [], []
@@ -166,7 +226,14 @@ def _period(rule: Rule, h: np.ndarray) -> Affine:
 
 def period_map(rule: Rule, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(M, N)`` with ``s_{t+k} = M s_t + noise``, noise covariance ``sigma2 * N``, over one period
-    that ends on a sampling step; shapes (d, n, n) over ``rule.states`` only."""
+    that ends on a sampling step; shapes (d, n, n) over ``rule.states`` only.
+
+    Examples:
+        >>> from nqm.rules import SGD, SMA
+        >>> m, n = period_map(SMA(SGD(0.5), k=2, beta=0.9), np.array([1.0]))  # states (x, y)
+        >>> m[0].round(6).tolist(), n[0].round(6).tolist()
+        ([[0.25, 0.0], [0.025, 0.9]], [[0.3125, 0.03125], [0.03125, 0.003125]])
+    """
     if isinstance(rule, Polyak):
         raise ValueError("rule: Polyak averaging has no steady state (its variance falls like 1/n)")
     m, n = _period(rule, np.atleast_1d(np.asarray(h, dtype=np.float64)))
@@ -177,8 +244,19 @@ def period_map(rule: Rule, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def moments_at(problem: Problem, rule: Rule, t: int, tie: Tie | None = None) -> Moments:
     """The exact moments after ``t`` optimizer steps in O(log t) matrix products (whole periods by
     repeated squaring, then the remaining plain steps), equal to the ``t``-th item of
-    :func:`iterate`. Polyak averaging changes its weights every sample and is stepped through."""
-    t = _checks.integer("t", t, minimum=0)
+    :func:`iterate`. Polyak averaging changes its weights every sample and is stepped through.
+
+    Examples:
+        >>> from nqm.rules import SGD, SMA
+        >>> problem = Problem(h=1.0, c=1.0, mean0=2.0, var0=0.5)
+        >>> moments_at(problem, SGD(0.5), 3).readout(SGD(0.5))[1].tolist()  # as iterate, step 3
+        [0.3359375]
+        >>> rule = SMA(SGD(0.5), k=10, beta=0.9)
+        >>> m = moments_at(problem, rule, 10**6)  # about 40 matrix products
+        >>> m.t, round(float(m.readout(rule)[1][0]), 6)  # the steady state
+        (1000000, 0.017575)
+    """
+    t = validation.integer("t", t, minimum=0)
     if isinstance(rule, Polyak):
         *_, last = iterate(problem, rule, t, tie)
         return last
@@ -203,9 +281,20 @@ def moments_at(problem: Problem, rule: Rule, t: int, tie: Tie | None = None) -> 
 def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
     """Stationary covariance over ``rule.states`` just after a sampling step, (d, n, n).
 
-    Raises ``ValueError`` when the period map has spectral radius >= 1 (no steady state)."""
-    h = np.atleast_1d(_checks.array("h", h, positive=True))
-    sigma2 = np.broadcast_to(_checks.array("sigma2", sigma2, positive=False), h.shape)
+    Raises ``ValueError`` when the period map has spectral radius >= 1 (no steady state).
+
+    Examples:
+        >>> from nqm.rules import SGD, SMA
+        >>> cov = stationary_covariance(SMA(SGD(0.5), k=10, beta=0.9), [1.0], [1.0])  # (x, y)
+        >>> cov.round(6).tolist()
+        [[[0.333333, 0.033363], [0.033363, 0.017575]]]
+        >>> stationary_covariance(SGD(2.5), [1.0], [1.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: no steady state: the period-1 map of SGD(lr=2.5) has spectral radius 1.5 ...
+    """
+    h = np.atleast_1d(validation.array("h", h, positive=True))
+    sigma2 = np.broadcast_to(validation.array("sigma2", sigma2, positive=False), h.shape)
     m, n = period_map(rule, h)
     radius = np.abs(np.linalg.eigvals(m)).max(axis=-1)
     if not (radius < 1).all():
@@ -223,13 +312,22 @@ def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.n
 
 
 def stationary_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
-    """Stationary variance of the readout from the Lyapunov solve, shape (d,)."""
+    """Stationary variance of the readout from the Lyapunov solve, shape (d,).
+
+    Examples:
+        >>> from nqm.rules import SGD, SMA, Lookahead, Momentum
+        >>> stationary_variance(SMA(SGD(0.5), k=10, beta=0.9), [1.0], [1.0]).round(6)
+        array([0.017575])
+        >>> rule = Lookahead(Momentum(0.5, 0.5), k=5, alpha=0.5)  # no closed form
+        >>> stationary_variance(rule, [1.0], [1.0]).round(6)
+        array([0.173392])
+    """
     i = rule.states.index(rule.readout)
     return stationary_covariance(rule, h, sigma2)[:, i, i]
 
 
 def _record_steps(steps: int, record: np.ndarray | None) -> np.ndarray:
-    steps = _checks.integer("steps", steps, minimum=0)
+    steps = validation.integer("steps", steps, minimum=0)
     if record is None:
         return np.arange(steps + 1)
     record = np.unique(np.asarray(record, dtype=np.int64))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nqm import _checks
+from lic_dynamics import validation
 from nqm.embedding import Tie
 from nqm.moments import _record_steps
 from nqm.problem import Problem
@@ -27,6 +27,14 @@ class MonteCarlo:
     error ``sd/sqrt(M)``, shape (T,). With ``per_coordinate``: ``mean``/``var`` of the readout, shape
     (T, d); ``mean_se = sqrt(var/M)``, ``var_se = var*sqrt(2/(M-1))`` (exact for Gaussian chains,
     which every chain here is). Otherwise those four are None.
+
+    Examples:
+        >>> from nqm.rules import SGD
+        >>> mc = simulate(Problem(h=1.0, c=1.0), SGD(0.5), steps=20, chains=2000, record=[0, 20])
+        >>> mc.steps.tolist(), mc.chains, mc.loss.shape, mc.var.shape, mc.var_se.shape
+        ([0, 20], 2000, (2,), (2, 1), (2, 1))
+        >>> bool(abs(mc.var[-1, 0] - 1 / 3) < 4 * mc.var_se[-1, 0])  # V* = 1/3, within 4 SE
+        True
     """
 
     steps: np.ndarray
@@ -85,11 +93,28 @@ def simulate(
     """Runs ``chains`` independent chains for ``steps`` optimizer steps and estimates the readout's
     loss (and per-coordinate mean and variance) after each step in ``record`` (default 0..steps).
     With a ``tie``, members are overwritten by the affine image of their references after every
-    step from ``tie.start`` on, so they share their reference's noise as in a real model."""
+    step from ``tie.start`` on, so they share their reference's noise as in a real model.
+
+    Examples:
+        >>> from nqm.rules import SGD
+        >>> problem = Problem(h=[1.0, 0.5], c=1.0)
+        >>> mc = simulate(problem, SGD(0.5), steps=20, chains=2000, seed=1, per_coordinate=False)
+        >>> mc.loss.shape, mc.mean is None
+        ((21,), True)
+        >>> from nqm.moments import loss_curve
+        >>> exact = loss_curve(problem, SGD(0.5), 20).loss  # the exact moments, steps 0..20
+        >>> round(float(exact[-1]), 6)
+        0.309525
+        >>> bool((abs(mc.loss - exact) < 4 * mc.loss_se).all())  # within 4 SE at every step
+        True
+        >>> again = simulate(problem, SGD(0.5), steps=20, chains=2000, seed=1, per_coordinate=False)
+        >>> bool((again.loss == mc.loss).all())  # a result depends only on the seed and sizes
+        True
+    """
     record = _record_steps(steps, record)
-    chains = _checks.integer("chains", chains, minimum=2)
-    seed = _checks.integer("seed", seed, minimum=0)
-    max_elements = _checks.integer("max_elements", max_elements, minimum=1)
+    chains = validation.integer("chains", chains, minimum=2)
+    seed = validation.integer("seed", seed, minimum=0)
+    max_elements = validation.integer("max_elements", max_elements, minimum=1)
     d = problem.dim
     if tie is not None:
         tie.check_dim(d)

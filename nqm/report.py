@@ -7,9 +7,6 @@ never leaves a half-written report behind.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 
+from lic_dynamics.files import write_atomic
 from nqm import closed_form
 from nqm.verify import Claim, Curves, Settings
 
@@ -29,8 +27,8 @@ def write(out: Path, claims: list[Claim], curves: Curves, settings: Settings) ->
     """Writes every file of the report into ``out`` (created if needed); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [
-        _atomic(out / "ratio_heatmap.png", lambda f: _heatmap().savefig(f, dpi=110)),
-        _atomic(out / "loss_curves.png", lambda f: _loss_figure(curves).savefig(f, dpi=110)),
+        write_atomic(out / "ratio_heatmap.png", lambda f: _heatmap().savefig(f, dpi=110)),
+        write_atomic(out / "loss_curves.png", lambda f: _loss_figure(curves).savefig(f, dpi=110)),
     ]
     plt.close("all")
     payload = {
@@ -39,9 +37,11 @@ def write(out: Path, claims: list[Claim], curves: Curves, settings: Settings) ->
         "claims": [c.__dict__ for c in claims],
     }
     paths.append(
-        _atomic(out / "claims.json", lambda f: f.write(json.dumps(payload, indent=2).encode()))
+        write_atomic(out / "claims.json", lambda f: f.write(json.dumps(payload, indent=2).encode()))
     )
-    paths.append(_atomic(out / "report.md", lambda f: f.write(markdown(claims, settings).encode())))
+    paths.append(
+        write_atomic(out / "report.md", lambda f: f.write(markdown(claims, settings).encode()))
+    )
     return paths
 
 
@@ -126,18 +126,3 @@ def _loss_figure(curves: Curves) -> plt.Figure:
     )
     ax.legend(fontsize=7)
     return fig
-
-
-def _atomic(path: Path, write_to: Callable) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_to(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -21,11 +21,17 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from nqm import _checks
+from lic_dynamics import validation
 
 
 class State(NamedTuple):
-    """Per-coordinate state; arrays of one shape (chains x d for Monte Carlo)."""
+    """Per-coordinate state; arrays of one shape (chains x d for Monte Carlo).
+
+    Examples:
+        >>> s = State(x=np.array([1.0, 2.0]), y=np.array([1.0, 2.0]), v=np.zeros(2))
+        >>> State._fields, s._replace(x=np.array([0.5, 1.0])).x.tolist()
+        (('x', 'y', 'v'), [0.5, 1.0])
+    """
 
     x: np.ndarray  # fast weights
     y: np.ndarray  # average / slow weights (the readout of averaging rules)
@@ -37,7 +43,20 @@ STATE_NAMES = State._fields
 
 @dataclass(frozen=True)
 class SGD:
-    """``x <- x - lr * g``."""
+    """``x <- x - lr * g``.
+
+    Examples:
+        >>> rule = SGD(0.1)
+        >>> rule.label(), rule.states, rule.readout
+        ('SGD(lr=0.1)', ('x',), 'x')
+        >>> s = State(x=np.array([1.0]), y=np.array([1.0]), v=np.zeros(1))
+        >>> rule.step(1, s, h=np.array([2.0]), noise=np.array([0.5])).x.tolist()  # 1 - 0.1 * 2.5
+        [0.75]
+        >>> SGD(-1.0)
+        Traceback (most recent call last):
+        ...
+        lic_dynamics.validation.InvalidValue: lr must be in (0, inf), got -1.0
+    """
 
     lr: float
     states: ClassVar[tuple[str, ...]] = ("x",)
@@ -45,7 +64,9 @@ class SGD:
     period: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lr", _checks.real("lr", self.lr, "(0, inf)", low=0, high=np.inf))
+        object.__setattr__(
+            self, "lr", validation.real("lr", self.lr, "(0, inf)", low=0, high=np.inf)
+        )
 
     @property
     def base(self) -> SGD:
@@ -61,7 +82,15 @@ class SGD:
 @dataclass(frozen=True)
 class Momentum:
     """Heavy ball: ``v <- mu*v - lr*g``, ``x <- x + v`` (PyTorch's SGD with momentum, up to the
-    scaling of v)."""
+    scaling of v).
+
+    Examples:
+        >>> rule = Momentum(0.1, 0.9)
+        >>> s = State(x=np.array([1.0]), y=np.array([1.0]), v=np.zeros(1))
+        >>> s = rule.step(1, s, h=np.array([1.0]), noise=np.array([0.0]))
+        >>> rule.label(), s.x.tolist(), s.v.tolist()
+        ('Momentum(lr=0.1, mu=0.9)', [0.9], [-0.1])
+    """
 
     lr: float
     mu: float
@@ -70,8 +99,10 @@ class Momentum:
     period: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lr", _checks.real("lr", self.lr, "(0, inf)", low=0, high=np.inf))
-        object.__setattr__(self, "mu", _checks.real("mu", self.mu, "(-1, 1)", low=-1, high=1))
+        object.__setattr__(
+            self, "lr", validation.real("lr", self.lr, "(0, inf)", low=0, high=np.inf)
+        )
+        object.__setattr__(self, "mu", validation.real("mu", self.mu, "(-1, 1)", low=-1, high=1))
 
     @property
     def base(self) -> Momentum:
@@ -115,6 +146,17 @@ class SMA(_Averaging):
 
     With ``feedback=True`` the fast weights are reset to the average after each sample, which makes
     it Lookahead with ``alpha = 1 - beta``. The readout is ``y``.
+
+    Examples:
+        >>> rule = SMA(SGD(0.5), k=2, beta=0.9)
+        >>> rule.label(), rule.states, rule.readout, rule.period
+        ('SMA(k=2, beta=0.9) over SGD(lr=0.5)', ('x', 'y'), 'y', 2)
+        >>> s = State(x=np.array([1.0]), y=np.array([1.0]), v=np.zeros(1))
+        >>> for t in (1, 2):  # noiseless, h = 1: x halves every step; y moves on step 2 only
+        ...     s = rule.step(t, s, np.array([1.0]), np.array([0.0]))
+        ...     print(t, s.x.tolist(), s.y.tolist())
+        1 [0.5] [1.0]
+        2 [0.25] [0.925]
     """
 
     base: Base
@@ -124,12 +166,13 @@ class SMA(_Averaging):
 
     def __post_init__(self) -> None:
         _check_base(self.base)
-        object.__setattr__(self, "k", _checks.integer("k", self.k, minimum=1))
+        object.__setattr__(self, "k", validation.integer("k", self.k, minimum=1))
         object.__setattr__(
-            self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)
+            self,
+            "beta",
+            validation.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False),
         )
-        if not isinstance(self.feedback, bool):
-            raise ValueError(f"feedback must be True or False, got {self.feedback!r}")
+        validation.flag("feedback", self.feedback)
 
     def label(self) -> str:
         fb = ", feedback" if self.feedback else ""
@@ -146,7 +189,15 @@ class SMA(_Averaging):
 @dataclass(frozen=True)
 class EMA(_Averaging):
     """Per-step exponential moving average ``y <- beta*y + (1-beta)*x`` (Zhang et al.'s EMA):
-    SMA with k = 1."""
+    SMA with k = 1.
+
+    Examples:
+        >>> rule = EMA(SGD(0.5), 0.9)
+        >>> s = State(x=np.array([1.0]), y=np.array([1.0]), v=np.zeros(1))
+        >>> s = rule.step(1, s, np.array([1.0]), np.array([0.0]))
+        >>> rule.label(), rule.period, s.x.tolist(), s.y.tolist()
+        ('EMA(beta=0.9) over SGD(lr=0.5)', 1, [0.5], [0.95])
+    """
 
     base: Base
     beta: float
@@ -155,7 +206,9 @@ class EMA(_Averaging):
     def __post_init__(self) -> None:
         _check_base(self.base)
         object.__setattr__(
-            self, "beta", _checks.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)
+            self,
+            "beta",
+            validation.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False),
         )
 
     def label(self) -> str:
@@ -173,6 +226,17 @@ class Lookahead(_Averaging):
 
     Written in the paper's form on purpose; it equals ``SMA(feedback=True, beta=1-alpha)`` and the
     tests show it. The slow weights live in ``State.y`` and are the readout.
+
+    Examples:
+        >>> rule = Lookahead(SGD(0.5), k=2, alpha=0.5)
+        >>> twin = SMA(SGD(0.5), k=2, beta=0.5, feedback=True)
+        >>> s = t_s = State(x=np.array([1.0]), y=np.array([1.0]), v=np.zeros(1))
+        >>> for t in (1, 2):
+        ...     s = rule.step(t, s, np.array([1.0]), np.array([0.0]))
+        ...     t_s = twin.step(t, t_s, np.array([1.0]), np.array([0.0]))
+        ...     print(t, s.x.tolist(), s.y.tolist(), t_s.y.tolist())
+        1 [0.5] [1.0] [1.0]
+        2 [0.625] [0.625] [0.625]
     """
 
     base: Base
@@ -181,11 +245,11 @@ class Lookahead(_Averaging):
 
     def __post_init__(self) -> None:
         _check_base(self.base)
-        object.__setattr__(self, "k", _checks.integer("k", self.k, minimum=1))
+        object.__setattr__(self, "k", validation.integer("k", self.k, minimum=1))
         object.__setattr__(
             self,
             "alpha",
-            _checks.real("alpha", self.alpha, "(0, 1]", low=0, high=1, high_open=False),
+            validation.real("alpha", self.alpha, "(0, 1]", low=0, high=1, high_open=False),
         )
 
     def label(self) -> str:
@@ -203,14 +267,26 @@ class Lookahead(_Averaging):
 class Polyak(_Averaging):
     """Uniform (Polyak-Ruppert) averaging of every k-th iterate since the start:
     ``y_n = y_{n-1} + (x_{nk} - y_{n-1}) / n``. Its variance keeps falling like 1/n, so it has no
-    steady state; :func:`nqm.closed_form.polyak_variance` gives the variance after n samples."""
+    steady state; :func:`nqm.closed_form.polyak_variance` gives the variance after n samples.
+
+    Examples:
+        >>> rule = Polyak(SGD(0.5))
+        >>> s = State(x=np.array([1.0]), y=np.array([1.0]), v=np.zeros(1))
+        >>> for t in (1, 2):  # y is the mean of x_1, ..., x_t
+        ...     s = rule.step(t, s, np.array([1.0]), np.array([0.0]))
+        ...     print(t, s.x.tolist(), s.y.tolist())
+        1 [0.5] [0.5]
+        2 [0.25] [0.375]
+        >>> rule.label()
+        'Polyak(k=1) over SGD(lr=0.5)'
+    """
 
     base: Base
     k: int = 1
 
     def __post_init__(self) -> None:
         _check_base(self.base)
-        object.__setattr__(self, "k", _checks.integer("k", self.k, minimum=1))
+        object.__setattr__(self, "k", validation.integer("k", self.k, minimum=1))
 
     def label(self) -> str:
         return f"Polyak(k={self.k}) over {self.base.label()}"

@@ -7,9 +7,9 @@ Nothing here prints or writes files; :mod:`nqm.report` and :mod:`nqm.cli` sit on
 2. The closed forms equal the Lyapunov solution of each rule's period-k system (and Polyak's finite-n
    formula equals the exact moments).
 3. Monte Carlo agrees with the exact moments within its confidence interval at every step.
-4. The limits, bounds and counterexamples of the theory notes: bounds on R, no monotonicity in k for
-   rho > 1, no order between SMA and Lookahead, SMA worse than SGD before steady state, divergent
-   cases raise.
+4. The limits, bounds and counterexamples of ``proofs/03-theorem.md``, ``04-lookahead.md`` and
+   ``06-counterexamples.md``: bounds on R, no monotonicity in k for rho > 1, no order between SMA
+   and Lookahead, SMA worse than SGD before steady state, divergent cases raise.
 5. Embedding (proofs/07): a tied coordinate in the three engines, and when it lowers the loss.
 """
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.stats
 
-from nqm import _checks, closed_form, moments, montecarlo
+from lic_dynamics import validation
+from nqm import closed_form, moments, montecarlo
 from nqm.embedding import Tie
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
@@ -34,13 +35,23 @@ EPS = float(np.finfo(np.float64).eps)
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of one run; ``quick`` fits in seconds, the default in under a minute on 2 cores."""
+    """Sizes of one run; ``quick`` fits in seconds, the default in under a minute on 2 cores.
+
+    Examples:
+        >>> settings = Settings(seed=3, quick=True)
+        >>> settings.random_points, settings.curve_dim, settings.small_chains
+        (20000, 1000, 4000)
+        >>> Settings(seed=-1)
+        Traceback (most recent call last):
+        ...
+        lic_dynamics.validation.InvalidValue: seed must be an integer in [0, 2**53], got -1
+    """
 
     seed: int = 0
     quick: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seed", _checks.integer("seed", self.seed, minimum=0))
+        object.__setattr__(self, "seed", validation.integer("seed", self.seed, minimum=0))
 
     @property
     def random_points(self) -> int:
@@ -70,7 +81,12 @@ class Settings:
 @dataclass
 class Claim:
     """One checked statement: ``holds`` is the verdict, ``evidence`` a one-line summary,
-    ``details`` the numbers behind it (JSON-serialisable)."""
+    ``details`` the numbers behind it (JSON-serialisable).
+
+    Examples:
+        >>> Claim("demo", "1 + 1 = 2", holds=True, evidence="checked by hand")
+        Claim(key='demo', statement='1 + 1 = 2', holds=True, evidence='checked by hand', details={})
+    """
 
     key: str
     statement: str
@@ -81,7 +97,19 @@ class Claim:
 
 @dataclass(frozen=True)
 class Curves:
-    """Exact and Monte Carlo loss of each rule's readout on the standard NQM (for the plot)."""
+    """Exact and Monte Carlo loss of each rule's readout on the standard NQM (for the plot).
+
+    Examples:
+        >>> problem, rule = small_problem(), SGD(0.5)
+        >>> curves = Curves(
+        ...     "small problem",
+        ...     [rule.label()],
+        ...     [moments.loss_curve(problem, rule, 20)],
+        ...     [montecarlo.simulate(problem, rule, 20, 200, per_coordinate=False)],
+        ... )
+        >>> curves.labels, curves.exact[0].steps.size, curves.sampled[0].chains
+        (['SGD(lr=0.5)'], 21, 200)
+    """
 
     problem_label: str
     labels: list[str]
@@ -101,7 +129,17 @@ def _crowded(rng: np.random.Generator, n: int, low: float, high: float, tiny: fl
 
 def random_domain(rng: np.random.Generator, n: int, tiny: float = 1e-8) -> dict[str, np.ndarray]:
     """A broad sample of the valid domain: rho in (0, 2), beta in (0, 1), alpha in (0, 1), each
-    crowding its ends down to ``tiny``; k log-uniform on 1..1000 with a third on 1..10."""
+    crowding its ends down to ``tiny``; k log-uniform on 1..1000 with a third on 1..10.
+
+    Examples:
+        >>> domain = random_domain(np.random.default_rng(0), 1000)
+        >>> sorted(domain), domain["k"].shape
+        (['alpha', 'beta', 'k', 'rho'], (1000,))
+        >>> bool((domain["rho"] > 0).all() and (domain["rho"] < 2).all())
+        True
+        >>> bool(domain["k"].min() >= 1 and domain["k"].max() <= 1000)
+        True
+    """
     k = np.floor(10.0 ** rng.uniform(0, 3, n)).astype(np.int64)
     k[: n // 3] = rng.integers(1, 11, n // 3)
     return {
@@ -121,6 +159,13 @@ def _spread(values: np.ndarray) -> dict[str, float]:
 
 
 def claim_variance_reduction(settings: Settings) -> Claim:
+    """Claim 1: ``0 < R < 1`` for SMA and Lookahead over a random sample of the domain.
+
+    Examples:
+        >>> claim = claim_variance_reduction(Settings(quick=True))
+        >>> claim.key, claim.holds, claim.details["points"]
+        ('variance-reduction', True, 20000)
+    """
     n = settings.random_points
     dom = random_domain(np.random.default_rng([settings.seed, 1]), n)
     r_sma = closed_form.sma_ratio(dom["beta"], dom["rho"], dom["k"])
@@ -163,6 +208,17 @@ STANDARD_LRS = (0.1, 0.5, 1.0, 1.9)
 
 
 def standard_rules(lr: float) -> list[Rule]:
+    """The averaging rules compared with SGD on the standard NQM, over ``SGD(lr)``.
+
+    Examples:
+        >>> for rule in standard_rules(0.5):
+        ...     print(rule.label())
+        EMA(beta=0.9) over SGD(lr=0.5)
+        SMA(k=5, beta=0.9) over SGD(lr=0.5)
+        SMA(k=10, beta=0.9) over SGD(lr=0.5)
+        SMA(k=5, beta=0.99) over SGD(lr=0.5)
+        Lookahead(k=5, alpha=0.5) over SGD(lr=0.5)
+    """
     base = SGD(lr)
     return [
         EMA(base, 0.9),
@@ -174,6 +230,16 @@ def standard_rules(lr: float) -> list[Rule]:
 
 
 def claim_standard_nqm(settings: Settings) -> Claim:
+    """Claim 1 on the standard NQM: every averaging rule's steady-state loss is below SGD's.
+
+    Examples:
+        >>> claim = claim_standard_nqm(Settings(quick=True))
+        >>> claim.key, claim.holds, len(claim.details["rows"])
+        ('standard-nqm', True, 20)
+        >>> row = claim.details["rows"][1]
+        >>> row["lr"], row["rule"], round(row["ratio"], 4)
+        (0.1, 'SMA(k=5, beta=0.9) over SGD(lr=0.1)', 0.7669)
+    """
     problem = standard(10_000)
     rows, ratios = [], []
     for lr in STANDARD_LRS:
@@ -215,6 +281,13 @@ def _lyapunov_families(rng: np.random.Generator) -> list[Rule]:
 
 
 def claim_closed_form_equals_lyapunov(settings: Settings) -> Claim:
+    """Claim 2: the closed forms equal the Lyapunov solution (and Polyak's formula the moments).
+
+    Examples:
+        >>> claim = claim_closed_form_equals_lyapunov(Settings(quick=True))
+        >>> claim.key, claim.holds, claim.details["max_rel_error"] < LYAPUNOV_RTOL
+        ('closed-form-equals-lyapunov', True, True)
+    """
     rng = np.random.default_rng([settings.seed, 2])
     per_rule = 25
     worst, count = 0.0, 0
@@ -268,11 +341,31 @@ def _polyak_against_moments(rng: np.random.Generator) -> float:
 
 
 def small_problem() -> Problem:
-    """Four coordinates spanning slow, fast and oscillating directions (rho = lr*h)."""
+    """Four coordinates spanning slow, fast and oscillating directions (rho = lr*h).
+
+    Examples:
+        >>> problem = small_problem()
+        >>> problem.h.tolist(), problem.sigma2.tolist()
+        ([0.02, 0.5, 1.0, 1.6], [1.0, 0.5, 2.0, 1.0])
+    """
     return Problem(h=[0.02, 0.5, 1.0, 1.6], c=[1.0, 0.5, 2.0, 1.0], mean0=1.0, var0=0.5)
 
 
 def small_rules() -> list[Rule]:
+    """One rule of each kind, checked against Monte Carlo on :func:`small_problem`.
+
+    Examples:
+        >>> for rule in small_rules():
+        ...     print(rule.label())
+        SGD(lr=1)
+        Momentum(lr=0.5, mu=0.5)
+        SMA(k=3, beta=0.8) over SGD(lr=1)
+        SMA(k=3, beta=0.8, feedback) over SGD(lr=1)
+        Lookahead(k=4, alpha=0.5) over SGD(lr=1)
+        EMA(beta=0.9) over SGD(lr=1)
+        Polyak(k=2) over SGD(lr=1)
+        SMA(k=3, beta=0.7) over Momentum(lr=0.5, mu=0.5)
+    """
     sgd, heavy = SGD(1.0), Momentum(0.5, 0.5)
     return [
         sgd,
@@ -287,16 +380,37 @@ def small_rules() -> list[Rule]:
 
 
 def curve_rules() -> list[Rule]:
-    """The rules of the loss-versus-step plot on the standard NQM."""
+    """The rules of the loss-versus-step plot on the standard NQM.
+
+    Examples:
+        >>> [rule.label() for rule in curve_rules()]  # doctest: +NORMALIZE_WHITESPACE
+        ['SGD(lr=0.5)', 'SMA(k=5, beta=0.9) over SGD(lr=0.5)',
+         'Lookahead(k=5, alpha=0.5) over SGD(lr=0.5)']
+    """
     sgd = SGD(0.5)
     return [sgd, SMA(sgd, 5, 0.9), Lookahead(sgd, 5, 0.5)]
 
 
 def log_steps(steps: int, count: int = 60) -> np.ndarray:
+    """Step 0 and about ``count`` log-spaced steps from 1 to ``steps`` (repeats dropped).
+
+    Examples:
+        >>> log_steps(1000, 5).tolist()
+        [0, 1, 6, 32, 178, 1000]
+        >>> log_steps(10, 20).tolist()
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    """
     return np.unique([0, *np.round(np.geomspace(1, steps, count)).astype(np.int64).tolist()])
 
 
 def standard_curves(settings: Settings) -> Curves:
+    """Exact and Monte Carlo loss curves of :func:`curve_rules` on the standard NQM.
+
+    Examples:
+        >>> curves = standard_curves(Settings(quick=True))  # doctest: +SKIP
+        >>> curves.problem_label, len(curves.exact), curves.sampled[0].chains  # doctest: +SKIP
+        ('standard NQM, d = 1000', 3, 64)
+    """
     problem = standard(settings.curve_dim)
     record = log_steps(settings.curve_steps)
     rules = curve_rules()
@@ -319,6 +433,20 @@ def standard_curves(settings: Settings) -> Curves:
 
 
 def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
+    """Claim 3: Monte Carlo agrees with the exact moments on :func:`small_problem` and ``curves``.
+
+    Examples:
+        >>> problem, rule = small_problem(), SGD(0.5)
+        >>> curves = Curves(
+        ...     "small problem",
+        ...     [rule.label()],
+        ...     [moments.loss_curve(problem, rule, 20)],
+        ...     [montecarlo.simulate(problem, rule, 20, 200, per_coordinate=False)],
+        ... )
+        >>> claim = claim_monte_carlo(Settings(quick=True), curves)
+        >>> claim.key, claim.holds, claim.details["estimates"]
+        ('monte-carlo-agrees', True, 3925)
+    """
     problem, steps = small_problem(), 60
     z_all: list[np.ndarray] = []
     per_rule = {}
@@ -366,6 +494,13 @@ def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
 
 
 def claim_bounds_and_limits(settings: Settings) -> Claim:
+    """Claim 4: the bounds and limits of R (``proofs/03-theorem.md``, ``proofs/04-lookahead.md``).
+
+    Examples:
+        >>> claim = claim_bounds_and_limits(Settings(quick=True))
+        >>> claim.key, claim.holds, claim.evidence
+        ('bounds-and-limits', True, '8/8 hold on 20000 random points')
+    """
     dom = random_domain(np.random.default_rng([settings.seed, 3]), settings.random_points)
     beta, rho, k, alpha = dom["beta"], dom["rho"], dom["k"], dom["alpha"]
     r = closed_form.sma_ratio(beta, rho, k)
@@ -422,6 +557,15 @@ def claim_bounds_and_limits(settings: Settings) -> Claim:
 
 
 def claim_not_monotone_in_k(settings: Settings) -> Claim:
+    """Claim 4: R is not monotone in k for rho > 1 (``proofs/06-counterexamples.md``, part A).
+
+    Examples:
+        >>> claim = claim_not_monotone_in_k(Settings(quick=True))
+        >>> claim.key, claim.holds, claim.details["k"]
+        ('not-monotone-in-k', True, [1, 2, 3, 5, 10])
+        >>> [round(r, 5) for r in claim.details["R"]]  # rho = 1.9, beta = 0.5: it zig-zags
+        [0.12644, 0.78711, 0.15525, 0.18137, 0.4741]
+    """
     ks = np.array([1, 2, 3, 5, 10])
     r = closed_form.sma_ratio(0.5, 1.9, ks)
     # Where rho <= 1, u = (1-rho)^k >= 0 falls with k, and so does R: check k -> k+1 on a sample.
@@ -444,6 +588,18 @@ def claim_not_monotone_in_k(settings: Settings) -> Claim:
 
 
 def claim_no_order(settings: Settings) -> Claim:
+    """Claim 4: neither SMA nor Lookahead has the lower variance everywhere
+    (``proofs/04-lookahead.md``).
+
+    Examples:
+        >>> claim = claim_no_order(Settings(quick=True))
+        >>> claim.key, claim.holds
+        ('no-order-sma-lookahead', True)
+        >>> for point in claim.details["points"]:
+        ...     print(point["rho"], round(point["R_sma"], 5), round(point["R_lookahead"], 5))
+        0.1 0.61262 0.44297
+        1.5 0.65839 0.65957
+    """
     points = [(0.1, 5, 0.5), (1.5, 5, 0.8)]
     rows = [
         {
@@ -477,7 +633,15 @@ def claim_no_order(settings: Settings) -> Claim:
 
 
 def claim_transient(settings: Settings) -> Claim:
-    """The two cases of the notes (section 7), by exact moments."""
+    """The two cases of ``proofs/06-counterexamples.md`` (part B), by exact moments.
+
+    Examples:
+        >>> claim = claim_transient(Settings())
+        >>> claim.key, claim.holds
+        ('transient-worse', True)
+        >>> round(claim.details["var_y_t5"], 5), round(claim.details["var_x_t5"], 5)
+        (0.43636, 0.00431)
+    """
     variance_case = Problem(h=1.0, c=0.01, mean0=0.0, var0=1.0)
     ema, sgd = EMA(SGD(0.5), 0.9), SGD(0.5)
     traj = list(moments.iterate(variance_case, ema, 20))
@@ -522,7 +686,15 @@ def claim_transient(settings: Settings) -> Claim:
 
 
 def claim_divergence_raises(settings: Settings) -> Claim:
-    """Questions with no answer raise ValueError in both steady-state engines."""
+    """Questions with no answer raise ValueError in both steady-state engines.
+
+    Examples:
+        >>> claim = claim_divergence_raises(Settings())
+        >>> claim.key, claim.holds, claim.evidence
+        ('divergence-raises', True, '14/14 invalid queries raise ValueError')
+        >>> claim.details["beta = 1"]
+        'ValueError: beta must be in [0, 1), got 1.0'
+    """
     one = np.array([1.0])
     queries = {
         "SGD rho = 2": lambda: closed_form.steady_variance(SGD(2.0), one, one),
@@ -567,7 +739,16 @@ def claim_divergence_raises(settings: Settings) -> Claim:
 
 
 def claim_embedding(settings: Settings) -> Claim:
-    """A tied coordinate in the three engines, and the sign of the loss change (proofs/07)."""
+    """A tied coordinate in the three engines, and the sign of the loss change
+    (``proofs/07-embedding.md``).
+
+    Examples:
+        >>> claim = claim_embedding(Settings(quick=True))
+        >>> claim.key, claim.holds, round(claim.details["closed"], 6)
+        ('embedding', True, 0.086245)
+        >>> round(claim.details["change_a_0.5"], 6), round(claim.details["change_a_1.5"], 6)
+        (-0.016975, 0.028292)
+    """
     problem = Problem(h=[1.0, 1.0, 0.5, 5.0], c=[1.0, 1.0, 0.3, 1.0], mean0=1.0, var0=0.5)
     tie = Tie(member=[1, 2, 3], reference=[0, 0, 0], a=[0.5, -2.0, 0.3], b=[0.0, 0.1, 0.0])
     rule, steps = SMA(SGD(0.5), 3, 0.8), 600
@@ -613,7 +794,13 @@ def claim_embedding(settings: Settings) -> Claim:
 
 
 def run(settings: Settings) -> tuple[list[Claim], Curves]:
-    """Every claim, in the order of the report, and the loss curves of the plot."""
+    """Every claim, in the order of the report, and the loss curves of the plot.
+
+    Examples:
+        >>> claims, curves = run(Settings(quick=True))  # doctest: +SKIP
+        >>> all(claim.holds for claim in claims), len(claims), len(curves.labels)  # doctest: +SKIP
+        (True, 10, 3)
+    """
     curves = standard_curves(settings)
     claims = [
         claim_variance_reduction(settings),

@@ -1,0 +1,80 @@
+"""Files that a crash cannot leave half-written.
+
+Every file is written to a temporary name in the same folder, flushed and ``fsync``-ed, then renamed
+over the target (``os.replace`` is atomic on POSIX), and the folder is ``fsync``-ed so that the
+rename survives a power cut. A reader therefore sees either the previous file or the new one, and an
+interrupted write leaves no stray temporary file.
+
+Examples:
+    >>> import json, pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> path = write_json({"ratio": 0.5}, folder / "result.json")
+    >>> json.loads((folder / "result.json").read_text())
+    {'ratio': 0.5}
+    >>> path = write_jsonl([{"step": 1}, {"step": 2}], folder / "metrics.jsonl")
+    >>> read_jsonl(folder / "metrics.jsonl")
+    [{'step': 1}, {'step': 2}]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``
+    (the folder is created if needed; the file is readable by all, as ``open`` would make it).
+    Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """``text`` (UTF-8) to ``path``, atomically."""
+    return write_atomic(path, lambda file: file.write(text.encode()))
+
+
+def write_json(data: object, path: str | Path) -> Path:
+    """Strict JSON (no NaN or infinity), indented, atomically."""
+    return write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", path)
+
+
+def write_jsonl(records: list[dict], path: str | Path) -> Path:
+    """One strict JSON object per line, atomically (used to cut a log back on resume)."""
+    return write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in records), path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file, up to a last line cut by a crash ([] if no file)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records

@@ -1,0 +1,21 @@
+"""The experiments: ``lic-train compare``, Adam against SMA, STDET and STDET + SMA on the same data
+and seeds, and the training benchmarks built on it (``benchmarks/convergence.py``,
+``benchmarks/ablations.py``; README, "Results: what SMA and STDET buy").
+
+Imports the rules and the trainer, never the command line. Modules:
+
+* :mod:`.compare`: :func:`compare`, the orchestration of a comparison;
+* :mod:`.presets`: :class:`Preset` and :data:`PRESETS`;
+* :mod:`.methods`: method specs (``"stdet+sma:trajectory=raw"``), :func:`parse_method`, and the
+  configuration of a method's run;
+* :mod:`.pool`: the runs, each trained and coded in a fresh process;
+* :mod:`.stats`: smoothed curves, ratios to Adam, mean and spread, BD-rates, the summary;
+* :mod:`.report`: ``results.json``, ``report.md`` and the plots; :func:`rewrite_report`.
+"""
+
+from lic_train.experiments.compare import compare
+from lic_train.experiments.methods import parse_method
+from lic_train.experiments.presets import PRESETS, Preset
+from lic_train.experiments.report import format_stat, rewrite_report
+
+__all__ = ["PRESETS", "Preset", "compare", "format_stat", "parse_method", "rewrite_report"]

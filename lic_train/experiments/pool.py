@@ -1,0 +1,94 @@
+"""The runs of a comparison, each in a fresh process: :func:`train_all` runs
+:func:`train_and_code` for every run, ``jobs`` at once.
+
+A fresh process per run: its peak memory is its own (a shared process would reuse the memory
+earlier runs freed) and no run inherits another's state. The processes are forked from a server
+that has imported torch and CompressAI once (:mod:`lic_train.trainer.loop` and
+:mod:`lic_train.trainer.evaluate`), so a run starts in a fraction of a second. With ``jobs > 1``
+each run gets its share of the CPU threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from lic_dynamics import files
+from lic_train.trainer.config import FitConfig
+from lic_train.trainer.data import load_eval_images
+from lic_train.trainer.evaluate import evaluate
+from lic_train.trainer.loop import fit, resolve_device
+
+PRELOAD = ["lic_train.trainer.loop", "lic_train.trainer.evaluate"]
+
+
+def threads_per_job(jobs: int) -> int | None:
+    """The CPU threads of each of ``jobs`` runs at once (None: torch's default, for one job)."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
+def train_all(
+    runs: Sequence[tuple[FitConfig, Path]],
+    *,
+    data: str | None,
+    jobs: int,
+    on_done: Callable[[int, dict], None],
+) -> None:
+    """Train and code every ``(configuration, run folder)`` of ``runs`` (:func:`train_and_code`),
+    ``jobs`` at once, each in a fresh process; ``on_done(index, result)`` is called for each in
+    the order of ``runs``. On an error (of a run or of ``on_done``) the runs not started are
+    cancelled."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    threads = threads_per_job(jobs)
+    pool = ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1)
+    try:
+        futures = [
+            pool.submit(train_and_code, config.to_dict(), str(out), data, threads)
+            for config, out in runs
+        ]
+        for index, future in enumerate(futures):
+            on_done(index, future.result())
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def train_and_code(config: dict, out: str, data: str | None, threads: int | None) -> dict:
+    """One run of the comparison, in its own process: train, then code the final evaluated
+    weights (the SMA average where SMA is on) into real bit streams on the test images.
+
+    Returns the run's validation curve of the evaluated readout, its trainable share over time,
+    its final trainable fraction, time per step, peak memory, and real bpp and PSNR; also written
+    to ``out/result.json``, should the summary fail."""
+    import torch
+
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = FitConfig.from_dict(config)
+    trained = fit(config, out)
+    summary = trained.summary
+    readout = "sma" if config.sma else "raw"
+    model = trained.model
+    if trained.sma is not None and trained.sma.ready:
+        model = trained.sma.averaged_copy(trained.model)
+    coded = evaluate(model, load_eval_images(data), device=resolve_device(config.device)).mean()
+    records = files.read_jsonl(Path(out) / "metrics.jsonl")
+    result = {
+        "readout": readout,
+        "curve": [
+            (x["step"], x["loss"])
+            for x in records if x.get("split") == "val" and x["readout"] == readout
+        ],
+        "trainable_curve": [(x["step"], x["trainable"]) for x in records if "trainable" in x],
+        "trainable": summary.trainable_fraction,
+        "seconds_per_step": summary.train_seconds_per_step,
+        "peak_memory_bytes": summary.peak_memory_bytes, "memory_kind": summary.memory_kind,
+        "bpp": coded["bpp"], "psnr": coded["psnr"], "bpp_estimated": coded["bpp_estimated"],
+    }  # fmt: skip
+    files.write_json(result, Path(out) / "result.json")
+    return result

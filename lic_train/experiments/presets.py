@@ -1,0 +1,115 @@
+"""The presets of ``lic-train compare`` and of the training benchmarks: a base configuration, the
+seeds, the lambdas, the SMA and STDET configurations the methods start from, and the methods.
+
+``tiny`` is the default of ``lic-train compare``; ``convergence`` and ``ablation`` are what
+``benchmarks/convergence.py`` and ``benchmarks/ablations.py`` run (README, "Results: what SMA and
+STDET buy"), every knob they depend on pinned; ``mid`` is a mid-size model for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from lic_train.experiments.methods import METHODS
+from lic_train.rules import SMAConfig, STDETConfig
+from lic_train.trainer.config import FitConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A base configuration, the seeds, the lambdas and the methods of a comparison; ``sma`` and
+    ``stdet`` are the configurations the methods start from (see
+    :func:`~lic_train.experiments.methods.parse_method`)."""
+
+    base: FitConfig
+    seeds: tuple[int, ...]
+    lambdas: tuple[float, ...]
+    sma: SMAConfig
+    stdet: STDETConfig
+    methods: tuple[str, ...] = METHODS
+
+
+_TINY_BASE = FitConfig(
+    model="bmshj2018-hyperprior",
+    N=32,
+    M=48,
+    patch_size=(128, 128),
+    batch_size=8,
+    steps=200,
+    validate_every=20,
+    checkpoint_every=200,
+    log_every=10,
+    learning_rate=1e-3,
+    device="auto",
+)
+_TINY_SMA = SMAConfig(k=5, beta=0.9)
+_TINY_STDET = STDETConfig(
+    snapshot_every=5,
+    snapshots=10,
+    every=20,
+    samples=1000,
+    modes=10,
+    fraction=0.1,
+    max_embedded=0.6,
+)
+# The benchmarks' STDET, every knob the published results depend on pinned, so that they stay
+# reproducible whatever the defaults become.
+_MEASURED_STDET = replace(
+    _TINY_STDET, variant="sensitivity", granularity="scalar", trajectory="sma", min_r2=0.5,
+    keep_sensitive=0.1, sensitivity_quantile=0.5,
+)  # fmt: skip
+_LONG = replace(_TINY_BASE, steps=1000, validate_every=50, checkpoint_every=1000, log_every=50)
+# CompressAI's lambdas of qualities 2 to 5 (MSE).
+LADDER = (0.0035, 0.0067, 0.013, 0.025)
+
+PRESETS = {
+    # A small hyperprior on the built-in photographs: under 5 minutes on 2 CPU cores.
+    "tiny": Preset(base=_TINY_BASE, seeds=(0, 1, 2), lambdas=(0.01,), sma=_TINY_SMA,
+                   stdet=_TINY_STDET),
+    # benchmarks/convergence.py: the same model, 5x longer, over four lambdas (BD-rate).
+    "convergence": Preset(base=_LONG, seeds=(0, 1, 2), lambdas=LADDER, sma=_TINY_SMA,
+                          stdet=_MEASURED_STDET),
+    # A mid-size model for a GPU (not measured yet: no GPU was lent to this project so far):
+    # benchmarks/convergence.py --preset mid --device cuda.
+    "mid": Preset(
+        base=FitConfig(model="mbt2018-mean", quality=3, patch_size=(256, 256), batch_size=16,
+                       steps=3000, validate_every=100, checkpoint_every=1000, log_every=50,
+                       learning_rate=1e-4, device="auto"),
+        seeds=(0, 1, 2), lambdas=LADDER, sma=_TINY_SMA, stdet=STDETConfig(),
+    ),
+    # benchmarks/ablations.py: one lambda, the variants that decide the defaults.
+    "ablation": Preset(
+        base=_LONG, seeds=(0, 1, 2), lambdas=(0.0067,), sma=_TINY_SMA, stdet=_MEASURED_STDET,
+        methods=(
+            "adam",
+            "stdet", "stdet:variant=true", "stdet:variant=dummy", "stdet:granularity=tensor",
+            "stdet:modes=3", "stdet:modes=30", "stdet:fraction=0.3",
+            "sma", "sma:feedback=true", "sma:k=1,beta=0.98", "sma:k=20,beta=0.5",
+            "stdet+sma", "stdet+sma:trajectory=raw",
+        ),
+    ),
+}  # fmt: skip
+
+
+def preset_dict(preset: Preset, methods: list[str]) -> dict:
+    """The preset as ``results.json`` stores it, with the methods actually compared."""
+    return {
+        "seeds": list(preset.seeds),
+        "lambdas": list(preset.lambdas),
+        "base": preset.base.to_dict(),
+        "sma": preset.sma.__dict__,
+        "stdet": preset.stdet.__dict__,
+        "methods": list(methods),
+    }
+
+
+def preset_from_dict(saved: dict) -> Preset:
+    """The preset stored by :func:`preset_dict`."""
+    return Preset(
+        base=FitConfig.from_dict(saved["base"]),
+        seeds=tuple(saved["seeds"]),
+        lambdas=tuple(saved["lambdas"]),
+        sma=SMAConfig(**saved["sma"]),
+        stdet=STDETConfig(**saved["stdet"]),
+        methods=tuple(saved["methods"]),
+    )

@@ -1,0 +1,29 @@
+"""STDET, in pieces: :mod:`.config` (the knobs), :mod:`.selection` (pure selection rules),
+:mod:`.sensitivity` (``|theta * g|`` sums), :mod:`.embedding` (the table that ties embedded
+scalars to their references), :mod:`.optimizer` (the optimizer edits) and :mod:`.rule` (the
+schedule and the state: :class:`STDET`)."""
+
+from lic_train.rules.stdet.config import (
+    DUMMY,
+    GRANULARITIES,
+    TRAINABLE,
+    TRAJECTORIES,
+    TRUE,
+    VARIANTS,
+    STDETConfig,
+)
+from lic_train.rules.stdet.embedding import EmbeddingTable
+from lic_train.rules.stdet.rule import STDET, Trajectory
+
+__all__ = [
+    "DUMMY",
+    "GRANULARITIES",
+    "STDET",
+    "TRAINABLE",
+    "TRAJECTORIES",
+    "TRUE",
+    "VARIANTS",
+    "EmbeddingTable",
+    "STDETConfig",
+    "Trajectory",
+]

@@ -1,0 +1,358 @@
+"""STDET, sensitivity-aware true and dummy embedding training (README, "The update rules for torch
+models").
+
+The paper (arXiv 2505.18107) does not publish its rule; this is the project's formalisation.
+Counting optimizer steps n = 1, 2, ...:
+
+* **Warm-up.** Every ``snapshot_every`` (s) steps the tracked scalars (all parameters but the
+  entropy bottleneck's ``quantiles``) are observed by :class:`lic_train.rules.modes.Modes`: the
+  trajectory source STDET is given (an SMA's average) when ``trajectory="sma"`` (the default),
+  else the raw weights. After
+  ``snapshots`` (T) observations, at step ``warmup = s * T``, modes, references and the lines
+  ``theta_i ~ a_i r + b_i`` are fitted; the lines are then kept exact by streaming sums, one more
+  observation every s steps.
+* **Sensitivity.** ``s_i``, the mean of ``|theta_i * g_i|`` (first-order Taylor saliency) over the
+  observation steps since the last event, read from the gradients the loop already computed.
+* **Events**, at ``n = warmup + j * every``, while fewer than ``max_embedded`` of the tracked scalars
+  are embedded: the candidates are the trainable, non-reference scalars whose fit has
+  ``R^2 >= min_r2``; the ``ceil(fraction * N)`` (capped) whose ``(a, b)`` moved least since the last
+  event (``sqrt(da^2 + db^2)``, as in CMD) are chosen; the ``keep_sensitive`` most sensitive of them
+  stay trainable this round. With ``granularity="tensor"`` whole tensors are chosen instead:
+  those without a reference whose mean ``R^2`` passes the floor, by mean drift, as long as they fit
+  in the budget, less the ``keep_sensitive`` most sensitive by mean sensitivity. The rest are
+  embedded by the variant:
+
+  - ``"true"``: snap onto the line, ``theta_i := a_i r + b_i``;
+  - ``"dummy"``: keep the value, ``theta_i := a_i (r - r_e) + theta_i(t_e)``, i.e. the line through
+    the current point, so the loss does not jump;
+  - ``"sensitivity"`` (default): true for the ``sensitivity_quantile`` share of them with the
+    lowest sensitivity, dummy for the rest.
+
+  Both kinds freeze ``(a_i, b_i)`` (dummy: ``b_i = theta_i(t_e) - a_i r(t_e)``) and follow the
+  reference from then on.
+* **Embedded scalars** receive no gradient (the embedding table zeroes it after backward, so
+  clipping and the optimizer never see it), their optimizer state is zeroed at embedding (an
+  optimizer that folds weight decay into its state refills it, harmlessly), and they are
+  recomputed from the references after every optimizer step. A tensor whose scalars are all
+  embedded leaves the optimizer's param groups and autograd (``requires_grad=False``): its weight
+  gradient is no longer computed and its optimizer state is freed. References are never embedded.
+* **Saturation.** Once the cap is reached nothing can change (embedding is final), so observations,
+  sensitivity and events stop; each step then only recomputes the embedded scalars.
+
+The pieces, each in its own module: the configuration (:mod:`.config`), the pure selection rules
+(:mod:`.selection`), the sensitivity sums (:mod:`.sensitivity`), the embedding table that ties the
+embedded scalars to their references (:mod:`.embedding`, the torch twin of ``nqm.embedding.Tie``)
+and the optimizer edits (:mod:`.optimizer`). :class:`STDET` holds the schedule and the state.
+
+STDET is two update rules, in this order around an SMA (:func:`lic_train.rules.chain_of`)::
+
+    Chain(embedding=stdet.embedding, sma=sma, stdet=stdet)
+
+``stdet.embedding`` zeroes the embedded scalars' gradients after backward and puts them back on
+their lines right after the optimizer step, so that the SMA samples them there; ``stdet`` then
+accumulates sensitivity (after backward) and observes the trajectory and embeds on schedule (after
+the step). Under ``DistributedDataParallel`` the fit and every event are decided on rank 0 and
+broadcast, so all ranks embed the same scalars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from lic_train.rules import distributed
+from lic_train.rules.modes import Modes
+from lic_train.rules.parameters import network_parameters
+from lic_train.rules.stdet import optimizer as edits
+from lic_train.rules.stdet import selection
+from lic_train.rules.stdet.config import DUMMY, TRAINABLE, TRUE, STDETConfig
+from lic_train.rules.stdet.embedding import EmbeddingTable
+from lic_train.rules.stdet.sensitivity import Sensitivity
+
+
+class Trajectory(Protocol):
+    """What CMD observes: the values of named parameters (an :class:`~lic_train.rules.sma.SMA`'s
+    average, say), and their dtype (None: each parameter's)."""
+
+    dtype: torch.dtype | None
+
+    def tensors(self, names: list[str]) -> list[torch.Tensor]: ...
+
+
+class STDET:
+    """STDET for the network parameters of ``model`` trained by ``optimizer``.
+
+    Args:
+        model: the module (a ``DistributedDataParallel`` wrapper is unwrapped).
+        optimizer: any ``torch.optim`` optimizer over (a superset of) the network parameters.
+        config: :class:`~lic_train.rules.stdet.config.STDETConfig`.
+        trajectory: a trajectory source (an SMA: its average, the raw weights before its first
+            sample), which CMD observes when ``config.trajectory == "sma"``; the raw weights are
+            observed otherwise, or when it is None. Embedded scalars are always computed from the
+            raw references.
+        device: where the CMD bookkeeping lives (default: the CPU, to spare accelerator memory).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: STDETConfig | None = None,
+        *,
+        trajectory: Trajectory | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config or STDETConfig()
+        self.optimizer = optimizer
+        self.trajectory = trajectory if self.config.trajectory == "sma" else None
+        named = [(name, p) for name, p in network_parameters(model) if p.requires_grad]
+        if not named:
+            raise ValueError("model has no trainable parameters for STDET to track")
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.total = sum(p.numel() for _, p in model.named_parameters())
+        self.embedding = EmbeddingTable(self.params)
+        self.offsets = self.embedding.offsets
+        self.device = torch.device(device)
+        float64 = any(p.dtype == torch.float64 for p in self.params) or (
+            self.trajectory is not None and self.trajectory.dtype == torch.float64
+        )
+        self.modes = Modes(
+            [p.numel() for p in self.params],
+            snapshots=self.config.snapshots,
+            modes=self.config.modes,
+            samples=self.config.samples,
+            seed=self.config.seed,
+            device=self.device,
+            # float64 weights (or a float64 average) keep a float64 history: rounding it to float32
+            # would distort the fit that the later, exact observations continue.
+            snapshot_dtype=torch.float64 if float64 else torch.float32,
+        )
+        self.size = self.modes.size
+        self.sensitivity_sums = Sensitivity(self.params)
+        self.steps = 0
+        self.events = 0
+        self.kind = torch.zeros(self.size, dtype=torch.uint8, device=self.device)
+        self.frozen_a = torch.zeros(self.size, dtype=torch.float64, device=self.device)
+        self.frozen_b = torch.zeros(self.size, dtype=torch.float64, device=self.device)
+        self._last_a = self._last_b = None  # (a, b) at the fit or the last event
+        self._removed: set[int] = set()
+        self._embedded_total = 0
+        self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
+
+    # --- the UpdateRule protocol ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        """Accumulate sensitivity on the steps whose weights will be observed."""
+        if self.saturated:
+            return
+        if self.modes.fitted and (self.steps + 1) % self.config.snapshot_every == 0:
+            self.sensitivity_sums.accumulate()
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Observe the trajectory and embed when an event is due (the embedding table has put the
+        embedded scalars back on their lines already)."""
+        self.steps += 1
+        if self.saturated:
+            return
+        if self.steps % self.config.snapshot_every == 0:
+            was_fitted = self.modes.fitted
+            observed = (
+                self.params if self.trajectory is None else self.trajectory.tensors(self.names)
+            )
+            self.modes.observe(observed)
+            if self.modes.fitted and not was_fitted:
+                self.embedding.set_references(self.modes.reference.tolist())
+                self._last_a, self._last_b = self.modes.coefficients()
+        warm = self.steps - self.config.warmup
+        if self.modes.fitted and warm > 0 and warm % self.config.every == 0:
+            self._event()
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _event(self) -> None:
+        cfg = self.config
+        a, b = self.modes.coefficients()
+        drift = torch.hypot(a - self._last_a, b - self._last_b)
+        self._last_a, self._last_b = a, b
+        budget = min(math.ceil(cfg.fraction * self.size), self._cap_left())
+        self.events += 1
+        if budget <= 0:
+            return
+        new_kind = torch.zeros_like(self.kind)
+        if distributed.rank() == 0:
+            new_kind = self._choose(drift, budget)
+        distributed.broadcast_from_rank0(new_kind)
+        chosen = new_kind != TRAINABLE
+        theta = torch.cat(
+            [p.detach().reshape(-1).to(self.device, torch.float64) for p in self.params]
+        )
+        r = self.reference_values()[self.modes.mode]
+        # dummy: the line through the current point, so the loss does not jump
+        b_frozen = torch.where(new_kind == DUMMY, theta - a * r, b)
+        self.frozen_a[chosen] = a[chosen]
+        self.frozen_b[chosen] = b_frozen[chosen]
+        distributed.broadcast_from_rank0(self.frozen_a, self.frozen_b)
+        self.kind[chosen] = new_kind[chosen]
+        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self._smallest_free = None
+        self.sensitivity_sums.reset()
+        self._tie(fresh=chosen)
+        self.embedding.materialize()
+
+    def _choose(self, drift: torch.Tensor, budget: int) -> torch.Tensor:
+        """The kind (TRUE/DUMMY) of each scalar embedded at this event, TRAINABLE elsewhere."""
+        cfg = self.config
+        sensitivity = self.sensitivity()
+        common = {
+            "budget": budget, "min_r2": cfg.min_r2, "keep_sensitive": cfg.keep_sensitive,
+            "sensitivity": sensitivity,
+        }  # fmt: skip
+        embedded, r2 = self.kind != TRAINABLE, self.modes.r_squared()
+        if cfg.granularity == "tensor":
+            steady = selection.steadiest_tensors(
+                drift, r2, embedded, offsets=self.offsets,
+                holding_references=self._holding_references(), **common,
+            )  # fmt: skip
+        else:
+            steady = selection.steadiest_scalars(
+                drift, r2, embedded, references=self.modes.reference, **common
+            )
+        return selection.kinds(
+            steady, sensitivity, size=self.size, variant=cfg.variant,
+            quantile=cfg.sensitivity_quantile,
+        )  # fmt: skip
+
+    def _tie(self, fresh: torch.Tensor | None = None) -> None:
+        """Rebuild the embedding table; zero the optimizer state of the ``fresh`` embedded scalars
+        and take wholly embedded tensors out of the optimizer and autograd."""
+        whole = set(self.embedding.set(self.kind, self.frozen_a, self.frozen_b, self.modes.mode))
+        for e in self.embedding.entries:
+            i = e.tensor
+            if i in whole:
+                if i not in self._removed:
+                    edits.remove_parameter(self.optimizer, self.params[i])
+                    self._removed.add(i)
+            elif fresh is not None:
+                lo, hi = self.offsets[i], self.offsets[i + 1]
+                index = torch.nonzero(fresh[lo:hi]).squeeze(1).to(self.params[i].device)
+                edits.zero_state(self.optimizer, self.params[i], index)
+
+    def _holding_references(self) -> set[int]:
+        return {self.embedding.tensor_of(r) for r in self.modes.reference.tolist()}
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def sensitivity(self) -> torch.Tensor:
+        """Mean ``|theta * g|`` per tracked scalar since the last event, float64 (N,) (zeros before
+        any observation)."""
+        return self.sensitivity_sums.mean(self.device)
+
+    def reference_values(self) -> torch.Tensor:
+        """Current raw values of the references, float64 (M',) on the bookkeeping device."""
+        return self.embedding.references().to(self.device, torch.float64)
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the cap is reached (with ``granularity="tensor"``: no free tensor fits under it).
+        Embedding is final, so from then on only the embedded scalars are recomputed after each
+        step: no more observations, sensitivity or events."""
+        left = self._cap_left()
+        if left <= 0:
+            return True
+        if self.config.granularity == "tensor" and self.modes.fitted:
+            return left < self._smallest_free_tensor()
+        return False
+
+    def _smallest_free_tensor(self) -> float:
+        """Size of the smallest tensor that holds no reference and is not embedded (inf if none)."""
+        if self._smallest_free is None:
+            holds = self._holding_references()
+            sizes = [
+                self.offsets[i + 1] - self.offsets[i]
+                for i in range(len(self.params))
+                if i not in holds and i not in self._removed
+            ]
+            self._smallest_free = min(sizes, default=math.inf)
+        return self._smallest_free
+
+    def _cap_left(self) -> int:
+        return math.floor(self.config.max_embedded * self.size) - self._embedded_total
+
+    def embedded_count(self) -> dict[str, int]:
+        """Number of tracked scalars by kind: ``{"true": .., "dummy": .., "trainable": ..}``."""
+        counts = torch.bincount(self.kind.long(), minlength=3).tolist()
+        return {"trainable": counts[TRAINABLE], "true": counts[TRUE], "dummy": counts[DUMMY]}
+
+    def trainable_fraction(self) -> float:
+        """Share of all the model's parameters (``quantiles`` included) still trained."""
+        return 1.0 - int((self.kind != TRAINABLE).sum()) / self.total
+
+    def removed_tensors(self) -> list[str]:
+        """Names of the tensors that left the optimizer (fully embedded)."""
+        return [self.names[i] for i in sorted(self._removed)]
+
+    def nbytes(self) -> int:
+        """Bookkeeping memory in bytes (modes, embedding table, sensitivity), all devices."""
+        tensors = [self.kind, self.frozen_a, self.frozen_b]
+        if self._last_a is not None:
+            tensors += [self._last_a, self._last_b]
+        own = sum(t.numel() * t.element_size() for t in tensors)
+        return self.modes.nbytes() + own + self.sensitivity_sums.nbytes() + self.embedding.nbytes()
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.config),
+            "names": list(self.names),
+            "steps": self.steps,
+            "events": self.events,
+            "modes": self.modes.state_dict(),
+            "kind": self.kind.clone(),
+            "frozen_a": self.frozen_a.clone(),
+            "frozen_b": self.frozen_b.clone(),
+            "last_a": None if self._last_a is None else self._last_a.clone(),
+            "last_b": None if self._last_b is None else self._last_b.clone(),
+            **self.sensitivity_sums.state_dict(),
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` into a fresh STDET built on the same model and optimizer.
+
+        Fully embedded tensors leave the optimizer again, so load this **before**
+        ``optimizer.load_state_dict`` (whose param groups must match the saved ones).
+        """
+        if not state:
+            raise ValueError("no saved STDET state to restore")
+        if state["config"] != asdict(self.config):
+            raise ValueError(
+                f"STDET state was saved with config {state['config']}, this STDET has "
+                f"{asdict(self.config)}"
+            )
+        if state["names"] != self.names:
+            raise ValueError("STDET state tracks other parameters than this model's")
+        self.steps = int(state["steps"])
+        self.events = int(state["events"])
+        self.modes.load_state_dict(state["modes"])
+        if self.modes.fitted:
+            self.embedding.set_references(self.modes.reference.tolist())
+        self.kind = state["kind"].to(self.device).clone()
+        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self._smallest_free = None
+        self.frozen_a = state["frozen_a"].to(self.device).clone()
+        self.frozen_b = state["frozen_b"].to(self.device).clone()
+        last = (state["last_a"], state["last_b"])
+        self._last_a, self._last_b = (
+            (None, None) if last[0] is None else tuple(t.to(self.device).clone() for t in last)
+        )
+        self.sensitivity_sums.load_state_dict(state)
+        self._tie()
+        self.embedding.materialize()

@@ -1,0 +1,113 @@
+"""A run's configuration: everything a training run depends on, stored in every checkpoint so that
+``--resume`` can refuse another configuration."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from lic_dynamics import validation
+from lic_dynamics.validation import InvalidValue
+from lic_train.rules import SMAConfig, STDETConfig
+
+METRICS = ("mse", "ms-ssim")
+LR_SCHEDULES = ("plateau", "none")
+DEVICES = ("auto", "cpu", "cuda")
+RESUMABLE = ("steps", "device")  # the fields that may change when a run is resumed
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything a run depends on; every field is validated on construction (an
+    :class:`~lic_dynamics.validation.InvalidValue` names the field)."""
+
+    model: str = "bmshj2018-hyperprior"
+    quality: int | None = None
+    N: int | None = None
+    M: int | None = None
+    lmbda: float = 1e-2
+    metric: str = "mse"
+    learning_rate: float = 1e-4
+    aux_learning_rate: float = 1e-3
+    clip_max_norm: float = 1.0
+    lr_schedule: str = "plateau"
+    data: str | None = None
+    patch_size: tuple[int, int] = (256, 256)
+    batch_size: int = 16
+    steps: int = 1000
+    validate_every: int = 100
+    checkpoint_every: int | None = None  # steps; None: at every validation
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    sma: SMAConfig | None = None
+    stdet: STDETConfig | None = None
+    extra: dict = field(default_factory=dict)  # free-form labels (e.g. the compare preset)
+
+    def __post_init__(self) -> None:
+        positive = {"low": 0, "high": math.inf, "low_open": True}
+        for name in ("lmbda", "learning_rate", "aux_learning_rate"):
+            value = validation.real(name, getattr(self, name), "(0, inf)", **positive)
+            object.__setattr__(self, name, value)
+        clip = validation.real(
+            "clip_max_norm", self.clip_max_norm, "[0, inf) (0: no clipping)", low=0, high=math.inf,
+            low_open=False,
+        )  # fmt: skip
+        object.__setattr__(self, "clip_max_norm", clip)
+        for name, minimum in (
+            ("batch_size", 1), ("steps", 1), ("validate_every", 1), ("log_every", 1), ("seed", 0),
+        ):  # fmt: skip
+            value = validation.integer(name, getattr(self, name), minimum=minimum)
+            object.__setattr__(self, name, value)
+        if self.checkpoint_every is not None:
+            every = validation.integer("checkpoint_every", self.checkpoint_every, minimum=1)
+            if every % self.validate_every:
+                raise InvalidValue(
+                    "checkpoint_every",
+                    f"must be a multiple of validate_every ({self.validate_every}), got {every}",
+                )
+            object.__setattr__(self, "checkpoint_every", every)
+        validation.choice("metric", self.metric, METRICS)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InvalidValue("lr_schedule", f"must be plateau or none, got {self.lr_schedule!r}")
+        if self.device not in DEVICES:
+            raise InvalidValue("device", f"must be auto, cpu or cuda, got {self.device!r}")
+        patch = tuple(self.patch_size)
+        if len(patch) != 2 or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 64 or s % 64 for s in patch
+        ):
+            raise InvalidValue(
+                "patch_size",
+                "must be two integers, multiples of 64 (the models downsample by 64), "
+                f"got {self.patch_size!r}",
+            )
+        object.__setattr__(self, "patch_size", patch)
+        if self.metric == "ms-ssim" and min(patch) <= 160:
+            raise InvalidValue(
+                "patch_size",
+                f"must exceed 160 on both sides for --metric ms-ssim (MS-SSIM's five scales need "
+                f"it), got {patch}",
+            )
+        if self.quality is None and self.N is None and self.M is None:
+            from lic_train.trainer.models import quality_range  # imports CompressAI
+
+            if quality_range(self.model) is not None:  # a zoo model with qualities
+                object.__setattr__(self, "quality", 3)  # as CompressAI's train.py
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> FitConfig:
+        data = dict(data)
+        data["patch_size"] = tuple(data["patch_size"])
+        data["sma"] = SMAConfig(**data["sma"]) if data.get("sma") else None
+        data["stdet"] = STDETConfig(**data["stdet"]) if data.get("stdet") else None
+        return FitConfig(**data)
+
+    def differences(self, other: dict) -> list[str]:
+        """The fields, other than :data:`RESUMABLE`, in which ``other`` (a saved configuration,
+        as :meth:`to_dict` writes it) differs from this one; sorted."""
+        mine = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE}
+        theirs = {k: v for k, v in other.items() if k not in RESUMABLE}
+        return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))

@@ -1,0 +1,393 @@
+"""The training loop: :func:`fit` runs :func:`~lic_train.trainer.step.train_step` for a run's
+steps, validates, checkpoints and summarises; resumable bit for bit.
+
+Every ``validate_every`` steps both readouts (raw weights, and the SMA average when SMA is on) are
+validated on centre crops of the test images (estimated rate, ``eval()`` mode) and
+``ReduceLROnPlateau`` steps on the raw validation loss; every ``checkpoint_every`` steps (default:
+at every validation) and at the end a checkpoint is written atomically (latest, and best by the
+loss of the evaluated readout: the SMA average when SMA is on).
+
+Determinism: crops are a function of (seed, epoch, index) (:class:`lic_train.trainer.data.Batches`),
+and the checkpoint holds every random state of every rank (:mod:`lic_train.trainer.state`), so a
+resumed run continues exactly where the checkpoint left it: on the CPU its final weights equal an
+uninterrupted run's bit for bit.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in ``DistributedDataParallel`` (NCCL on
+GPUs, gloo on the CPU), each rank reads its share of every epoch, and rank 0 writes metrics and
+checkpoints. The library never prints: progress goes to ``on_log``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lic_dynamics import files, validation
+from lic_train.rules import SMA, STDET, build_rules, distributed
+from lic_train.rules.parameters import is_quantiles
+from lic_train.trainer import checkpoint
+from lic_train.trainer.config import FitConfig
+from lic_train.trainer.data import Batches, PatchDataset, batches_per_epoch, fits, load_split
+from lic_train.trainer.memory import peak_memory, reset_peak_memory
+from lic_train.trainer.models import build_model
+from lic_train.trainer.state import TrainingState, gather, random_states
+from lic_train.trainer.step import distortion_key, rate_distortion_loss, train_step, validate
+
+LATEST, BEST = "checkpoint.pth.tar", "checkpoint_best_loss.pth.tar"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stopped and its last good checkpoint is kept."""
+
+
+@dataclass
+class Summary:
+    """What ``RUN/summary.json`` holds."""
+
+    steps: int
+    wall_time: float
+    seconds_per_step: float  # wall time (validation and checkpoints included) per step
+    train_seconds_per_step: float  # the training step alone
+    final: dict[str, dict[str, float]]  # the last validation (loss, bpp, psnr) of each readout
+    best: dict[str, float]  # the lowest validation loss of each readout
+    evaluated_readout: str  # "sma" with SMA, else "raw": the readout the best checkpoint follows
+    trainable_fraction: float
+    peak_memory_bytes: int
+    memory_kind: str
+    parameters: int
+    out: str
+
+
+@dataclass
+class Trained:
+    """What :func:`fit` returns: the summary and the trained objects (on this rank)."""
+
+    summary: Summary
+    model: nn.Module
+    sma: SMA | None
+    stdet: STDET | None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU; ``cuda``: this rank's GPU (``LOCAL_RANK``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda: no CUDA device is available (use --device cpu or auto)")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def steps_for_epochs(config: FitConfig, epochs: int) -> int:
+    """``epochs`` passes over the training images of ``config.data``, in optimizer steps."""
+    epochs = validation.integer("epochs", epochs, minimum=1)
+    train_images, _ = load_split(config.data, config.patch_size)
+    return epochs * batches_per_epoch(len(train_images), config.batch_size, world_size())
+
+
+def check_resume(config: FitConfig, out: Path) -> dict:
+    """The latest checkpoint of the run in ``out``, if ``config`` may continue it: the same
+    configuration but for ``steps`` and ``device``, as many processes, not past ``config.steps``."""
+    saved = checkpoint.load(out / LATEST)
+    differ = config.differences(saved.get("config", {}))
+    if differ:
+        raise ValueError(
+            f"--resume {out}: the checkpoint was trained with another configuration "
+            f"({', '.join(differ)} differ); only --steps, --epochs and --device may change"
+        )
+    if saved.get("world_size", 1) != world_size():
+        raise ValueError(
+            f"--resume {out}: the run was trained by {saved.get('world_size', 1)} processes, "
+            f"not {world_size()}; resume it with as many"
+        )
+    if saved["step"] > config.steps:
+        raise ValueError(
+            f"--steps {config.steps}: the checkpoint in {out} is already at step {saved['step']}"
+        )
+    return saved
+
+
+def build(config: FitConfig, device: torch.device) -> tuple[TrainingState, nn.Module]:
+    """A fresh training state (the same initial weights on every rank) and the module to train
+    through (``DistributedDataParallel`` under ``torchrun``, else the model itself)."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, quality=config.quality, N=config.N, M=config.M).to(device)
+    named = list(model.named_parameters())
+    optimizer = torch.optim.Adam(
+        [p for n, p in named if not is_quantiles(n)], lr=config.learning_rate
+    )
+    aux_optimizer = torch.optim.Adam(
+        [p for n, p in named if is_quantiles(n)], lr=config.aux_learning_rate
+    )
+    trained = model
+    if world_size() > 1:
+        # The quantiles get their gradient from the auxiliary loss, outside DDP's forward; that
+        # loss depends on no data, so every rank computes the same gradient and DDP must not sync
+        # them. find_unused_parameters: tensors that STDET embeds whole stop receiving gradients.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, [n for n, _ in named if is_quantiles(n)]
+        )
+        trained = DistributedDataParallel(model, find_unused_parameters=True)
+    state = TrainingState(
+        model=model,
+        optimizer=optimizer,
+        aux_optimizer=aux_optimizer,
+        scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min"),
+        rules=build_rules(trained, optimizer, sma=config.sma, stdet=config.stdet),
+    )
+    return state, trained
+
+
+def test_batches(config: FitConfig, test_images: list, device: torch.device) -> list[torch.Tensor]:
+    """Centre crops of the patch size, as CompressAI's train.py validates; images too small to be
+    padded to it are evaluated only by ``lic-train eval`` (whole images)."""
+    crops = [image for _, image in test_images if fits(image.shape, config.patch_size)]
+    if not crops:
+        raise ValueError(
+            f"--patch-size {config.patch_size}: every test image is too small to validate on "
+            "patches of this size"
+        )
+    test_set = PatchDataset(crops, config.patch_size, train=False)
+    return list(torch.stack([test_set[i] for i in range(len(test_set))]).to(device).split(
+        config.batch_size
+    ))  # fmt: skip
+
+
+class MetricsLog:
+    """``out/metrics.jsonl`` and TensorBoard (``out/tb``), written by rank 0; every record also
+    goes to ``on_log``. On resume the records after the checkpoint's step are cut away."""
+
+    def __init__(self, out: Path, start: int, resumed: bool, on_log: Callable[[dict], None]):
+        self.path, self.on_log, self.writer = out / "metrics.jsonl", on_log, None
+        if distributed.rank() != 0:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        records = files.read_jsonl(self.path) if resumed else []
+        files.write_jsonl([r for r in records if r["step"] <= start], self.path)
+        from torch.utils.tensorboard import SummaryWriter
+
+        # The records of the checkpoint's own step were written before it: keep them.
+        self.writer = SummaryWriter(out / "tb", purge_step=start + 1 if resumed else None)
+
+    def write(self, record: dict) -> None:
+        self.on_log(record)
+        if self.writer is None:
+            return
+        with self.path.open("a") as file:
+            file.write(json.dumps(record, allow_nan=False) + "\n")
+        prefix, readout = record.get("split", "train"), record.get("readout")
+        for key, value in record.items():
+            if isinstance(value, float):
+                tag = f"{prefix}/{readout}/{key}" if readout else f"{prefix}/{key}"
+                self.writer.add_scalar(tag, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def readouts(state: TrainingState) -> dict[str, nn.Module]:
+    """The weights to validate: the raw ones, and the SMA average when SMA runs (before its first
+    sample the average is the raw weights)."""
+    sma = state.rules.get("sma")
+    models = {"raw": state.model}
+    if sma is not None:
+        models["sma"] = sma.averaged_copy(state.model) if sma.ready else state.model
+    return models
+
+
+def evaluated_readout(state: TrainingState) -> str:
+    """The readout the best checkpoint follows and the summary reports: the SMA average if any."""
+    return "sma" if "sma" in state.rules else "raw"
+
+
+def trainable_fraction(state: TrainingState) -> float:
+    stdet = state.rules.get("stdet")
+    return 1.0 if stdet is None else stdet.trainable_fraction()
+
+
+def fit(
+    config: FitConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    on_log: Callable[[dict], None] | None = None,
+) -> Trained:
+    """Train as ``config`` says, writing ``out/metrics.jsonl``, ``out/tb/`` (TensorBoard),
+    ``out/checkpoint.pth.tar`` (latest), ``out/checkpoint_best_loss.pth.tar`` and
+    ``out/summary.json``. With ``resume`` continue from ``out/checkpoint.pth.tar``.
+
+    Raises ``ValueError`` for bad input (one line) and :class:`NonFiniteLoss` when the training
+    loss or a validation stops being finite (the last good checkpoint stays).
+    """
+    out, device = Path(out), resolve_device(config.device)
+    rank = start_processes(device)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    saved = check_resume(config, out) if resume else None
+    state, trained = build(config, device)
+    batches, test = load_data(config, device, rank)
+    if saved is not None:
+        checkpoint.check_architecture(saved["state_dict"], state.model, out / LATEST)
+        state.load(saved, rank=rank)
+    else:
+        torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
+    log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
+    criterion = rate_distortion_loss(config.lmbda, config.metric)
+
+    memory_baseline = reset_peak_memory(device)
+    tick = time.perf_counter()
+    for step in range(state.step, config.steps):
+        x = batches.batch(step).to(device)
+        began = time.perf_counter()
+        losses, aux_loss = train_step(
+            trained, x, criterion, state.optimizer, state.aux_optimizer, state.rules,
+            clip_max_norm=config.clip_max_norm,
+        )  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        state.train_time += time.perf_counter() - began
+        state.step = done = step + 1
+        check_finite(done, losses["loss"].item(), aux_loss.item(), out)
+        last = done == config.steps
+        if done % config.log_every == 0 or last:
+            state.wall_time += time.perf_counter() - tick
+            tick = time.perf_counter()
+            log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
+        if done % config.validate_every == 0 or last:
+            validate_readouts(state, config, test, log, out)
+            state.wall_time += time.perf_counter() - tick
+            if done % (config.checkpoint_every or config.validate_every) == 0 or last:
+                save_checkpoints(state, config, out, batches.per_epoch, device)
+            tick = time.perf_counter()  # checkpoint writes are not the run's time
+
+    summary = summarise(state, config, out, *peak_memory(device, memory_baseline))
+    log.close()
+    if rank == 0:
+        files.write_json(asdict(summary), out / "summary.json")
+    return Trained(summary, state.model, state.rules.get("sma"), state.rules.get("stdet"))
+
+
+def start_processes(device: torch.device) -> int:
+    """Join the process group under ``torchrun`` (NCCL on GPUs, gloo on the CPU); this rank."""
+    if world_size() > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return distributed.rank()
+
+
+def load_data(config: FitConfig, device: torch.device, rank: int) -> tuple[Batches, list]:
+    """This rank's training batches and the validation batches, on ``device``."""
+    train_images, test_images = load_split(config.data, config.patch_size)
+    batches = Batches(
+        [image for _, image in train_images], config.patch_size, batch_size=config.batch_size,
+        seed=config.seed, world=world_size(), rank=rank,
+    )  # fmt: skip
+    return batches, test_batches(config, test_images, device)
+
+
+def check_finite(step: int, loss: float, aux: float, out: Path) -> None:
+    if not (math.isfinite(loss) and math.isfinite(aux)):
+        raise NonFiniteLoss(
+            f"step {step}: the loss is {loss} (aux loss {aux}); stopped. The last good "
+            f"checkpoint is {_last_good(out)}"
+        )
+
+
+def train_record(
+    state: TrainingState, config: FitConfig, losses: dict, aux_loss: torch.Tensor, epoch: int
+) -> dict:
+    """The training record of the step just done (``metrics.jsonl``, TensorBoard, ``on_log``)."""
+    psnr = {}
+    if config.metric == "mse":
+        psnr["psnr"] = -10 * math.log10(max(losses["mse_loss"].item(), 1e-12))
+    return {
+        "step": state.step,
+        "epoch": epoch,
+        "loss": losses["loss"].item(),
+        "bpp": losses["bpp_loss"].item(),
+        config.metric: losses[distortion_key(config.metric)].item(),
+        **psnr,
+        "aux_loss": aux_loss.item(),
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "trainable": trainable_fraction(state),
+        "wall_time": state.wall_time,
+    }
+
+
+def validate_readouts(
+    state: TrainingState, config: FitConfig, test: list, log: MetricsLog, out: Path
+) -> None:
+    """Validate every readout, record its last and best loss, and step the plateau schedule on
+    the raw weights' loss."""
+    for name, readout in readouts(state).items():
+        result = validate(readout, test, config.lmbda, config.metric)
+        if not all(math.isfinite(v) for v in result.values()):
+            raise NonFiniteLoss(
+                f"step {state.step}: the validation of the {name} weights is not finite "
+                f"({result}); stopped. The last good checkpoint is {_last_good(out)}"
+            )
+        state.final[name] = result
+        state.best[name] = min(state.best.get(name, math.inf), result["loss"])
+        log.write({"step": state.step, "split": "val", "readout": name, **result})
+    if config.lr_schedule == "plateau":
+        state.scheduler.step(state.final["raw"]["loss"])
+
+
+def save_checkpoints(
+    state: TrainingState, config: FitConfig, out: Path, per_epoch: int, device: torch.device
+) -> None:
+    """The latest checkpoint, and the best one first when the evaluated readout's loss improved
+    on it: a crash between the two writes leaves a best file at least as good as the latest one
+    says, never an older one. Every rank's random state is gathered; rank 0 writes."""
+    loss = state.final[evaluated_readout(state)]["loss"]
+    improved = loss < state.best_loss
+    state.best_loss = min(state.best_loss, loss)
+    for path in ((out / BEST,) if improved else ()) + (out / LATEST,):
+        states = gather(random_states(device))
+        if distributed.rank() == 0:
+            checkpoint.save(
+                state.to_dict(config=config, epoch=state.step // per_epoch, loss=loss,
+                              world=world_size(), random_states=states),
+                path,
+            )  # fmt: skip
+
+
+def summarise(
+    state: TrainingState, config: FitConfig, out: Path, peak: int, memory_kind: str
+) -> Summary:
+    return Summary(
+        steps=config.steps,
+        wall_time=state.wall_time,
+        seconds_per_step=state.wall_time / config.steps,
+        train_seconds_per_step=state.train_time / config.steps,
+        final=state.final,
+        best=state.best,
+        evaluated_readout=evaluated_readout(state),
+        trainable_fraction=trainable_fraction(state),
+        peak_memory_bytes=peak,
+        memory_kind=memory_kind,
+        parameters=sum(p.numel() for p in state.model.parameters()),
+        out=str(out),
+    )
+
+
+def _last_good(out: Path) -> str:
+    latest = out / LATEST
+    return str(latest) if latest.exists() else "not written yet"

@@ -1,0 +1,208 @@
+"""``lic-train``: every bad input is one line on stderr naming the problem, exit status 2, no
+traceback; ``fit`` and ``eval`` work end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("skimage")
+
+from lic_train.cli import main  # noqa: E402
+from lic_train.trainer import checkpoint  # noqa: E402
+
+TINY = ["--N", "8", "--M", "12", "--patch-size", "64", "64", "--batch-size", "2",
+        "--device", "cpu"]  # fmt: skip
+
+
+def write_image(path: Path, height: int, width: int, seed: int = 0) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for i in range(3):
+        write_image(root / "train" / f"{i}.png", 80, 96, seed=i)
+    write_image(root / "test" / "t.png", 80, 96, seed=9)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    code = main(["fit", *TINY, "--data", str(folder), "--steps", "4", "--validate-every", "2",
+                 "--sma", "--sma-k", "1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def one_line_error(capsys, argv: list[str], *fragments: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert code == 2, err
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def test_fit_and_eval_end_to_end(run, folder, capsys):
+    assert (run / "summary.json").exists()
+    assert main(["eval", str(run), "--data", str(folder), "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["name"] == "bmshj2018-hyperprior-sma"
+    for key in ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time"):
+        assert len(report["results"][key]) == 1
+    assert report["results"]["bpp"][0] > 0
+    assert main(["eval", str(run / "checkpoint.pth.tar"), "--weights", "raw", "--data",
+                 str(folder)]) == 0  # fmt: skip
+    assert "bpp (estimated" in capsys.readouterr().out
+
+
+def test_resume_extends_a_run(run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert main(["fit", "--resume", "--steps", "6", "--out", str(copy)]) == 0
+    assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 6
+    assert main(["fit", "--resume", str(copy), "--steps", "8"]) == 0  # the issue's form
+    assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 8
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--model", "bmshj2018-hyperprio"], ("model", "bmshj2018-hyperprior")),
+        (["--model", "bmshj2018-hyperprior", "--quality", "9"], ("quality", "[1, 8]")),
+        (["--model", "cheng2020-anchor", "--quality", "7"], ("quality", "[1, 6]")),
+        (["--lambda", "-0.01"], ("--lambda", "(0, inf)", "-0.01")),
+        (["--lambda", "nan"], ("--lambda", "nan")),
+        (["--learning-rate=-1e-4"], ("--learning-rate", "(0, inf)")),
+        (["--learning-rate", "nan"], ("--learning-rate",)),
+        (["--aux-learning-rate", "0"], ("--aux-learning-rate",)),
+        (["--sma", "--sma-k", "0"], ("--sma-k", "[1,")),
+        (["--sma", "--sma-beta", "1.0"], ("--sma-beta", "[0, 1)")),
+        (["--sma", "--sma-beta", "-0.5"], ("--sma-beta", "[0, 1)")),
+        (["--stdet", "--stdet-fraction", "0"], ("--stdet-fraction", "(0, 1]")),
+        (["--stdet", "--stdet-variant", "both"], ("--stdet-variant", "both")),
+        (["--patch-size", "100", "100"], ("--patch-size", "multiples of 64")),
+        (["--batch-size", "0"], ("--batch-size",)),
+        (["--steps", "0"], ("--steps",)),
+        (["--steps", "abc"], ("--steps", "abc")),
+        (["--validate-every", "4", "--checkpoint-every", "6"], ("--checkpoint-every", "multiple")),
+        (["--metric", "ms-ssim"], ("--patch-size", "160")),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(flags, fragments, folder, tmp_path, capsys):
+    argv = ["fit", "--N", "8", "--M", "12", "--patch-size", "64", "64", "--device", "cpu",
+            "--data", str(folder), "--steps", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    if "--model" in flags:
+        argv = ["fit", "--data", str(folder), "--steps", "1", "--out", str(tmp_path / "run")]
+    one_line_error(capsys, [*argv, *flags], *fragments)
+
+
+def test_bad_data_folders(tmp_path, capsys):
+    base = ["fit", *TINY, "--steps", "1", "--out", str(tmp_path / "run")]
+    one_line_error(capsys, [*base, "--data", str(tmp_path / "missing")], "--data", "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(capsys, [*base, "--data", str(empty)], "--data", "empty")
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "notes.png").write_text("not an image")
+    line = one_line_error(capsys, [*base, "--data", str(text)], "--data")
+    assert "notes.png" in capsys.readouterr().err or "no" in line
+    small = tmp_path / "small"
+    write_image(small / "tiny.png", 10, 12)
+    one_line_error(capsys, [*base, "--data", str(small)], "--data")
+
+
+def test_an_unreadable_file_is_skipped_with_a_warning_naming_it(folder, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    (data / "train" / "broken.png").write_text("not an image")
+    code = main(["fit", *TINY, "--data", str(data), "--steps", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning" in err and "broken.png" in err
+
+
+def test_resume_takes_only_steps_epochs_and_device(run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    one_line_error(
+        capsys, ["fit", "--resume", "--lambda", "0.5", "--out", str(copy)], "--resume", "lmbda"
+    )
+    # 3 training images, batch 2: one batch per epoch (the last image waits for the next epoch).
+    assert main(["fit", "--resume", "--epochs", "6", "--out", str(copy)]) == 0
+    assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 6
+
+
+def test_eval_codes_every_image_of_a_plain_folder(run, tmp_path, capsys):
+    for i in range(6):
+        write_image(tmp_path / "flat" / f"{i}.png", 40 + 8 * i, 48, seed=i)  # small sizes too
+    assert main(["eval", str(run), "--data", str(tmp_path / "flat")]) == 0
+    assert "mean over 6 images" in capsys.readouterr().out
+
+
+def test_registry_models_train_without_a_quality():
+    from lic_train.trainer.config import FitConfig
+
+    assert FitConfig(model="elic2022-official").quality is None
+    assert FitConfig(model="bmshj2018-hyperprior").quality == 3
+
+
+def test_out_naming_a_file_is_refused(folder, tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    one_line_error(capsys, ["fit", *TINY, "--data", str(folder), "--steps", "1", "--out",
+                            str(file)], "--out", "not a folder")  # fmt: skip
+
+
+def test_out_holding_a_run_needs_resume(run, capsys):
+    one_line_error(capsys, ["fit", *TINY, "--steps", "1", "--out", str(run)], "--resume")
+
+
+def test_eval_refuses_truncated_and_foreign_checkpoints(run, tmp_path, capsys):
+    raw = (run / "checkpoint.pth.tar").read_bytes()
+    truncated = tmp_path / "truncated.pth.tar"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    one_line_error(capsys, ["eval", str(truncated)], "truncated", "truncated.pth.tar")
+    saved = checkpoint.load(run / "checkpoint.pth.tar")
+    saved["config"] = {**saved["config"], "N": 16, "M": 24}  # the weights are N=8, M=12
+    foreign = tmp_path / "foreign.pth.tar"
+    checkpoint.save(saved, foreign)
+    one_line_error(capsys, ["eval", str(foreign)], "another architecture")
+    one_line_error(capsys, ["eval", str(tmp_path / "nothing.pth.tar")], "no such file")
+
+
+def test_compare_bad_input_is_one_line(run, tmp_path, capsys):
+    one_line_error(capsys, ["compare", "--steps", "0", "--out", str(tmp_path / "c")], "--steps")
+    (tmp_path / "held" / "runs").mkdir(parents=True)
+    one_line_error(capsys, ["compare", "--out", str(tmp_path / "held")], "--out", "already holds")
+    one_line_error(
+        capsys,
+        ["compare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")],
+        "--data",
+    )
+    one_line_error(
+        capsys, ["compare", "--methods", "adam", "stdet:k=5", "--out", str(tmp_path / "e")],
+        "--methods", "stdet:k=5",
+    )  # fmt: skip
+    one_line_error(capsys, ["compare", "--jobs", "0", "--out", str(tmp_path / "f")], "--jobs")

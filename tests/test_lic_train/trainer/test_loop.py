@@ -1,0 +1,253 @@
+"""The trainer: exact resume (in process, and after SIGKILL at a random moment), atomic checkpoints,
+a non-finite loss, the files a run writes, and DDP on two gloo ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("skimage")
+
+from lic_train.rules import SMAConfig, STDETConfig  # noqa: E402
+from lic_train.trainer import checkpoint  # noqa: E402
+from lic_train.trainer.checkpoint import load_trained  # noqa: E402
+from lic_train.trainer.config import FitConfig  # noqa: E402
+from lic_train.trainer.loop import NonFiniteLoss, fit  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """A small image folder: 6 photographs cut from the built-in set (train/ 4, test/ 2)."""
+    from PIL import Image
+
+    from lic_train.trainer.data import builtin_images
+
+    root = tmp_path_factory.mktemp("images")
+    photos = list(builtin_images().items())[:6]
+    for i, (name, image) in enumerate(photos):
+        split = "test" if i >= 4 else "train"
+        (root / split).mkdir(exist_ok=True)
+        array = (image[:, :96, :128].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(array).save(root / split / f"{name}.png")
+    return root
+
+
+def tiny(images: Path, **overrides) -> FitConfig:
+    base = dict(
+        model="bmshj2018-hyperprior", N=8, M=12, data=str(images), patch_size=(64, 64),
+        batch_size=2, steps=12, validate_every=4, log_every=2, device="cpu", lmbda=0.01,
+        learning_rate=1e-3, sma=SMAConfig(k=2, beta=0.8),
+        stdet=STDETConfig(snapshot_every=1, snapshots=3, every=2, samples=100, modes=3,
+                          fraction=0.3, max_embedded=0.8),
+    )  # fmt: skip
+    return FitConfig(**{**base, **overrides})
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(run / "checkpoint.pth.tar")["state_dict"]
+
+
+def assert_same(x: dict, y: dict) -> None:
+    assert x.keys() == y.keys()
+    for name in x:
+        assert torch.equal(x[name], y[name]), name
+
+
+def test_a_run_writes_metrics_checkpoints_and_a_summary(images, tmp_path):
+    records = []
+    summary = fit(tiny(images), tmp_path / "run", on_log=records.append).summary
+    run = tmp_path / "run"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines == records
+    train = [r for r in lines if "split" not in r]
+    assert [r["step"] for r in train] == [2, 4, 6, 8, 10, 12]
+    val = [r for r in lines if r.get("split") == "val"]
+    assert {(r["step"], r["readout"]) for r in val} >= {(12, "raw"), (12, "sma")}
+    assert all(np.isfinite(r["loss"]) for r in lines)
+    assert train[-1]["trainable"] < 1.0  # STDET embedded something
+    saved = checkpoint.load(run / "checkpoint.pth.tar")
+    for key in checkpoint.COMPRESSAI_KEYS:
+        assert key in saved
+    assert saved["step"] == 12
+    assert (run / "checkpoint_best_loss.pth.tar").exists()
+    assert list(run.glob("*.tmp")) == []
+    written = json.loads((run / "summary.json").read_text())
+    assert written["steps"] == 12 and written["final"].keys() == {"raw", "sma"}
+    assert written["best"].keys() == {"raw", "sma"} and written["evaluated_readout"] == "sma"
+    assert written["best"]["sma"] <= written["final"]["sma"]["loss"]
+    assert written["trainable_fraction"] == summary.trainable_fraction < 1.0
+    assert written["peak_memory_bytes"] > 0
+    assert any((run / "tb").iterdir())
+    name, model = load_trained(run)
+    assert name == "bmshj2018-hyperprior-sma"
+    raw_name, raw = load_trained(run, weights="raw")
+    assert raw_name.endswith("-raw")
+    assert not all(
+        torch.equal(p, q) for p, q in zip(model.parameters(), raw.parameters(), strict=True)
+    )
+
+
+def test_resume_in_process_continues_bit_for_bit(images, tmp_path):
+    fit(tiny(images), tmp_path / "whole")
+    fit(tiny(images, steps=8), tmp_path / "split")
+    fit(tiny(images), tmp_path / "split", resume=True)
+    assert_same(weights(tmp_path / "whole"), weights(tmp_path / "split"))
+    whole = (tmp_path / "whole" / "metrics.jsonl").read_text()
+    resumed = (tmp_path / "split" / "metrics.jsonl").read_text()
+    strip = lambda text: [  # noqa: E731 - wall time differs
+        {k: v for k, v in json.loads(line).items() if k != "wall_time"}
+        for line in text.splitlines()
+    ]
+    assert strip(whole) == strip(resumed)
+
+
+def test_ms_ssim_training_reports_the_ms_ssim_distortion(images, tmp_path):
+    records = []
+    config = tiny(images, metric="ms-ssim", lmbda=10.0, patch_size=(192, 192), steps=2,
+                  validate_every=2, log_every=1, sma=None, stdet=None)  # fmt: skip
+    fit(config, tmp_path / "run", on_log=records.append)
+    train = [r for r in records if "split" not in r]
+    assert all("ms-ssim" in r and 0 <= r["ms-ssim"] <= 1 for r in train)
+    assert [r["readout"] for r in records if r.get("split") == "val"] == ["raw"]
+
+
+def test_resume_refuses_another_configuration(images, tmp_path):
+    fit(tiny(images, steps=4), tmp_path / "run")
+    with pytest.raises(ValueError, match="lmbda differ"):
+        fit(tiny(images, lmbda=0.02), tmp_path / "run", resume=True)
+
+
+CLI = [sys.executable, "-m", "lic_train", "fit"]
+
+
+def cli_flags(images: Path, out: Path, steps: int = 16) -> list[str]:
+    return [
+        "--N", "8", "--M", "12", "--data", str(images), "--patch-size", "64", "64",
+        "--batch-size", "2", "--steps", str(steps), "--validate-every", "2", "--log-every", "2",
+        "--device", "cpu", "--learning-rate", "1e-3", "--sma", "--sma-k", "2", "--stdet",
+        "--stdet-snapshot-every", "1", "--stdet-snapshots", "3", "--stdet-every", "2",
+        "--stdet-samples", "100", "--stdet-modes", "3", "--stdet-fraction", "0.3",
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_weights(images, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = tmp_path / "whole"
+    subprocess.run([*CLI, *cli_flags(images, whole)], check=True, env=env, capture_output=True)
+    rng = np.random.default_rng(int(time.time()))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*CLI, *cli_flags(images, killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    # Kill once the first checkpoint exists, at a random moment of the run after it.
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint.pth.tar").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 1.5))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint.load(killed / "checkpoint.pth.tar")  # loadable whenever it was killed
+    done = subprocess.run([*CLI, *cli_flags(images, killed), "--resume"], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert_same(weights(whole), weights(killed))
+
+
+def test_a_crash_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pth.tar"
+    checkpoint.save({"state_dict": {"w": torch.ones(3)}, "step": 1}, path)
+    script = (
+        "import os, signal\n"
+        "from lic_dynamics.files import write_atomic\n"
+        "def write(file):\n"
+        "    file.write(b'partial bytes of a new checkpoint')\n"
+        "    file.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomic({str(path)!r}, write)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    assert checkpoint.load(path)["step"] == 1
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    images, tmp_path, monkeypatch
+):
+    """The training loss turns NaN after the first checkpoint (step 4): the run stops with
+    NonFiniteLoss and the step-4 checkpoint stays, finite and loadable."""
+    import lic_train.trainer.loop as train_module
+
+    run = tmp_path / "run"
+    real = train_module.rate_distortion_loss
+
+    def poisoned(lmbda, metric):
+        criterion = real(lmbda, metric)
+
+        def loss(out, x):
+            result = criterion(out, x)
+            if torch.is_grad_enabled() and (run / "checkpoint.pth.tar").exists():
+                result["loss"] = result["loss"] * float("nan")
+            return result
+
+        return loss
+
+    monkeypatch.setattr(train_module, "rate_distortion_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="step 5: the loss is nan"):
+        fit(tiny(images), run)
+    saved = checkpoint.load(run / "checkpoint.pth.tar")
+    assert saved["step"] == 4
+    assert all(
+        torch.isfinite(t).all() for t in saved["state_dict"].values() if t.is_floating_point()
+    )
+
+
+def _ddp_rank(rank: int, world: int, images: str, out: str, port: int) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    try:
+        trained = fit(tiny(Path(images), steps=8), Path(out) / "run")
+        torch.save(
+            {
+                "params": {n: p.detach().clone() for n, p in trained.model.named_parameters()},
+                "average": trained.sma.state_dict()["average"],
+                "kind": trained.stdet.kind.clone(),
+                "removed": trained.stdet.removed_tensors(),
+            },
+            Path(out) / f"rank{rank}.pt",
+        )
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_train_identical_models(images, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_rank, args=(2, str(images), str(tmp_path), port), nprocs=2, join=True)
+    zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert int((zero["kind"] != 0).sum()) > 0
+    assert torch.equal(zero["kind"], one["kind"])
+    assert zero["removed"] == one["removed"]
+    assert_same(zero["params"], one["params"])
+    assert_same(zero["average"], one["average"])
+    saved = weights(tmp_path / "run")  # rank 0 wrote the checkpoint
+    assert_same(zero["params"], {name: saved[name] for name in zero["params"]})

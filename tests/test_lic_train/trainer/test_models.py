@@ -1,0 +1,171 @@
+"""lic_train.models: names, zoo qualities and their widths, the factorized-relu fix, explicit
+widths, registry-only models, describe() and one clear ValueError per bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import compressai.zoo  # noqa: E402
+from compressai.models import FactorizedPrior, FactorizedPriorReLU  # noqa: E402
+
+from lic_train.trainer.models import (  # noqa: E402
+    build_model,
+    describe,
+    model_names,
+    model_spec,
+    quality_range,
+)
+
+# (N, M) per zoo quality, from shared/notes/compressai.md §4 (cheng2020: M = N).
+NOTES_WIDTHS = {
+    "bmshj2018-factorized": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
+    "bmshj2018-factorized-relu": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
+    "bmshj2018-hyperprior": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
+    "mbt2018-mean": {q: (128, 192) if q <= 4 else (192, 320) for q in range(1, 9)},
+    "mbt2018": {q: (192, 192) if q <= 4 else (192, 320) for q in range(1, 9)},
+    "cheng2020-anchor": {q: (128, 128) if q <= 3 else (192, 192) for q in range(1, 7)},
+    "cheng2020-attn": {q: (128, 128) if q <= 3 else (192, 192) for q in range(1, 7)},
+}
+NOTES_CLASSES = {
+    "bmshj2018-factorized": "FactorizedPrior",
+    "bmshj2018-factorized-relu": "FactorizedPriorReLU",
+    "bmshj2018-hyperprior": "ScaleHyperprior",
+    "mbt2018-mean": "MeanScaleHyperprior",
+    "mbt2018": "JointAutoregressiveHierarchicalPriors",
+    "cheng2020-anchor": "Cheng2020Anchor",
+    "cheng2020-attn": "Cheng2020Attention",
+}
+VBR = ("bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr", "mbt2018-vbr")
+REGISTRY_ONLY = ("cheng2020-anchor-checkerboard", "elic2022-chandelier", "elic2022-official")
+
+
+def test_model_names_are_the_zoo_image_models_and_the_registry_only_image_models():
+    names = model_names()
+    assert names == sorted(names)
+    assert set(compressai.zoo.image_models) <= set(names)
+    assert set(names) == set(NOTES_WIDTHS) | set(VBR) | set(REGISTRY_ONLY)
+    assert "ssf2020" not in names  # video
+    assert not any("pcc" in name for name in names)  # point clouds
+
+
+def test_quality_range_per_family():
+    for name, widths in NOTES_WIDTHS.items():
+        assert quality_range(name) == (min(widths), max(widths))
+    assert quality_range("cheng2020-attn") == (1, 6)
+    for name in VBR + REGISTRY_ONLY:
+        assert quality_range(name) is None
+
+
+@pytest.mark.parametrize("name", sorted(NOTES_WIDTHS))
+def test_every_quality_resolves_to_the_widths_of_the_notes(name):
+    # Resolution only: building 8 full-size models per name would dominate the suite's run time.
+    for quality, (n, m) in NOTES_WIDTHS[name].items():
+        cls, kwargs = model_spec(name, quality=quality)
+        assert cls.__name__ == NOTES_CLASSES[name]
+        assert kwargs == ({"N": n} if name.startswith("cheng2020") else {"N": n, "M": m})
+
+
+def test_every_zoo_name_builds_at_quality_1_with_the_widths_of_the_notes():
+    for name, widths in NOTES_WIDTHS.items():
+        model = build_model(name, quality=1)
+        n, m = widths[1]
+        assert describe(model) == {"class": NOTES_CLASSES[name], "N": n, "M": m}
+    vbr_classes = ("ScaleHyperpriorVbr", "MeanScaleHyperpriorVbr")
+    vbr_classes += ("JointAutoregressiveHierarchicalPriorsVbr",)
+    for name, cls in zip(VBR, vbr_classes, strict=True):  # one configuration, no quality
+        assert describe(build_model(name)) == {"class": cls, "N": 192, "M": 320}
+
+
+@pytest.mark.parametrize(
+    ("name", "quality", "expected"),
+    [
+        ("bmshj2018-hyperprior", 1, (128, 192)),
+        ("bmshj2018-hyperprior", 6, (192, 320)),
+        ("mbt2018-mean", 5, (192, 320)),
+        ("cheng2020-anchor", 4, (192, 192)),
+    ],
+)
+def test_built_model_has_the_zoo_widths(name, quality, expected):
+    model = build_model(name, quality=quality)
+    info = describe(model)
+    assert (info["N"], info["M"]) == expected
+    # The weights agree with the description: g_a's first conv outputs N channels.
+    first_conv = next(m for m in model.g_a.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.out_channels == expected[0]
+
+
+def test_factorized_relu_builds_the_relu_class_unlike_the_zoo_function():
+    model = build_model("bmshj2018-factorized-relu", quality=2)
+    assert type(model) is FactorizedPriorReLU
+    assert not any("GDN" in type(m).__name__ for m in model.modules())
+    # The bug being worked around (CompressAI 1.2.8): if this starts failing, CompressAI fixed it.
+    assert type(compressai.zoo.bmshj2018_factorized_relu(quality=2)) is FactorizedPrior
+
+
+def test_explicit_widths_build_the_same_architecture_narrower():
+    small = build_model("bmshj2018-hyperprior", N=8, M=12)
+    assert describe(small) == {"class": "ScaleHyperprior", "N": 8, "M": 12}
+    full = build_model("bmshj2018-hyperprior", quality=1)
+    assert list(small.state_dict()) == list(full.state_dict())  # same layers, other widths
+    assert sum(p.numel() for p in small.parameters()) < 30_000
+    assert describe(build_model("cheng2020-attn", N=12, M=12)) == {
+        "class": "Cheng2020Attention",
+        "N": 12,
+        "M": 12,
+    }
+    relu = build_model("bmshj2018-factorized-relu", N=8, M=12)
+    assert type(relu) is FactorizedPriorReLU
+
+
+def test_registry_only_models_by_name():
+    elic = build_model("elic2022-official")
+    assert describe(elic) == {"class": "Elic2022Official", "N": 192, "M": 320}
+    assert elic.groups == [16, 16, 32, 64, 192]
+    checkerboard = build_model("cheng2020-anchor-checkerboard", N=16, M=16)
+    assert describe(checkerboard) == {"class": "Cheng2020AnchorCheckerboard", "N": 16, "M": 16}
+    small_elic = build_model("elic2022-chandelier", N=8, M=136)
+    assert describe(small_elic) == {"class": "Elic2022Chandelier", "N": 8, "M": 136}
+
+
+def test_describe_unwraps_data_parallel_and_reads_the_weights():
+    model = build_model("mbt2018-mean", N=8, M=12)
+    assert describe(torch.nn.DataParallel(model)) == describe(model)
+    del model.N, model.M  # the attributes are not needed: the widths come from g_a's weights
+    assert describe(model) == {"class": "MeanScaleHyperprior", "N": 8, "M": 12}
+    assert describe(torch.nn.Linear(2, 3)) == {"class": "Linear", "N": None, "M": None}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "bmshj2018-hyperprio", "quality": 1}, r"nearest: bmshj2018-hyperprior(,|$)"),
+        ({"name": "elic", "N": 8, "M": 136}, r"got 'elic'.*(nearest|known): .*elic2022"),
+        ({"name": "ssf2020"}, r"not an image model"),
+        ({"name": "bmshj2018-hyperprior", "quality": 0}, r"quality .*\[1, 8\].*got 0$"),
+        ({"name": "bmshj2018-hyperprior", "quality": 9}, r"quality .*\[1, 8\].*got 9$"),
+        ({"name": "cheng2020-anchor", "quality": 7}, r"quality .*\[1, 6\].*got 7$"),
+        ({"name": "bmshj2018-hyperprior", "quality": 2.5}, r"quality .*got 2\.5$"),
+        ({"name": "bmshj2018-hyperprior", "quality": True}, r"quality .*got True$"),
+        ({"name": "elic2022-official", "quality": 3}, r"quality must be None.*registry-only"),
+        ({"name": "mbt2018-vbr", "quality": 3}, r"quality must be None.*variable-rate"),
+        ({"name": "bmshj2018-hyperprior", "N": 8}, r"N and M must be given together"),
+        ({"name": "bmshj2018-hyperprior", "M": 8}, r"N and M must be given together"),
+        ({"name": "bmshj2018-hyperprior", "N": 0, "M": 8}, r"^N must be an integer .*got 0$"),
+        ({"name": "bmshj2018-hyperprior", "N": 8, "M": -1}, r"^M must be an integer .*got -1$"),
+        ({"name": "bmshj2018-hyperprior", "quality": 1, "N": 8, "M": 8}, r"not both"),
+        ({"name": "bmshj2018-hyperprior"}, r"quality must be .*\[1, 8\].*or give N and M"),
+        ({"name": "cheng2020-anchor", "N": 8, "M": 12}, r"M must equal N"),
+        ({"name": "elic2022-official", "N": 8, "M": 12}, r"M must be at least 129"),
+    ],
+)
+def test_bad_input_raises_one_line_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        build_model(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_quality_range_rejects_unknown_names():
+    with pytest.raises(ValueError, match=r"nearest: mbt2018-mean"):
+        quality_range("mbt2018-maen")
