@@ -7,12 +7,12 @@ interrupted write leaves no stray temporary file.
 
 Examples:
     >>> import json, pathlib, tempfile
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> path = write_json({"ratio": 0.5}, folder / "result.json")
-    >>> json.loads((folder / "result.json").read_text())
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_json({"ratio": 0.5}, pathlib.Path(folder) / "result.json")
+    ...     print(json.loads(path.read_text()))
+    ...     path = write_jsonl([{"step": 1}, {"step": 2}], pathlib.Path(folder) / "metrics.jsonl")
+    ...     print(read_jsonl(path))
     {'ratio': 0.5}
-    >>> path = write_jsonl([{"step": 1}, {"step": 2}], folder / "metrics.jsonl")
-    >>> read_jsonl(folder / "metrics.jsonl")
     [{'step': 1}, {'step': 2}]
 """
 

@@ -103,6 +103,13 @@ def test_resume_extends_a_run(run, tmp_path, capsys):
         (["--steps", "abc"], ("--steps", "abc")),
         (["--validate-every", "4", "--checkpoint-every", "6"], ("--checkpoint-every", "multiple")),
         (["--metric", "ms-ssim"], ("--patch-size", "160")),
+        (
+            ["--stdet", "--stdet-snapshot-every", "5", "--stdet-every", "1"],
+            ("--stdet-every must be at least snapshot_every (5), got 1",),
+        ),
+        (["--stdet", "--stdet-modes", "300"], ("--stdet-modes must be an integer in [1, 256]",)),
+        (["--stdet", "--seed", "-1"], ("--seed must be an integer in [0,",)),
+        (["--model", "bmshj2018-hyperprio"], ("--model must be a CompressAI image model",)),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(flags, fragments, folder, tmp_path, capsys):

@@ -18,7 +18,7 @@ from lic_train.trainer.models import (  # noqa: E402
     quality_range,
 )
 
-# (N, M) per zoo quality, from shared/notes/compressai.md §4 (cheng2020: M = N).
+# (N, M) per zoo quality, as CompressAI 1.2.8 documents its zoo (cheng2020: M = N).
 NOTES_WIDTHS = {
     "bmshj2018-factorized": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
     "bmshj2018-factorized-relu": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
