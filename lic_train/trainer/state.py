@@ -24,6 +24,14 @@ from lic_train.trainer.config import FitConfig
 from lic_train.trainer.models import describe
 
 RULE_KEYS = ("sma", "stdet")  # always present in a checkpoint (None: the run has no such rule)
+# Checkpoint key (CompressAI's examples/train.py names) -> the attribute saved by its state_dict.
+OPTIMIZERS = (
+    ("optimizer", "optimizer"),
+    ("aux_optimizer", "aux_optimizer"),
+    ("lr_scheduler", "scheduler"),
+)
+# The counters, saved and restored under their own names.
+COUNTERS = ("step", "wall_time", "train_time", "best_loss", "final", "best")
 
 
 def random_states(device: torch.device) -> dict:
@@ -87,16 +95,9 @@ class TrainingState:
         return {
             "epoch": epoch,
             "state_dict": self.model.state_dict(),
+            **{key: getattr(self, name).state_dict() for key, name in OPTIMIZERS},
             "loss": loss,
-            "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.aux_optimizer.state_dict(),
-            "lr_scheduler": self.scheduler.state_dict(),
-            "step": self.step,
-            "wall_time": self.wall_time,
-            "train_time": self.train_time,
-            "best_loss": self.best_loss,
-            "final": self.final,
-            "best": self.best,
+            **{name: getattr(self, name) for name in COUNTERS},
             "world_size": world,
             "random_states": random_states,
             **dict.fromkeys(RULE_KEYS),
@@ -106,14 +107,13 @@ class TrainingState:
         }
 
     def load(self, saved: dict, *, rank: int = 0) -> None:
-        """Restore a checkpoint of :meth:`to_dict` (the model's architecture checked already)."""
+        """Restore a checkpoint of :meth:`to_dict` (the model's architecture checked already).
+        The rules are restored right after the model and before the optimizer: fully embedded
+        tensors leave the optimizer's param groups first."""
         self.model.load_state_dict(saved["state_dict"])
-        # Before the optimizer: fully embedded tensors leave its param groups first.
         self.rules.load_state_dict({name: saved.get(name) for name in self.rules})
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.aux_optimizer.load_state_dict(saved["aux_optimizer"])
-        self.scheduler.load_state_dict(saved["lr_scheduler"])
-        self.step, self.wall_time = saved["step"], saved["wall_time"]
-        self.train_time, self.best_loss = saved["train_time"], saved["best_loss"]
-        self.final, self.best = saved["final"], saved.get("best", {})
+        for key, name in OPTIMIZERS:
+            getattr(self, name).load_state_dict(saved[key])
+        for name in COUNTERS:
+            setattr(self, name, saved[name])
         set_random_states(saved["random_states"][rank])
