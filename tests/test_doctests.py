@@ -70,3 +70,20 @@ def test_docstring_examples(name: str):
     assert failed == 0, f"{failed} of {attempted} examples in {name} failed (output above)"
     if name in WITH_EXAMPLES:
         assert attempted > 0, f"{name} has no docstring examples"
+
+
+NQM_LIBRARY = sorted(name for name in WITH_EXAMPLES if name.startswith("nqm."))
+
+
+@pytest.mark.parametrize("name", NQM_LIBRARY)
+def test_every_public_function_of_the_nqm_library_has_examples(name: str):
+    module = importlib.import_module(name)
+    missing = [
+        attribute
+        for attribute, value in vars(module).items()
+        if not attribute.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == name
+        and "Examples:" not in (value.__doc__ or "")
+    ]
+    assert missing == []

@@ -1,4 +1,4 @@
-"""lic_train.quadratic: the torch noisy quadratic model (loss, gradient, noise, validation), and the
+"""lic_train.testing: the torch noisy quadratic model (loss, gradient, noise, validation), and the
 trainer's SMA run with torch.optim.SGD on it against nqm's closed-form steady-state variances."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""lic_train.sma: the sampling schedule, the averaging recurrence (plain, bias-corrected, with
+"""lic_train.rules.sma: the sampling schedule, the averaging recurrence (plain, bias-corrected, with
 feedback), where the average lives, the readout on a CompressAI model, checkpointing and validation."""
 
 from __future__ import annotations

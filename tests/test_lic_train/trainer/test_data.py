@@ -1,4 +1,4 @@
-"""lic_train.data: the built-in photographs, array and file conversion (16-bit included), the folder
+"""lic_train.trainer.data: the built-in photographs, array and file conversion (16-bit included), the folder
 layouts and their split rule, skipped files, and the reproducible, reflect-padded patches."""
 
 from __future__ import annotations

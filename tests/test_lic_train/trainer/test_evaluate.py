@@ -1,4 +1,4 @@
-"""lic_train.evaluate: real bpp from the bytes, centred padding, 8-bit PSNR and MS-SSIM as
+"""lic_train.trainer.evaluate: real bpp from the bytes, centred padding, 8-bit PSNR and MS-SSIM as
 eval_model computes them, the estimated rate, the caller's model left alone, and the JSON schema.
 
 The reference values are recomputed independently: padding by slicing (not compute_padding),

@@ -1,4 +1,4 @@
-"""lic_train.models: names, zoo qualities and their widths, the factorized-relu fix, explicit
+"""lic_train.trainer.models: names, zoo qualities and their widths, the factorized-relu fix, explicit
 widths, registry-only models, describe() and one clear ValueError per bad input."""
 
 from __future__ import annotations
