@@ -281,8 +281,6 @@ def run_compare(args: argparse.Namespace) -> int:
             parse_method(spec)
         except ValueError as err:
             raise UsageError(f"lic-train compare: error: --methods: {err}") from None
-    if args.jobs < 1:
-        raise UsageError(f"lic-train compare: error: --jobs must be >= 1, got {args.jobs}")
     if args.seeds is not None:
         preset = replace(preset, seeds=tuple(args.seeds))
     if args.lambdas is not None:
