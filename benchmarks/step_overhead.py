@@ -4,7 +4,7 @@ What: seconds per training step of ``compressai.models.ScaleHyperprior(N=32, M=4
 4 crops of 128x128 (crops of ``skimage.data.astronaut()`` when scikit-image is installed, uniform
 noise otherwise), with CompressAI's ``examples/train.py`` step: ``RateDistortionLoss(lmbda=1e-2)``,
 Adam(lr 1e-4) on the network parameters, gradient clipping at norm 1.0, and a second Adam (lr 1e-3)
-on the entropy bottleneck's ``quantiles`` with ``model.aux_loss()``. Four configurations, each with
+on the entropy bottleneck's ``quantiles`` with ``model.aux_loss()``. Five configurations, each with
 its own deep copy of one seeded model and its own optimizers:
 
   adam         the step above;

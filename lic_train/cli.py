@@ -30,8 +30,9 @@ from lic_train.trainer.config import FitConfig  # noqa: E402
 from lic_train.trainer.loop import LATEST, NonFiniteLoss  # noqa: E402
 
 RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device"}  # may differ on --resume
-# Library parameters that no flag of the same name sets: the model's name is --model.
-ALIASES = {"name": "model"}
+# Library parameters that a flag of another name sets: the model's name is --model, a method spec
+# comes from --methods.
+ALIASES = {"name": "model", "method": "methods"}
 
 
 @contextmanager
@@ -155,7 +156,6 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         data=None if args.data is None else str(Path(args.data).resolve()),
         patch_size=tuple(args.patch_size),
         batch_size=args.batch_size,
-        steps=1000 if args.steps is None else args.steps,
         validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,

@@ -72,7 +72,7 @@ def train_and_code(config: dict, out: str, data: str | None, threads: int | None
     config = FitConfig.from_dict(config)
     trained = fit(config, out)
     summary = trained.summary
-    readout = "sma" if config.sma else "raw"
+    readout = summary.evaluated_readout
     model = trained.model
     if trained.sma is not None and trained.sma.ready:
         model = trained.sma.averaged_copy(trained.model)

@@ -20,6 +20,7 @@ from lic_train.rules.chain import Chain, UpdateRule
 from lic_train.rules.modes import Modes
 from lic_train.rules.sma import SMA, SMAConfig
 from lic_train.rules.stdet import STDET, STDETConfig
+from lic_train.rules.stdet.embedding import Retie
 
 
 def chain_of(*, sma: SMA | None = None, stdet: STDET | None = None) -> Chain:
@@ -29,7 +30,7 @@ def chain_of(*, sma: SMA | None = None, stdet: STDET | None = None) -> Chain:
        weights (after backward: their gradients zeroed, before clipping);
     2. ``sma``: the SMA samples (embedded scalars included, on their lines);
     3. ``embedding_after_feedback``: with ``feedback=True`` the SMA reset the weights to the
-       average, so the embedded scalars are put back on their lines once more;
+       average, so the embedded scalars are put back on their lines once more (:class:`Retie`);
     4. ``stdet``: STDET observes its trajectory and embeds on schedule (after backward: it
        accumulates sensitivity).
 
@@ -41,7 +42,7 @@ def chain_of(*, sma: SMA | None = None, stdet: STDET | None = None) -> Chain:
     if sma is not None:
         rules["sma"] = sma
         if stdet is not None and sma.feedback:
-            rules["embedding_after_feedback"] = stdet.embedding
+            rules["embedding_after_feedback"] = Retie(stdet.embedding)
     if stdet is not None:
         rules["stdet"] = stdet
     return Chain(**rules)

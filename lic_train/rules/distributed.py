@@ -1,4 +1,5 @@
-"""Identical decisions on every rank: rank 0 decides, the others receive.
+"""``torch.distributed`` for the rules and the trainer: identical decisions on every rank (rank 0
+decides, the others receive), and what each rank needs to know of the others.
 
 Without an initialised process group every function here is a no-op, so the same code runs in one
 process and under ``torchrun``.
@@ -6,8 +7,16 @@ process and under ``torchrun``.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
+
+
+def world_size() -> int:
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``; 1 without it), known before
+    the process group is initialised."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def active() -> bool:
@@ -16,6 +25,15 @@ def active() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if active() else 0
+
+
+def gather(obj: object) -> list:
+    """``obj`` of every rank, on every rank (a list of one without a process group)."""
+    if not active():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_from_rank0(*tensors: torch.Tensor) -> None:

@@ -68,7 +68,8 @@ class SMAConfig:
 
 class SMA:
     """Sampled moving average of every parameter of ``model``; call :meth:`step` after each
-    optimizer step.
+    optimizer step, or put it in a :class:`~lic_train.rules.chain.Chain`, which calls it through
+    :meth:`after_step` (not both).
 
     Args:
         model: the trained module (a ``DistributedDataParallel`` wrapper is unwrapped; its replicas

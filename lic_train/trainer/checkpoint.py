@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from lic_dynamics.files import write_atomic
+from lic_train.rules import SMA
+from lic_train.trainer.config import FitConfig
 
 COMPRESSAI_KEYS = ("epoch", "state_dict", "loss", "optimizer", "aux_optimizer", "lr_scheduler")
 
@@ -71,8 +73,7 @@ def load_trained(target: str | Path, *, weights: str | None = None) -> tuple[str
     """The model of a run folder (its best checkpoint, else its latest) or of a checkpoint file,
     with the SMA average (``weights="sma"``, the default when the run has one) or the raw weights.
     Returns a name for reports (``ARCH-WEIGHTS``) and the model on the CPU."""
-    from lic_train.trainer.config import FitConfig
-    from lic_train.trainer.models import build_model
+    from lic_train.trainer.models import build_model  # imports CompressAI
 
     target = Path(target)
     if target.is_dir():
@@ -85,15 +86,14 @@ def load_trained(target: str | Path, *, weights: str | None = None) -> tuple[str
     model = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
     check_architecture(saved["state_dict"], model, target)
     model.load_state_dict(saved["state_dict"])
-    has_average = bool(saved.get("sma") and saved["sma"]["samples"])
+    has_average = bool(config.sma and saved.get("sma") and saved["sma"]["samples"])
     weights = weights or ("sma" if has_average else "raw")
     if weights == "sma":
         if not has_average:
             raise ValueError(f"--weights sma: {target} holds no SMA average (train with --sma)")
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in saved["sma"]["average"].items():
-                named[name].copy_(value)
+        sma = SMA.from_config(model, config.sma)
+        sma.load_state_dict(saved["sma"])
+        sma.copy_to(model)
     elif weights != "raw":
         raise ValueError(f"--weights must be sma or raw, got {weights!r}")
     return f"{config.model}-{weights}", model

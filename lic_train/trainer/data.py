@@ -508,7 +508,7 @@ class Batches:
     ) -> None:  # fmt: skip
         self.batch_size = batch_size
         self.per_epoch = batches_per_epoch(len(images), batch_size, world)
-        repeats = max(1, math.ceil(batch_size * world / len(images)))
+        repeats = repeats_per_epoch(len(images), batch_size, world)
         self.dataset = PatchDataset(images, patch_size, train=True, seed=seed, repeats=repeats)
         self.sampler = torch.utils.data.DistributedSampler(
             self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
@@ -530,8 +530,13 @@ class Batches:
         return torch.stack([self.dataset[i] for i in chunk])
 
 
+def repeats_per_epoch(train_images: int, batch_size: int, world: int = 1) -> int:
+    """How many times an epoch visits each training image: enough for one global batch."""
+    return max(1, math.ceil(batch_size * world / train_images))
+
+
 def batches_per_epoch(train_images: int, batch_size: int, world: int = 1) -> int:
     """Steps in one epoch: the training images are repeated until one epoch holds at least one
     global batch, and each rank takes ``len // world`` of them (DistributedSampler, drop_last)."""
-    repeats = max(1, math.ceil(batch_size * world / train_images))
+    repeats = repeats_per_epoch(train_images, batch_size, world)
     return (train_images * repeats // world) // batch_size

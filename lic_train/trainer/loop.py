@@ -34,13 +34,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lic_dynamics import files, validation
 from lic_train.rules import SMA, STDET, build_rules, distributed
+from lic_train.rules.distributed import gather, world_size
 from lic_train.rules.parameters import is_quantiles
 from lic_train.trainer import checkpoint
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.data import Batches, PatchDataset, batches_per_epoch, fits, load_split
 from lic_train.trainer.memory import peak_memory, reset_peak_memory
 from lic_train.trainer.models import build_model
-from lic_train.trainer.state import TrainingState, gather, random_states
+from lic_train.trainer.state import TrainingState, random_states
 from lic_train.trainer.step import distortion_key, rate_distortion_loss, train_step, validate
 
 LATEST, BEST = "checkpoint.pth.tar", "checkpoint_best_loss.pth.tar"
@@ -87,10 +88,6 @@ def resolve_device(name: str) -> torch.device:
             raise ValueError("device cuda: no CUDA device is available (use --device cpu or auto)")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def steps_for_epochs(config: FitConfig, epochs: int) -> int:
@@ -153,7 +150,9 @@ def build(config: FitConfig, device: torch.device) -> tuple[TrainingState, nn.Mo
     return state, trained
 
 
-def test_batches(config: FitConfig, test_images: list, device: torch.device) -> list[torch.Tensor]:
+def validation_batches(
+    config: FitConfig, test_images: list, device: torch.device
+) -> list[torch.Tensor]:
     """Centre crops of the patch size, as CompressAI's train.py validates; images too small to be
     padded to it are evaluated only by ``lic-train eval`` (whole images)."""
     crops = [image for _, image in test_images if fits(image.shape, config.patch_size)]
@@ -266,8 +265,8 @@ def fit(
         check_finite(done, losses["loss"].item(), aux_loss.item(), out)
         last = done == config.steps
         if done % config.log_every == 0 or last:
-            state.wall_time += time.perf_counter() - tick
-            tick = time.perf_counter()
+            now = time.perf_counter()
+            state.wall_time, tick = state.wall_time + now - tick, now
             log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
         if done % config.validate_every == 0 or last:
             validate_readouts(state, config, test, log, out)
@@ -299,7 +298,7 @@ def load_data(config: FitConfig, device: torch.device, rank: int) -> tuple[Batch
         [image for _, image in train_images], config.patch_size, batch_size=config.batch_size,
         seed=config.seed, world=world_size(), rank=rank,
     )  # fmt: skip
-    return batches, test_batches(config, test_images, device)
+    return batches, validation_batches(config, test_images, device)
 
 
 def check_finite(step: int, loss: float, aux: float, out: Path) -> None:

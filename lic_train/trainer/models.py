@@ -59,7 +59,7 @@ def _check_name(name: object) -> str:
     if isinstance(name, str) and name in names:
         return name
     if isinstance(name, str) and name in MODELS:
-        raise ValueError(f"name {name!r} is a point-cloud or video model, not an image model")
+        raise InvalidValue("name", f"{name!r} is a point-cloud or video model, not an image model")
     nearest = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
     hint = f"nearest: {', '.join(nearest)}" if nearest else f"known: {', '.join(names)}"
     raise InvalidValue("name", f"must be a CompressAI image model, got {name!r}; {hint}")
@@ -109,7 +109,9 @@ def model_spec(
         N = validation.integer("N", N, minimum=1)
         M = validation.integer("M", M, minimum=1)
         if not _takes(cls, "N"):
-            raise ValueError(f"name {name!r} does not take N and M (its class is {cls.__name__})")
+            raise InvalidValue(
+                "name", f"{name!r} does not take N and M (its class is {cls.__name__})"
+            )
         if not _takes(cls, "M"):
             # cheng2020-*: the latent has as many channels as the transforms (M = N).
             if M != N:

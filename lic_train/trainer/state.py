@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from lic_train.rules import Chain, distributed
+from lic_train.rules import Chain
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.models import describe
 
@@ -52,15 +51,6 @@ def set_random_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
     np.random.set_state(states["numpy"])  # noqa: NPY002
     random.setstate(states["random"])
-
-
-def gather(obj: object) -> list:
-    """``obj`` of every rank, on every rank (a list of one without a process group)."""
-    if not distributed.active():
-        return [obj]
-    out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 @dataclass
@@ -115,5 +105,6 @@ class TrainingState:
         for key, name in OPTIMIZERS:
             getattr(self, name).load_state_dict(saved[key])
         for name in COUNTERS:
-            setattr(self, name, saved[name])
+            if name in saved:  # a checkpoint of an older version may lack the newest ("best")
+                setattr(self, name, saved[name])
         set_random_states(saved["random_states"][rank])

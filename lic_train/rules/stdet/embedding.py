@@ -80,6 +80,7 @@ class EmbeddingTable:
         self.offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()]
         self.entries: list[Embedded] = []
         self._reference_at: list[tuple[torch.Tensor, tuple[int, ...]]] = []
+        self.steps = 0  # after_step calls: STDET checks that the table runs before it
 
     def tensor_of(self, flat: int) -> int:
         """The index of the parameter that holds flat index ``flat``."""
@@ -158,6 +159,7 @@ class EmbeddingTable:
         self.zero_gradients()
 
     def after_step(self) -> None:
+        self.steps += 1
         self.materialize()
 
     def state_dict(self) -> dict:
@@ -170,3 +172,24 @@ class EmbeddingTable:
         """Device memory of the table, in bytes."""
         tensors = [t for e in self.entries for t in (e.index, e.a, e.b, e.mode) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class Retie:
+    """The table's ``after_step`` alone, for a second place in a chain: after a rule that reset
+    the weights (an SMA with feedback), the embedded scalars go back on their lines. Their
+    gradients were zeroed already, so ``after_backward`` does nothing."""
+
+    def __init__(self, table: EmbeddingTable) -> None:
+        self.table = table
+
+    def after_backward(self) -> None:
+        pass
+
+    def after_step(self) -> None:
+        self.table.materialize()
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

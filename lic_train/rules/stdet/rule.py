@@ -44,7 +44,8 @@ The pieces, each in its own module: the configuration (:mod:`.config`), the pure
 embedded scalars to their references (:mod:`.embedding`, the torch twin of ``nqm.embedding.Tie``)
 and the optimizer edits (:mod:`.optimizer`). :class:`STDET` holds the schedule and the state.
 
-STDET is two update rules, in this order around an SMA (:func:`lic_train.rules.chain_of`)::
+STDET is two update rules, in this order around an SMA (:func:`lic_train.rules.chain_of`; with an
+SMA with feedback, ``embedding_after_feedback`` follows the SMA)::
 
     Chain(embedding=stdet.embedding, sma=sma, stdet=stdet)
 
@@ -159,6 +160,11 @@ class STDET:
         """Observe the trajectory and embed when an event is due (the embedding table has put the
         embedded scalars back on their lines already)."""
         self.steps += 1
+        if self.embedding.steps != self.steps:
+            raise RuntimeError(
+                "STDET's embedding table did not run before it in this step: chain them as "
+                "lic_train.rules.chain_of(sma=..., stdet=stdet) does (embedding first)"
+            )
         if self.saturated:
             return
         if self.steps % self.config.snapshot_every == 0:
@@ -339,7 +345,7 @@ class STDET:
             )
         if state["names"] != self.names:
             raise ValueError("STDET state tracks other parameters than this model's")
-        self.steps = int(state["steps"])
+        self.steps = self.embedding.steps = int(state["steps"])
         self.events = int(state["events"])
         self.modes.load_state_dict(state["modes"])
         if self.modes.fitted:

@@ -453,6 +453,26 @@ def test_the_sma_samples_embedded_scalars_on_their_lines():
     assert_embedded_on_their_lines(stdet, [sma.average[n] for n in stdet.names])
 
 
+def test_with_a_feedback_sma_embedded_scalars_stay_on_their_lines():
+    """An SMA with feedback resets the weights to its average after each sample; the embedding
+    table runs again after it (``chain_of``), so the embedded scalars end the step on their
+    lines."""
+    model, optimizer, aux_optimizer = hyperprior()
+    sma = SMA(model, k=1, beta=0.5, feedback=True)  # a reset at every step
+    stdet = STDET(model, optimizer, SMALL, trajectory=sma)
+    assert "embedding_after_feedback" in chain_of(sma=sma, stdet=stdet)
+    g = torch.Generator().manual_seed(0)
+    train_hyperprior(model, optimizer, aux_optimizer, sma, stdet, SMALL.warmup + 3 * SMALL.every, g)
+    assert_embedded_on_their_lines(stdet, stdet.params)
+
+
+def test_stdet_refuses_to_run_without_its_embedding_table():
+    model, optimizer, _ = hyperprior()
+    stdet = STDET(model, optimizer, SMALL)
+    with pytest.raises(RuntimeError, match="embedding table did not run"):
+        stdet.after_step()
+
+
 def test_channels_last_parameters_work():
     model, optimizer, aux_optimizer = hyperprior()
     model = model.to(memory_format=torch.channels_last)
