@@ -37,7 +37,12 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one :class:`UsageError` line, not a usage block."""
+    """An ``ArgumentParser`` whose errors are one :class:`UsageError` line, not a usage block,
+    and which takes no abbreviations: a prefix of a flag is an unknown flag (argparse would
+    silently read ``--checkpoint`` as ``--checkpoint-every``)."""
+
+    def __init__(self, *args: object, allow_abbrev: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: error: {message}")

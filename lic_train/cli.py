@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -26,13 +27,16 @@ from lic_dynamics.validation import InvalidValue  # noqa: E402
 from lic_train.experiments import PRESETS, parse_method  # noqa: E402
 from lic_train.rules import SMAConfig, STDETConfig  # noqa: E402
 from lic_train.rules.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS  # noqa: E402
-from lic_train.trainer.config import FitConfig  # noqa: E402
+from lic_train.trainer.config import EMA_DECAY, LR_SCHEDULES, FitConfig  # noqa: E402
+from lic_train.trainer.data import default_workers  # noqa: E402
 from lic_train.trainer.loop import LATEST, NonFiniteLoss  # noqa: E402
 
-RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device"}  # may differ on --resume
+# May differ on --resume: where and how long it runs.
+RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device", "num_workers"}
 # Library parameters that a flag of another name sets: the model's name is --model, a method spec
 # comes from --methods.
 ALIASES = {"name": "model", "method": "methods"}
+PROGRESS_SECONDS = 30.0  # between progress lines in a log
 
 
 @contextmanager
@@ -59,12 +63,30 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     loss.add_argument("-lr", "--learning-rate", type=float, default=1e-4)
     loss.add_argument("--aux-learning-rate", type=float, default=1e-3)
     loss.add_argument("--clip_max_norm", type=float, default=1.0, help="0: no clipping")
-    loss.add_argument("--lr-schedule", choices=("plateau", "none"), default="plateau")
+    loss.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
+                      help="plateau (CompressAI's), multistep (x gamma at --lr-milestones) or "
+                      "none")  # fmt: skip
+    loss.add_argument("--lr-milestones", type=float, nargs="+", default=FitConfig.lr_milestones,
+                      metavar="FRACTION", help="multistep: fractions of the steps (default 0.9)")  # fmt: skip
+    loss.add_argument("--lr-gamma", type=float, default=FitConfig.lr_gamma,
+                      help="multistep: the factor at each milestone (default 0.1)")  # fmt: skip
+    loss.add_argument("--warmup-steps", type=int, default=0,
+                      help="linear warm-up (multistep and none)")  # fmt: skip
+    loss.add_argument("--checkpoint", metavar="PATH",
+                      help="start from the weights of this CompressAI checkpoint (ours, train.py's "
+                      "or a state dict); the optimizers start afresh")  # fmt: skip
     data = p.add_argument_group("data")
     data.add_argument("-d", "--data", help="image folder (train/ and test/, or one folder); "
                       "default: the built-in photographs")  # fmt: skip
+    data.add_argument("--test-data", metavar="DIR",
+                      help="the test images (e.g. Kodak); --data then holds the training "
+                      "images only")  # fmt: skip
     data.add_argument("--patch-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     data.add_argument("--batch-size", type=int, default=16)
+    data.add_argument("--test-batch-size", type=int, default=FitConfig.test_batch_size)
+    data.add_argument("-n", "--num-workers", type=int,
+                      help=f"DataLoader workers (default: {default_workers()} here; 0 for "
+                      "the built-in photographs, which are in memory)")  # fmt: skip
     run = p.add_argument_group("run")
     length = run.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
@@ -82,6 +104,10 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     sma.add_argument("--sma-k", type=int, default=SMAConfig.k)
     sma.add_argument("--sma-beta", type=float, default=SMAConfig.beta)
     sma.add_argument("--sma-feedback", action="store_true")
+    sma.add_argument("--ema", action="store_true",
+                     help="per-step EMA of the weights (SMA with k = 1)")  # fmt: skip
+    sma.add_argument("--ema-decay", type=float, default=EMA_DECAY,
+                     help=f"default {EMA_DECAY}")  # fmt: skip
     stdet = p.add_argument_group("STDET")
     d = STDETConfig()
     stdet.add_argument("--stdet", action="store_true", help="embed parameters (STDET)")
@@ -104,12 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="train a model")
     _add_fit_flags(fit)
     evaluate = commands.add_parser("eval", help="real bit streams of a run or checkpoint")
-    evaluate.add_argument("target", help="a run folder or a checkpoint file")
+    evaluate.add_argument("target", help="a run folder or a checkpoint file (any CompressAI one)")
+    evaluate.add_argument("-m", "--model",
+                          help="the architecture of a checkpoint not written by lic-train fit")  # fmt: skip
     evaluate.add_argument("-d", "--data", help="image folder (default: built-in test photographs)")
     evaluate.add_argument("--weights", choices=("sma", "raw"), default=None,
                           help="default: sma when the run has an average, else raw")  # fmt: skip
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the eval_model JSON")
+    export = commands.add_parser("export", help="a run's weights as a CompressAI checkpoint")
+    export.add_argument("target", help="a run folder or a lic-train checkpoint file")
+    export.add_argument("out", help="the file to write (e.g. model.pth.tar)")
+    export.add_argument("--weights", choices=("sma", "raw"), default=None,
+                        help="default: sma when the run has an average, else raw")  # fmt: skip
     comp = commands.add_parser("compare", help="Adam vs SMA, STDET, STDET + SMA; a report")
     comp.add_argument("--preset", choices=tuple(PRESETS), default="tiny")
     comp.add_argument("--out", default="runs/compare", help="report folder")
@@ -139,9 +172,16 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
                 **{name: getattr(args, f"stdet_{name}") for name in fields}, seed=args.seed
             )
     sma = None
+    if args.sma and args.ema:
+        raise UsageError("lic-train fit: error: --sma and --ema: give one (EMA is SMA with k = 1)")
     if args.sma:
         with flags_of("sma_"):
             sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback)
+    if args.ema:
+        try:
+            sma = SMAConfig(k=1, beta=args.ema_decay)
+        except InvalidValue as error:
+            raise error.renamed("ema_decay") from None
     return FitConfig(
         model=args.model,
         quality=args.quality,
@@ -153,9 +193,16 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         aux_learning_rate=args.aux_learning_rate,
         clip_max_norm=args.clip_max_norm,
         lr_schedule=args.lr_schedule,
-        data=None if args.data is None else str(Path(args.data).resolve()),
+        lr_milestones=tuple(args.lr_milestones),
+        lr_gamma=args.lr_gamma,
+        warmup_steps=args.warmup_steps,
+        checkpoint=_absolute(args.checkpoint),
+        data=_absolute(args.data),
+        test_data=_absolute(args.test_data),
         patch_size=tuple(args.patch_size),
         batch_size=args.batch_size,
+        test_batch_size=args.test_batch_size,
+        num_workers=args.num_workers,
         validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
@@ -164,6 +211,12 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         sma=sma,
         stdet=stdet,
     )
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path flag as an absolute path (a run may be resumed from elsewhere); '' stays '' so that
+    the data layer can refuse it rather than read the current folder."""
+    return path if not path else str(Path(path).resolve())
 
 
 def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
@@ -184,7 +237,13 @@ def run_fit(args: argparse.Namespace) -> int:
     resume = args.resume is not None
     out = Path(args.resume or args.out)
     if resume:
-        saved = load(out / LATEST)["config"]
+        saved = load(out / LATEST)
+        if "config" not in saved:
+            raise ValueError(
+                f"--resume {out}: {LATEST} was not written by lic-train fit (no 'config' key); "
+                "to train from its weights, pass it with --checkpoint"
+            )
+        saved = saved["config"]
         # Either the run's own command again with --resume, or --resume alone: the saved
         # configuration either way; only --steps, --epochs and --device may change.
         defaults = build_parser().parse_args(["fit"])
@@ -197,7 +256,13 @@ def run_fit(args: argparse.Namespace) -> int:
                 f"lic-train fit: error: --resume continues the run saved in {out}; give its "
                 f"own flags or none (these differ from it: {', '.join(differ)})"
             )
-        config = with_length(FitConfig.from_dict({**saved, "device": args.device}), args)
+        try:
+            resumed = FitConfig.from_dict(
+                {**saved, "device": args.device, "num_workers": args.num_workers}
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--resume {out}: its configuration does not load ({error})") from None
+        config = with_length(resumed, args)
     else:
         if (out / LATEST).exists():
             raise UsageError(
@@ -205,35 +270,13 @@ def run_fit(args: argparse.Namespace) -> int:
                 "it or choose another --out"
             )
         config = with_length(fit_config(args), args)
-    from tqdm import tqdm
-
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
-    bar = tqdm(
-        total=config.steps, desc="fit", disable=None if main_rank else True, dynamic_ncols=True
-    )
-    bar.update(0)
-
-    def on_log(record: dict) -> None:
-        if not main_rank:
-            return
-        if record.get("split") == "val":
-            bar.write(
-                f"step {record['step']}: val {record['readout']} loss {record['loss']:.4f} "
-                f"bpp {record['bpp']:.4f} PSNR {record['psnr']:.2f} dB"
-            )
-            return
-        bar.n = record["step"]
-        quality = {"psnr": f"{record['psnr']:.2f}"} if "psnr" in record else {}
-        bar.set_postfix(
-            loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}", **quality,
-            trainable=f"{100 * record['trainable']:.0f}%",
-        )  # fmt: skip
-        bar.refresh()
-
+    progress = Progress(config.steps) if main_rank else (lambda record: None)
     try:
-        summary = fit(config, out, resume=resume, on_log=on_log).summary
+        summary = fit(config, out, resume=resume, on_log=progress).summary
     finally:
-        bar.close()
+        if main_rank:
+            progress.close()
     best = summary.best[summary.evaluated_readout]
     if not main_rank:
         return 0
@@ -245,6 +288,80 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+class Progress:
+    """A run's progress on stderr: a tqdm bar on a terminal; otherwise (a log file, CI) one line
+    every ``every`` seconds and at the last step: step, loss, bpp, PSNR, ETA. Validations get a
+    line each either way. Picklable, so that ``compare`` hands one to each run's process."""
+
+    def __init__(self, total: int, label: str = "fit", every: float = PROGRESS_SECONDS) -> None:
+        self.total, self.label, self.every = total, label, every
+        self.bar = None
+        self.first = True
+        self.printed = 0.0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "bar": None}
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def __call__(self, record: dict) -> None:
+        if record.get("split") == "val":
+            self._write(
+                f"{self.label} step {record['step']}: val {record['readout']} loss "
+                f"{record['loss']:.4f} bpp {record['bpp']:.4f} PSNR {record['psnr']:.2f} dB"
+            )
+            return
+        step, now = record["step"], time.monotonic()
+        if self.first and sys.stderr.isatty() and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.label, dynamic_ncols=True)
+        self.first = False
+        psnr = f"{record['psnr']:.2f}" if "psnr" in record else "-"
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}", bpp=f"{record['bpp']:.3f}", psnr=psnr,
+                trainable=f"{100 * record['trainable']:.0f}%",
+            )  # fmt: skip
+            self.bar.refresh()
+            return
+        if now - self.printed < self.every and step < self.total:
+            return
+        self.printed = now
+        # The run's own clock (resumed runs included): seconds per step so far.
+        eta = _duration(record["wall_time"] / step * (self.total - step))
+        self._write(
+            f"{self.label} step {step}/{self.total}: loss {record['loss']:.4f} bpp "
+            f"{record['bpp']:.4f} PSNR {psnr} dB, ETA {eta}"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lic_train.trainer.checkpoint import export
+
+    weights, exported = export(args.target, args.out, weights=args.weights)
+    print(
+        f"wrote {args.out}: the {weights} weights (validation loss {exported['loss']:.4f}), "
+        "as CompressAI's train.py writes a checkpoint"
+    )
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from lic_train.trainer.checkpoint import load_trained
     from lic_train.trainer.data import load_eval_images
@@ -252,7 +369,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from lic_train.trainer.loop import resolve_device
 
     device = resolve_device(args.device)
-    name, model = load_trained(args.target, weights=args.weights)
+    name, model = load_trained(args.target, weights=args.weights, model=args.model)
     result = evaluate(model, load_eval_images(args.data), device=device)
     if args.json:
         print(json.dumps(eval_model_json(name, result), indent=2, allow_nan=False))
@@ -316,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_fit(args)
             if args.command == "compare":
                 return run_compare(args)
+            if args.command == "export":
+                return run_export(args)
             return run_eval(args)
     except (UsageError, ValueError) as err:
         print(error_line(command, err, build_parser(), ALIASES), file=sys.stderr)

@@ -1,14 +1,18 @@
-"""Checkpoints that a crash cannot leave half-written (:mod:`lic_dynamics.files`).
+"""Checkpoints: written so that a crash cannot leave them half-written
+(:mod:`lic_dynamics.files`), read without running any code, interchangeable with CompressAI.
 
-A checkpoint is CompressAI's ``examples/train.py`` dict (``epoch``, ``state_dict``, ``loss``,
-``optimizer``, ``aux_optimizer``, ``lr_scheduler``) plus this trainer's keys, so that CompressAI's
-``update_model``/``eval_model`` read it unchanged.
+A checkpoint of ``lic-train fit`` is CompressAI's ``examples/train.py`` dict (``epoch``,
+``state_dict``, ``loss``, ``optimizer``, ``aux_optimizer``, ``lr_scheduler``, as CompressAI means
+them: :mod:`lic_train.trainer.state`) plus this trainer's keys. The files CompressAI's tools take
+are read here too: a ``train.py`` checkpoint, a dict under ``network``, ``state_dict`` or
+``model_state_dict`` (as ``compressai.utils.eval_model`` reads), or a bare state dict
+(``update_model``'s output).
 """
 
 from __future__ import annotations
 
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +20,11 @@ import torch
 from torch import nn
 
 from lic_dynamics.files import write_atomic
-from lic_train.rules import SMA
 from lic_train.trainer.config import FitConfig
 
 COMPRESSAI_KEYS = ("epoch", "state_dict", "loss", "optimizer", "aux_optimizer", "lr_scheduler")
+WEIGHTS_KEYS = ("network", "state_dict", "model_state_dict")  # eval_model's, in its order
+WEIGHTS = ("sma", "raw")
 
 
 def save(checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -28,24 +33,48 @@ def save(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save` (or CompressAI's train.py), on the CPU.
+    """A checkpoint file, on the CPU, read with ``torch.load(weights_only=True)``: tensors,
+    numbers, strings and containers only, so that a file from elsewhere never runs code.
 
     Raises ``ValueError`` (one line naming the file) when it is missing, truncated, not a torch
-    file or lacks CompressAI's keys.
+    file, would need code to load, or is not a dict.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error below says it
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is a paragraph; its reason follows "WeightsUnpickler error:".
+        after = str(error).split("WeightsUnpickler error:")[-1].strip()
+        reason = after.splitlines()[0] if after else type(error).__name__
+        raise ValueError(
+            f"checkpoint {path}: refused, loading it would run code or build objects other than "
+            f"tensors and plain data ({reason})"
+        ) from None
+    except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"checkpoint {path}: truncated or not a torch checkpoint ({reason})"
         ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"checkpoint {path}: not a training checkpoint (no 'state_dict' key)")
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"checkpoint {path}: holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
+
+
+def weights_of(saved: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights in a loaded checkpoint, as ``eval_model`` finds them: under ``network``,
+    ``state_dict`` or ``model_state_dict``, else the dict itself when every value is a tensor; a
+    ``module.`` prefix (DataParallel) is removed. ``ValueError`` when there are none."""
+    found = next((saved[key] for key in WEIGHTS_KEYS if isinstance(saved.get(key), dict)), saved)
+    if not found or not all(isinstance(v, torch.Tensor) for v in found.values()):
+        raise ValueError(
+            f"checkpoint {path}: holds no model weights (no {', '.join(WEIGHTS_KEYS)} key, and "
+            "not a state dict of tensors)"
+        )
+    return {name.removeprefix("module."): t for name, t in found.items()}
 
 
 def check_architecture(
@@ -69,31 +98,92 @@ def check_architecture(
             )
 
 
-def load_trained(target: str | Path, *, weights: str | None = None) -> tuple[str, nn.Module]:
-    """The model of a run folder (its best checkpoint, else its latest) or of a checkpoint file,
-    with the SMA average (``weights="sma"``, the default when the run has one) or the raw weights.
-    Returns a name for reports (``ARCH-WEIGHTS``) and the model on the CPU."""
-    from lic_train.trainer.models import build_model  # imports CompressAI
-
+def run_checkpoint(target: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best checkpoint (else its latest)."""
     target = Path(target)
     if target.is_dir():
         best = target / "checkpoint_best_loss.pth.tar"
-        target = best if best.exists() else target / "checkpoint.pth.tar"
-    saved = load(target)
-    if "config" not in saved:
-        raise ValueError(f"checkpoint {target}: not written by lic-train fit (no 'config' key)")
-    config = FitConfig.from_dict(saved["config"])
-    model = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
-    check_architecture(saved["state_dict"], model, target)
-    model.load_state_dict(saved["state_dict"])
-    has_average = bool(config.sma and saved.get("sma") and saved["sma"]["samples"])
+        return best if best.exists() else target / "checkpoint.pth.tar"
+    return target
+
+
+def chosen_weights(saved: dict, weights: str | None, path: Path) -> tuple[str, dict]:
+    """The weights of a ``lic-train fit`` checkpoint: ``sma`` (the average, the default when the
+    run has one) or ``raw``; returns the choice and the state dict."""
+    has_average = "raw_state_dict" in saved
     weights = weights or ("sma" if has_average else "raw")
-    if weights == "sma":
-        if not has_average:
-            raise ValueError(f"--weights sma: {target} holds no SMA average (train with --sma)")
-        sma = SMA.from_config(model, config.sma)
-        sma.load_state_dict(saved["sma"])
-        sma.copy_to(model)
-    elif weights != "raw":
+    if weights not in WEIGHTS:
         raise ValueError(f"--weights must be sma or raw, got {weights!r}")
-    return f"{config.model}-{weights}", model
+    if weights == "sma" and not has_average:
+        raise ValueError(f"--weights sma: {path} holds no SMA average (train with --sma or --ema)")
+    return weights, saved["raw_state_dict"] if weights == "raw" and has_average else saved[
+        "state_dict"
+    ]
+
+
+def model_for(
+    state_dict: dict[str, torch.Tensor], path: str | Path, *, model: str | None
+) -> nn.Module:
+    """The model of a checkpoint not written by ``lic-train fit``: architecture ``model`` (a
+    CompressAI name), its widths read off the weights by CompressAI's ``from_state_dict``."""
+    from lic_train.trainer.models import from_weights  # imports CompressAI
+
+    if model is None:
+        raise ValueError(
+            f"--model: {path} was not written by lic-train fit, so it does not say its "
+            "architecture; give it with --model (e.g. --model bmshj2018-hyperprior)"
+        )
+    built = from_weights(model, state_dict)
+    check_architecture(state_dict, built, path)
+    return built
+
+
+def load_trained(
+    target: str | Path, *, weights: str | None = None, model: str | None = None
+) -> tuple[str, nn.Module]:
+    """The model of a run folder (its best checkpoint, else its latest) or of a checkpoint file.
+
+    A ``lic-train fit`` checkpoint gives the SMA average (``weights="sma"``, the default when the
+    run has one) or the raw weights; any other CompressAI checkpoint gives its weights, in the
+    architecture ``model``. Returns a name for reports (``ARCH-WEIGHTS``) and the model on the CPU.
+    """
+    from lic_train.trainer.models import build_model  # imports CompressAI
+
+    path = run_checkpoint(target)
+    saved = load(path)
+    if "config" not in saved:
+        if weights == "sma":
+            raise ValueError(f"--weights sma: {path} was not written by lic-train fit")
+        state_dict = weights_of(saved, path)
+        built = model_for(state_dict, path, model=model)
+        built.load_state_dict(state_dict)
+        return f"{model}-checkpoint", built
+    config = FitConfig.from_dict(saved["config"])
+    if model is not None and model != config.model:
+        raise ValueError(f"--model {model}: {path} holds a {config.model} model")
+    weights, state_dict = chosen_weights(saved, weights, path)
+    built = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
+    check_architecture(state_dict, built, path)
+    built.load_state_dict(state_dict)
+    return f"{config.model}-{weights}", built
+
+
+def export(target: str | Path, out: str | Path, *, weights: str | None = None) -> tuple[str, dict]:
+    """Write the ``weights`` (``sma`` or ``raw``; default: the recommended ones) of a run or
+    ``lic-train fit`` checkpoint to ``out`` as CompressAI's ``examples/train.py`` writes its
+    checkpoints (:data:`COMPRESSAI_KEYS` only): ``eval_model -p``, ``update_model`` and
+    ``train.py --checkpoint`` take it. ``loss`` is the validation loss of those weights.
+    Returns the choice and the dict written."""
+    path = run_checkpoint(target)
+    saved = load(path)
+    if "config" not in saved:
+        raise ValueError(f"checkpoint {path}: not written by lic-train fit (no 'config' key)")
+    weights, state_dict = chosen_weights(saved, weights, path)
+    final = saved.get("final", {}).get(weights, {})
+    exported = {
+        **{key: saved[key] for key in COMPRESSAI_KEYS},
+        "state_dict": state_dict,
+        "loss": final.get("loss", saved["loss"]),
+    }
+    save(exported, out)
+    return weights, exported

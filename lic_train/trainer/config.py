@@ -11,9 +11,14 @@ from lic_dynamics.validation import InvalidValue
 from lic_train.rules import SMAConfig, STDETConfig
 
 METRICS = ("mse", "ms-ssim")
-LR_SCHEDULES = ("plateau", "none")
+LR_SCHEDULES = ("plateau", "multistep", "none")
 DEVICES = ("auto", "cpu", "cuda")
-RESUMABLE = ("steps", "device")  # the fields that may change when a run is resumed
+# The per-step EMA of the weights (SMA with k = 1) that the seed paper's authors train with
+# (torch_ema, decay 0.999): the strongest simple averaging baseline.
+EMA_DECAY = 0.999
+# The fields that may change when a run is resumed: its length and where it runs (the batches do not
+# depend on the number of DataLoader workers).
+RESUMABLE = ("steps", "device", "num_workers")
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,16 @@ class FitConfig:
     aux_learning_rate: float = 1e-3
     clip_max_norm: float = 1.0
     lr_schedule: str = "plateau"
+    lr_milestones: tuple[float, ...] = (0.9,)  # multistep: fractions of steps
+    lr_gamma: float = 0.1  # multistep: the factor at each milestone
+    warmup_steps: int = 0  # multistep and none: linear warm-up
+    checkpoint: str | None = None  # the weights to start from (any CompressAI checkpoint)
     data: str | None = None
+    test_data: str | None = None
     patch_size: tuple[int, int] = (256, 256)
     batch_size: int = 16
+    test_batch_size: int = 64
+    num_workers: int | None = None  # DataLoader workers; None: data.default_workers()
     steps: int = 1000
     validate_every: int = 100
     checkpoint_every: int | None = None  # steps; None: at every validation
@@ -55,7 +67,8 @@ class FitConfig:
         )  # fmt: skip
         object.__setattr__(self, "clip_max_norm", clip)
         for name, minimum in (
-            ("batch_size", 1), ("steps", 1), ("validate_every", 1), ("log_every", 1), ("seed", 0),
+            ("batch_size", 1), ("test_batch_size", 1), ("steps", 1), ("validate_every", 1),
+            ("log_every", 1), ("seed", 0), ("warmup_steps", 0),
         ):  # fmt: skip
             value = validation.integer(name, getattr(self, name), minimum=minimum)
             object.__setattr__(self, name, value)
@@ -68,8 +81,11 @@ class FitConfig:
                 )
             object.__setattr__(self, "checkpoint_every", every)
         validation.choice("metric", self.metric, METRICS)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise InvalidValue("lr_schedule", f"must be plateau or none, got {self.lr_schedule!r}")
+        validation.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self._check_schedule()
+        if self.num_workers is not None:
+            workers = validation.integer("num_workers", self.num_workers, minimum=0)
+            object.__setattr__(self, "num_workers", workers)
         if self.device not in DEVICES:
             raise InvalidValue("device", f"must be auto, cpu or cuda, got {self.device!r}")
         patch = tuple(self.patch_size)
@@ -94,13 +110,44 @@ class FitConfig:
             if quality_range(self.model) is not None:  # a zoo model with qualities
                 object.__setattr__(self, "quality", 3)  # as CompressAI's train.py
 
+    def _check_schedule(self) -> None:
+        gamma = validation.real("lr_gamma", self.lr_gamma, "(0, 1]", low=0, high=1, high_open=False)
+        object.__setattr__(self, "lr_gamma", gamma)
+        milestones = tuple(
+            validation.real("lr_milestones", m, "(0, 1) (fractions of the steps)", low=0, high=1)
+            for m in (self.lr_milestones if isinstance(self.lr_milestones, tuple | list) else [])
+        )
+        if not isinstance(self.lr_milestones, tuple | list) or list(milestones) != sorted(
+            set(milestones)
+        ):
+            raise InvalidValue(
+                "lr_milestones",
+                f"must be increasing fractions in (0, 1), got {self.lr_milestones!r}",
+            )
+        object.__setattr__(self, "lr_milestones", milestones)
+        if self.lr_schedule == "plateau" and self.warmup_steps:
+            raise InvalidValue(
+                "warmup_steps",
+                f"must be 0 with the plateau schedule (warm up with multistep or none), got "
+                f"{self.warmup_steps}",
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @staticmethod
     def from_dict(data: dict) -> FitConfig:
+        """The configuration :meth:`to_dict` wrote; ``ValueError`` naming a field this version
+        does not know (a checkpoint of another version)."""
         data = dict(data)
+        unknown = sorted(set(data) - set(FitConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"unknown configuration field {unknown[0]!r} (another lic-train version?)"
+            )
         data["patch_size"] = tuple(data["patch_size"])
+        if "lr_milestones" in data:
+            data["lr_milestones"] = tuple(data["lr_milestones"])
         data["sma"] = SMAConfig(**data["sma"]) if data.get("sma") else None
         data["stdet"] = STDETConfig(**data["stdet"]) if data.get("stdet") else None
         return FitConfig(**data)

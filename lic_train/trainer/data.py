@@ -7,7 +7,7 @@ command line").
 * **The built-in set** (``data=None``) is the nine photographs that ship inside scikit-image and
   matplotlib, so the trainer runs on machines that cannot download a data set.
 * **A folder** is read as CompressAI's ``ImageFolder`` reads it (``train/`` and ``test/``), or, when
-  it has neither, split by a fixed rule (:func:`load_split`).
+  it has neither, split by a fixed rule (:func:`find_images`).
 * **Patches** follow CompressAI's ``examples/train.py``: random crops for training, centre crops for
   testing, of ``patch_size = (height, width)`` like its ``--patch-size``. A side smaller than the
   patch is reflect-padded first (torchvision's ``RandomCrop(pad_if_needed=True,
@@ -18,13 +18,16 @@ command line").
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import os
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -64,10 +67,12 @@ _PIL_ERRORS = (
     struct.error,
     Image.DecompressionBombError,
 )
+_EXIF_ORIENTATION = 0x0112
 
 
 class SkippedImage(UserWarning):
-    """An image file that :func:`load_split` left out; the message names the file and why."""
+    """An image file left out (unreadable, or too small for the patch); the message names the file
+    and why."""
 
 
 def builtin_images() -> dict[str, torch.Tensor]:
@@ -182,13 +187,43 @@ def read_image(path: str | Path) -> torch.Tensor:
         ValueError: ``"{path}: not a readable image ({reason})"`` on anything PIL cannot open or
             decode, and on pixels :func:`to_tensor` rejects.
     """
+    return to_tensor(read_array(path))
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """The pixels of one image file at the file's precision, upright (EXIF orientation), as
+    :func:`to_tensor` takes them: what :func:`read_image` converts, for cropping before the
+    conversion to float32.
+
+    Raises:
+        ValueError: ``"{path}: not a readable image ({reason})"``, as :func:`read_image`.
+    """
     try:
         with Image.open(path) as image:
-            upright = ImageOps.exif_transpose(image)
-            return to_tensor(_pil_array(upright))
+            return _pil_array(ImageOps.exif_transpose(image))
     except _PIL_ERRORS as error:
-        reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line
-        raise ValueError(f"{path}: not a readable image ({reason})") from error
+        raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, upright, from its header alone (nothing is decoded).
+
+    Raises:
+        ValueError: ``"{path}: not a readable image ({reason})"`` when PIL cannot open it.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            # EXIF orientations 5 to 8 turn the image by 90 degrees (PIL's exif_transpose).
+            if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+                height, width = width, height
+            return height, width
+    except _PIL_ERRORS as error:
+        raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def _patch_size(patch_size: object) -> tuple[int, int]:
@@ -259,106 +294,143 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
 
-class _Folder:
-    """The readable images under one folder, with what was skipped (:class:`SkippedImage`)."""
+@dataclass(frozen=True)
+class Images:
+    """The images of one split, named and not yet decoded.
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        files = _image_files(folder)
-        self.found = len(files)
-        self.unreadable = 0
-        self.images: list[tuple[str, str, torch.Tensor]] = []  # (name, path, image)
-        for path in files:
-            try:
-                image = read_image(path)
-            except ValueError as error:
-                self.unreadable += 1
-                warnings.warn(f"{error}; skipped", SkippedImage, stacklevel=3)  # at the caller
-                continue
-            self.images.append((path.relative_to(folder).as_posix(), str(path), image))
+    Attributes:
+        names: each image's name for reports: its path relative to the folder it was found in
+            (``/``-separated), or a built-in photograph's name.
+        sources: a file path (decoded when an item is read) or a ``(3, H, W)`` float32 tensor
+            (the built-in photographs, already in memory), one per name.
+        where: where the images come from, for messages: the flag and its folder (``--data
+            DIR``), or the built-in set.
+    """
 
-    def counts(self) -> str:
-        """How many image files were found and how many could not be read."""
-        if self.found == 0:
-            return f"no image files ({' '.join(IMAGE_SUFFIXES)}) under {self.folder}"
-        return f"{self.found} image files under {self.folder}, {self.unreadable} unreadable"
+    names: tuple[str, ...]
+    sources: tuple[str | torch.Tensor, ...]
+    where: str
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, keep: Sequence[int]) -> Images:
+        return Images(
+            tuple(self.names[i] for i in keep), tuple(self.sources[i] for i in keep), self.where
+        )
 
 
-def load_split(
-    data: str | Path | None, patch_size: tuple[int, int]
-) -> tuple[list[tuple[str, torch.Tensor]], list[tuple[str, torch.Tensor]]]:
-    """The (train, test) images, each a list of ``(name, image)``, image ``(3, H, W)`` float32.
+def _folder(data: str | Path, flag: str) -> Path:
+    """``data`` as an existing folder, else raise ``ValueError`` naming ``flag``."""
+    root = Path(data)
+    if not str(data):
+        raise ValueError(f"{flag} '': an empty path (give a folder)")
+    if not root.exists():
+        raise ValueError(f"{flag} {root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"{flag} {root}: not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ValueError(f"{flag} {root}: not readable (permission denied)")
+    return root
 
-    Args:
-        data: ``None``: the built-in photographs (:func:`builtin_images`; split
-            :data:`BUILTIN_TRAIN` / :data:`BUILTIN_TEST`). A folder with ``train/`` and ``test/``
-            subfolders: the images under each (the layout of CompressAI's ``ImageFolder``). A
-            folder with neither: its images, sorted by relative path, split by a fixed rule: every
-            5th (indices 4, 9, 14, ...) tests, the rest train; with 2 to 4 images the last one
-            tests; a single image is used for both (with a ``UserWarning``, as its test score is
-            then a training score). The rule counts only the images that could be read. Images
-            are found recursively, by suffix (:data:`IMAGE_SUFFIXES`, any case), hidden files
-            and folders left out, and named by their path relative to the folder (to ``train/``
-            or ``test/`` in that layout), in sorted order.
-        patch_size: ``(height, width)`` of the training crops, integers >= 16 (a hyperprior
-            model also needs multiples of 64; that is the trainer's check).
 
-    Unreadable files, and training images too small to be reflect-padded to the patch (a side
-    shorter than ``ceil((patch + 2) / 3)``), are skipped with a :class:`SkippedImage` warning
-    naming the file and why. Test images are kept whatever their size.
+def _listed(folder: Path, flag: str) -> Images:
+    """Every image file under ``folder`` (:func:`_image_files`), none decoded; raise
+    ``ValueError`` naming ``flag`` when there is none."""
+    files = _image_files(folder)
+    if not files:
+        raise ValueError(f"{flag} {folder}: no image files ({' '.join(IMAGE_SUFFIXES)})")
+    names = tuple(path.relative_to(folder).as_posix() for path in files)
+    return Images(names, tuple(str(path) for path in files), f"{flag} {folder}")
+
+
+def find_images(
+    data: str | Path | None, test_data: str | Path | None = None
+) -> tuple[Images, Images]:
+    """The (train, test) images of a run, listed without decoding anything (so that a folder of
+    any size costs only its listing).
+
+    Layouts:
+
+    * ``data=None``: the built-in photographs (:func:`builtin_images`; split
+      :data:`BUILTIN_TRAIN` / :data:`BUILTIN_TEST`).
+    * ``data`` with ``train/`` and ``test/`` subfolders: the images under each (the layout of
+      CompressAI's ``ImageFolder``).
+    * ``data`` with neither: its images, sorted by relative path, split by a fixed rule: every
+      5th (indices 4, 9, 14, ...) tests, the rest train; with 2 to 4 images the last one tests; a
+      single image is used for both (with a ``UserWarning``, as its test score is then a training
+      score). The rule counts image files, readable or not (nothing is decoded to decide it).
+    * ``test_data`` given: it holds the test images (all the images under it), and the training
+      images are those under ``data/train/`` when it exists, else every image under ``data``
+      (the built-in training photographs when ``data`` is None): e.g. COCO to train, Kodak to test.
+
+    Images are found recursively, by suffix (:data:`IMAGE_SUFFIXES`, any case), hidden files and
+    folders left out, named by their path relative to the folder they were found in, in sorted
+    order. Unreadable and too-small files are found when they are first read
+    (:class:`PatchDataset`).
 
     Raises:
-        ValueError: a bad ``patch_size``; ``data`` does not exist or is not a folder; only one of
-            ``train/`` and ``test/`` exists; no training image is left; no test image.
+        ValueError: a folder that does not exist, is not a folder or cannot be read; only one of
+            ``train/`` and ``test/``; a split without image files. The message names the flag
+            (``--data`` or ``--test-data``).
     """
-    patch = _patch_size(patch_size)
     if data is None:
-        where = "(not given: the built-in images)"
         images = builtin_images()
-        train = [(name, name, images[name]) for name in BUILTIN_TRAIN]
-        test = [(name, name, images[name]) for name in BUILTIN_TEST]
-        train_counts = f"{len(train)} built-in training images"
-        test_counts = "no built-in test images"
-    else:
-        root = Path(data)
-        where = str(root)
-        if not root.exists():
-            raise ValueError(f"--data {where}: no such folder")
-        if not root.is_dir():
-            raise ValueError(f"--data {where}: not a folder")
-        train_dir, test_dir = root / "train", root / "test"
-        if train_dir.is_dir() != test_dir.is_dir():
-            has, lacks = ("train", "test") if train_dir.is_dir() else ("test", "train")
-            raise ValueError(f"--data {where}: has a {has}/ folder but no {lacks}/ folder")
-        if train_dir.is_dir():
-            train_folder, test_folder = _Folder(train_dir), _Folder(test_dir)
-            train, test = train_folder.images, test_folder.images
-            train_counts, test_counts = train_folder.counts(), test_folder.counts()
-        else:
-            folder = _Folder(root)
-            train, test = _split(folder.images)
-            if len(folder.images) == 1:
-                warnings.warn(
-                    f"--data {where}: a single image, {folder.images[0][0]}, used both to train "
-                    "and to test",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            train_counts = test_counts = folder.counts()
-    fitting = []
-    for name, path, image in train:
-        if fits(image.shape, patch):
-            fitting.append((name, image))
-        else:
-            message = f"{path}: {_too_small(image.shape, patch)}; skipped"
-            warnings.warn(message, SkippedImage, stacklevel=2)
-    if not fitting:
-        if train:
-            train_counts += f", {len(train)} too small for the {patch[0]}x{patch[1]} patch"
-        raise ValueError(f"--data {where}: no training images left ({train_counts})")
-    if not test:
-        raise ValueError(f"--data {where}: no test images ({test_counts})")
-    return fitting, [(name, image) for name, _path, image in test]
+        builtin = "the built-in photographs"
+        train = Images(BUILTIN_TRAIN, tuple(images[n] for n in BUILTIN_TRAIN), builtin)
+        test = Images(BUILTIN_TEST, tuple(images[n] for n in BUILTIN_TEST), builtin)
+        if test_data is not None:
+            test = _listed(_folder(test_data, "--test-data"), "--test-data")
+        return train, test
+    root = _folder(data, "--data")
+    train_dir, test_dir = root / "train", root / "test"
+    if test_data is not None:
+        test = _listed(_folder(test_data, "--test-data"), "--test-data")
+        return _listed(train_dir if train_dir.is_dir() else root, "--data"), test
+    if train_dir.is_dir() != test_dir.is_dir():
+        has, lacks = ("train", "test") if train_dir.is_dir() else ("test", "train")
+        raise ValueError(f"--data {root}: has a {has}/ folder but no {lacks}/ folder")
+    if train_dir.is_dir():
+        return _listed(train_dir, "--data"), _listed(test_dir, "--data")
+    images = _listed(root, "--data")
+    if len(images) == 1:
+        warnings.warn(
+            f"--data {root}: a single image, {images.names[0]}, used both to train and to test",
+            UserWarning,
+            stacklevel=2,
+        )
+    train, test = _split(list(range(len(images))))
+    return images.subset(train), images.subset(test)
+
+
+def validation_images(test: Images, patch_size: tuple[int, int]) -> Images:
+    """The test images that validate on centre crops of ``patch_size``: each file's header is
+    read (not its pixels); unreadable files are left out with a :class:`SkippedImage` warning,
+    and images too small to be reflect-padded to the patch are left out of validation (``eval``
+    codes them whole).
+
+    Raises:
+        ValueError: no test image is left.
+    """
+    patch, keep, readable = _patch_size(patch_size), [], 0
+    for i, source in enumerate(test.sources):
+        try:
+            shape = tuple(source.shape) if isinstance(source, torch.Tensor) else image_size(source)
+        except ValueError as error:
+            warnings.warn(f"{error}; skipped", SkippedImage, stacklevel=2)
+            continue
+        readable += 1
+        if fits(shape, patch):
+            keep.append(i)
+    if not readable:
+        raise ValueError(f"{test.where}: no readable test image ({len(test)} image files)")
+    if not keep:
+        raise ValueError(
+            f"--patch-size {patch[0]} {patch[1]}: no test image of {test.where} is "
+            f"large enough to validate on patches of this size (it needs "
+            f"{_min_side(patch[0])}x{_min_side(patch[1])} pixels or more)"
+        )
+    return test.subset(keep)
 
 
 def load_eval_images(data: str | Path | None) -> list[tuple[str, torch.Tensor]]:
@@ -372,37 +444,52 @@ def load_eval_images(data: str | Path | None) -> list[tuple[str, torch.Tensor]]:
     if data is None:
         images = builtin_images()
         return [(name, images[name]) for name in BUILTIN_TEST]
-    root = Path(data)
-    if not root.exists():
-        raise ValueError(f"--data {root}: no such folder")
-    if not root.is_dir():
-        raise ValueError(f"--data {root}: not a folder")
-    folder = _Folder(root / "test" if (root / "test").is_dir() else root)
-    if not folder.images:
-        raise ValueError(f"--data {root}: no readable images ({folder.counts()})")
-    return [(name, image) for name, _path, image in folder.images]
+    root = _folder(data, "--data")
+    listed = _listed(root / "test" if (root / "test").is_dir() else root, "--data")
+    decoded = []
+    for name, path in zip(listed.names, listed.sources, strict=True):
+        try:
+            decoded.append((name, read_image(path)))
+        except ValueError as error:
+            warnings.warn(f"{error}; skipped", SkippedImage, stacklevel=2)
+    if not decoded:
+        raise ValueError(f"--data {root}: no readable images ({len(listed)} image files)")
+    return decoded
 
 
-def _split(images: list) -> tuple[list, list]:
+def _split(items: list) -> tuple[list, list]:
     """The fixed (train, test) split of one sorted list: indices 4, 9, 14, ... test; with 2 to 4
     items the last one tests; a single item is both."""
-    if len(images) == 1:
-        return images, images
-    if len(images) < 5:
-        return images[:-1], images[-1:]
+    if len(items) == 1:
+        return items, items
+    if len(items) < 5:
+        return items[:-1], items[-1:]
     return (
-        [item for i, item in enumerate(images) if i % 5 != 4],
-        [item for i, item in enumerate(images) if i % 5 == 4],
+        [item for i, item in enumerate(items) if i % 5 != 4],
+        [item for i, item in enumerate(items) if i % 5 == 4],
     )
 
 
-class PatchDataset(torch.utils.data.Dataset):
-    """Fixed-size patches of a list of images: random crops (train) or centre crops (test).
+class Item(NamedTuple):
+    """One item of a :class:`PatchDataset`: the patch, and the files skipped to find it."""
 
-    Item ``index`` is a patch of image ``index % len(images)``; ``repeats`` makes an epoch visit
+    patch: torch.Tensor  # (C, ph, pw) float32
+    skipped: tuple[str, ...]  # "{path}: {why}" for each file that could not give a patch
+
+
+class NoReadableImage(ValueError):
+    """No image of a data set can give a patch (all unreadable or too small)."""
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Fixed-size patches of a list of images, decoded when an item is read: random crops (train)
+    or centre crops (test).
+
+    Item ``index`` is a patch of image ``index % len(sources)``; ``repeats`` makes an epoch visit
     every image that many times. A side shorter than the patch is first reflect-padded to it
     (split evenly, the odd pixel at the end), as ``torch.nn.functional.pad(..., mode="reflect")``
-    does; the other side is cropped.
+    does; the other side is cropped. A file is decoded at the file's precision and cropped before
+    the conversion to float32, so an item costs one decode and a patch-sized conversion.
 
     Training crops are drawn by a ``torch.Generator`` seeded from ``(seed, epoch, index)`` alone
     (through ``numpy.random.SeedSequence``, not Python's salted ``hash``), never from a global
@@ -410,30 +497,46 @@ class PatchDataset(torch.utils.data.Dataset):
     any DDP rank, and changes from epoch to epoch. Test crops are the centre (offset
     ``(size - patch) // 2``), the same every epoch.
 
+    **Bad files are found when read.** An image that cannot be decoded, or (for training) is too
+    small to be reflect-padded to the patch (a side shorter than ``ceil((patch + 2) / 3)``), is
+    replaced by the next one in order that can (wrapping around), with the same crop generator,
+    and named in :attr:`Item.skipped`; the data set is never decoded up front. When no image can
+    give a patch, :class:`NoReadableImage` is raised.
+
     Call :meth:`set_epoch` before iterating each epoch. A DataLoader with ``persistent_workers=True``
     keeps the dataset copies its workers started with, so the epoch would not reach them: use the
     default ``persistent_workers=False`` (workers copy the dataset at each epoch's first batch).
 
     Args:
-        images: ``(C, H, W)`` floating tensors (float32 for :func:`load_split`'s images, which are
-            kept without copying), each side at least ``ceil((patch + 2) / 3)``.
+        sources: file paths, or ``(C, H, W)`` floating tensors (kept without copying when float32).
         patch_size: ``(height, width)``, integers >= 16.
         train: random crops (True) or centre crops (False); keyword only.
         seed: >= 0, the crops' seed.
         repeats: >= 1, items per image per epoch.
+        where: the data set's folder, for the :class:`NoReadableImage` message.
 
     Raises:
-        ValueError: a bad argument, or an image too small to be reflect-padded to the patch.
+        ValueError: a bad argument, or a tensor too small to be reflect-padded to the patch.
+
+    Example:
+        >>> import torch
+        >>> patches = PatchDataset([torch.rand(3, 100, 80)], (64, 64), train=True, seed=1)
+        >>> item = patches[0]
+        >>> tuple(item.patch.shape), item.skipped
+        ((3, 64, 64), ())
+        >>> bool((patches[0].patch == item.patch).all())  # a function of (seed, epoch, index)
+        True
     """
 
     def __init__(
         self,
-        images: Sequence[torch.Tensor],
+        sources: Sequence[str | Path | torch.Tensor],
         patch_size: tuple[int, int],
         *,
         train: bool,
         seed: int = 0,
         repeats: int = 1,
+        where: str = "the data set",
     ) -> None:
         self.patch_size = _patch_size(patch_size)
         if not isinstance(train, bool):
@@ -441,41 +544,66 @@ class PatchDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = validation.integer("seed", seed, minimum=0)
         self.repeats = validation.integer("repeats", repeats, minimum=1)
+        self.where = where
         self.epoch = 0
-        if len(images) == 0:
-            raise ValueError("images must hold at least one (C, H, W) tensor, got none")
-        self.images = []
-        for i, image in enumerate(images):
-            if not isinstance(image, torch.Tensor):
-                raise ValueError(f"images[{i}] must be a tensor, got {type(image).__name__}")
-            if image.ndim != 3:
-                raise ValueError(f"images[{i}] must be (C, H, W), got shape {tuple(image.shape)}")
-            if not image.is_floating_point():
-                raise ValueError(f"images[{i}] must be floating, got {image.dtype}")
-            if not fits(image.shape, self.patch_size):
-                raise ValueError(f"images[{i}]: {_too_small(image.shape, self.patch_size)}")
-            self.images.append(image.float())
+        if len(sources) == 0:
+            raise ValueError("sources must hold at least one image, got none")
+        self.sources: list[str | torch.Tensor] = []
+        for i, source in enumerate(sources):
+            if isinstance(source, str | Path):
+                self.sources.append(str(source))
+                continue
+            if not isinstance(source, torch.Tensor):
+                raise ValueError(
+                    f"sources[{i}] must be a path or a tensor, got {type(source).__name__}"
+                )
+            if source.ndim != 3:
+                raise ValueError(f"sources[{i}] must be (C, H, W), got shape {tuple(source.shape)}")
+            if not source.is_floating_point():
+                raise ValueError(f"sources[{i}] must be floating, got {source.dtype}")
+            if not fits(source.shape, self.patch_size):
+                raise ValueError(f"sources[{i}]: {_too_small(source.shape, self.patch_size)}")
+            self.sources.append(source.float())
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the training crops of ``epoch`` (an integer >= 0) from now on."""
         self.epoch = validation.integer("epoch", epoch, minimum=0)
 
     def __len__(self) -> int:
-        return len(self.images) * self.repeats
+        return len(self.sources) * self.repeats
 
     def _generator(self, index: int) -> torch.Generator:
         """A generator that depends on (seed, epoch, index) only."""
         state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)
         return torch.Generator().manual_seed(int(state[0]))
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        """Patch ``index`` (negative counts from the end): a new ``(C, ph, pw)`` float32 tensor."""
+    def __getitem__(self, index: int) -> Item:
+        """Item ``index`` (negative counts from the end): a new ``(C, ph, pw)`` float32 patch and
+        the files skipped to find it."""
         length = len(self)
         if not -length <= index < length:
             raise IndexError(f"index must be in [{-length}, {length}), got {index}")
         index %= length
-        image = self.images[index % len(self.images)]
-        (height, width), (patch_h, patch_w) = image.shape[-2:], self.patch_size
+        first, skipped = index % len(self.sources), []
+        for attempt in range(len(self.sources)):
+            source = self.sources[(first + attempt) % len(self.sources)]
+            try:
+                return Item(self._patch(source, index), tuple(skipped))
+            except ValueError as error:
+                skipped.append(str(error))
+        raise NoReadableImage(
+            f"{self.where}: none of its {len(self.sources)} images can give a "
+            f"{self.patch_size[0]}x{self.patch_size[1]} patch (the first: {skipped[0]})"
+        )
+
+    def _patch(self, source: str | torch.Tensor, index: int) -> torch.Tensor:
+        """The patch of item ``index`` cut from ``source``; ``ValueError`` when the file cannot
+        be decoded or is too small."""
+        pixels = source if isinstance(source, torch.Tensor) else read_array(source)
+        height, width = pixels.shape[-2:] if isinstance(source, torch.Tensor) else pixels.shape[:2]
+        if not fits((height, width), self.patch_size):
+            raise ValueError(f"{source}: {_too_small((height, width), self.patch_size)}")
+        patch_h, patch_w = self.patch_size
         # Offsets into the padded image; a padded side is exactly the patch, so its offset is 0.
         span_h, span_w = max(height, patch_h) - patch_h + 1, max(width, patch_w) - patch_w + 1
         if self.train:
@@ -486,48 +614,126 @@ class PatchDataset(torch.utils.data.Dataset):
             top, left = (span_h - 1) // 2, (span_w - 1) // 2
         # Crop before padding: padding acts on one axis at a time, so this equals padding the
         # whole image and cropping it, without copying a large image to pad a narrow one.
-        patch = image[:, top : top + patch_h, left : left + patch_w]
+        if isinstance(source, torch.Tensor):
+            patch = pixels[:, top : top + patch_h, left : left + patch_w]
+        else:
+            patch = to_tensor(pixels[top : top + patch_h, left : left + patch_w])
         (pad_top, pad_bottom), (pad_left, pad_right) = _pads(height, patch_h), _pads(width, patch_w)
         if pad_top or pad_bottom or pad_left or pad_right:
             return F.pad(patch, (pad_left, pad_right, pad_top, pad_bottom), mode="reflect")
         return patch.clone(memory_format=torch.contiguous_format)  # not a view of the whole image
 
 
-class Batches:
-    """The training batches of a run, step by step: each rank's share of every epoch of
-    ``dataset``, in the order of a ``DistributedSampler`` (shuffled by ``(seed, epoch)``,
-    ``drop_last``), ``batch_size`` patches per step.
+def collate(items: Sequence[Item]) -> Item:
+    """The DataLoader's ``collate_fn`` for :class:`PatchDataset`: the ``(B, C, ph, pw)`` batch and
+    every file skipped to make it."""
+    return Item(
+        torch.stack([item.patch for item in items]),
+        tuple(note for item in items for note in item.skipped),
+    )
 
-    ``batch(step)`` depends on the step alone, so a resumed run draws exactly the batches an
-    uninterrupted one would. One epoch is :func:`batches_per_epoch` steps.
+
+class _Resumable(torch.utils.data.Sampler):
+    """A ``DistributedSampler`` whose epoch can start part-way: the first ``skip`` indices of the
+    epoch are left out, so that a run resumed mid-epoch reads what an uninterrupted one would."""
+
+    def __init__(self, sampler: torch.utils.data.DistributedSampler) -> None:
+        self.sampler, self.skip = sampler, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are asked for: one per core this process may use beyond the
+    one that trains, at most 4 (CompressAI's ``train.py`` default); 0 on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(4, (cores or 1) - 1))
+
+
+class TrainBatches:
+    """The training batches of a run, from any step on: each rank's share of every epoch of
+    ``images``, in the order of a ``DistributedSampler`` (shuffled by ``(seed, epoch)``,
+    ``drop_last``), ``batch_size`` patches per step, decoded by ``num_workers`` DataLoader workers.
+
+    The batch of a step depends on the step alone (and the files), whatever ``num_workers``: a
+    resumed run draws exactly the batches an uninterrupted one would. One epoch is
+    :func:`batches_per_epoch` steps. Files skipped while reading (:class:`PatchDataset`) are
+    reported once each with a :class:`SkippedImage` warning.
+
+    Example:
+        >>> import torch
+        >>> images = Images(("a", "b"), (torch.rand(3, 80, 80), torch.rand(3, 90, 70)), "two")
+        >>> batches = TrainBatches(images, (64, 64), batch_size=2, seed=0)
+        >>> batches.per_epoch, tuple(next(batches.from_step(0)).shape)
+        (1, (2, 3, 64, 64))
     """
 
     def __init__(
-        self, images: Sequence[torch.Tensor], patch_size: tuple[int, int], *, batch_size: int,
-        seed: int, world: int = 1, rank: int = 0,
+        self, images: Images, patch_size: tuple[int, int], *, batch_size: int, seed: int,
+        world: int = 1, rank: int = 0, num_workers: int = 0, pin_memory: bool = False,
     ) -> None:  # fmt: skip
         self.batch_size = batch_size
         self.per_epoch = batches_per_epoch(len(images), batch_size, world)
         repeats = repeats_per_epoch(len(images), batch_size, world)
-        self.dataset = PatchDataset(images, patch_size, train=True, seed=seed, repeats=repeats)
-        self.sampler = torch.utils.data.DistributedSampler(
-            self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        self.dataset = PatchDataset(
+            images.sources, patch_size, train=True, seed=seed, repeats=repeats, where=images.where
         )
-        self._epoch, self._indices = -1, []
+        self.sampler = _Resumable(
+            torch.utils.data.DistributedSampler(
+                self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                drop_last=True,
+            )
+        )  # fmt: skip
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+            collate_fn=collate, pin_memory=pin_memory, drop_last=True,
+        )  # fmt: skip
+        self.reported: set[str] = set()
 
     def epoch_of(self, step: int) -> int:
         return step // self.per_epoch
 
-    def batch(self, step: int) -> torch.Tensor:
-        """The ``(batch_size, C, H, W)`` batch of optimizer step ``step`` (counted from 0)."""
-        epoch = self.epoch_of(step)
-        if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
+    def from_step(self, step: int) -> Iterator[torch.Tensor]:
+        """The ``(batch_size, C, H, W)`` batches of optimizer steps ``step``, ``step + 1``, ...
+        (counted from 0), without end."""
+        epoch, position = divmod(step, self.per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch, skip=position * self.batch_size)
             self.dataset.set_epoch(epoch)
-            self._epoch, self._indices = epoch, list(self.sampler)
-        position = step % self.per_epoch
-        chunk = self._indices[position * self.batch_size : (position + 1) * self.batch_size]
-        return torch.stack([self.dataset[i] for i in chunk])
+            for batch in self.loader:
+                report_skipped(batch.skipped, self.reported)
+                yield batch.patch
+            epoch, position = epoch + 1, 0
+
+
+def report_skipped(skipped: Sequence[str], reported: set[str]) -> None:
+    """One :class:`SkippedImage` warning for each file in ``skipped`` not yet in ``reported``."""
+    for note in skipped:
+        if note not in reported:
+            reported.add(note)
+            warnings.warn(f"{note}; skipped", SkippedImage, stacklevel=3)
+
+
+def validation_loader(
+    images: Images, patch_size: tuple[int, int], *, batch_size: int, num_workers: int = 0,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:  # fmt: skip
+    """Centre crops of ``images`` (:func:`validation_images`), ``batch_size`` per batch, in order
+    (items are :class:`Item` batches), read afresh by each pass, as CompressAI's ``train.py``
+    validates: memory does not grow with the test set."""
+    dataset = PatchDataset(images.sources, patch_size, train=False, where=images.where)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+        num_workers=min(num_workers, math.ceil(len(dataset) / batch_size)), pin_memory=pin_memory,
+    )  # fmt: skip
 
 
 def repeats_per_epoch(train_images: int, batch_size: int, world: int = 1) -> int:

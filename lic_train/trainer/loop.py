@@ -7,7 +7,7 @@ validated on centre crops of the test images (estimated rate, ``eval()`` mode) a
 at every validation) and at the end a checkpoint is written atomically (latest, and best by the
 loss of the evaluated readout: the SMA average when SMA is on).
 
-Determinism: crops are a function of (seed, epoch, index) (:class:`lic_train.trainer.data.Batches`),
+Determinism: crops are a function of (seed, epoch, index) (:class:`lic_train.trainer.data.TrainBatches`),
 and the checkpoint holds every random state of every rank (:mod:`lic_train.trainer.state`), so a
 resumed run continues exactly where the checkpoint left it: on the CPU its final weights equal an
 uninterrupted run's bit for bit.
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from compressai.optimizers import net_aux_optimizer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -38,9 +39,18 @@ from lic_train.rules.distributed import gather, world_size
 from lic_train.rules.parameters import is_quantiles
 from lic_train.trainer import checkpoint
 from lic_train.trainer.config import FitConfig
-from lic_train.trainer.data import Batches, PatchDataset, batches_per_epoch, fits, load_split
+from lic_train.trainer.data import (
+    TrainBatches,
+    batches_per_epoch,
+    default_workers,
+    find_images,
+    report_skipped,
+    validation_images,
+    validation_loader,
+)
 from lic_train.trainer.memory import peak_memory, reset_peak_memory
 from lic_train.trainer.models import build_model
+from lic_train.trainer.schedules import PER_STEP, build_scheduler
 from lic_train.trainer.state import TrainingState, random_states
 from lic_train.trainer.step import distortion_key, rate_distortion_loss, train_step, validate
 
@@ -93,7 +103,7 @@ def resolve_device(name: str) -> torch.device:
 def steps_for_epochs(config: FitConfig, epochs: int) -> int:
     """``epochs`` passes over the training images of ``config.data``, in optimizer steps."""
     epochs = validation.integer("epochs", epochs, minimum=1)
-    train_images, _ = load_split(config.data, config.patch_size)
+    train_images, _ = find_images(config.data, config.test_data)
     return epochs * batches_per_epoch(len(train_images), config.batch_size, world_size())
 
 
@@ -101,7 +111,12 @@ def check_resume(config: FitConfig, out: Path) -> dict:
     """The latest checkpoint of the run in ``out``, if ``config`` may continue it: the same
     configuration but for ``steps`` and ``device``, as many processes, not past ``config.steps``."""
     saved = checkpoint.load(out / LATEST)
-    differ = config.differences(saved.get("config", {}))
+    if "config" not in saved:
+        raise ValueError(
+            f"--resume {out}: {LATEST} was not written by lic-train fit (no 'config' key); to "
+            "train from its weights, pass it with --checkpoint"
+        )
+    differ = config.differences(saved["config"])
     if differ:
         raise ValueError(
             f"--resume {out}: the checkpoint was trained with another configuration "
@@ -123,14 +138,18 @@ def build(config: FitConfig, device: torch.device) -> tuple[TrainingState, nn.Mo
     """A fresh training state (the same initial weights on every rank) and the module to train
     through (``DistributedDataParallel`` under ``torchrun``, else the model itself)."""
     torch.manual_seed(config.seed)
-    model = build_model(config.model, quality=config.quality, N=config.N, M=config.M).to(device)
+    model = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
+    if config.checkpoint is not None:
+        load_initial_weights(model, config.checkpoint)
+    model.to(device)
     named = list(model.named_parameters())
-    optimizer = torch.optim.Adam(
-        [p for n, p in named if not is_quantiles(n)], lr=config.learning_rate
-    )
-    aux_optimizer = torch.optim.Adam(
-        [p for n, p in named if is_quantiles(n)], lr=config.aux_learning_rate
-    )
+    # CompressAI's own split and order (parameters sorted by name), so that optimizer states
+    # move between the two trainers.
+    optimizers = net_aux_optimizer(model, {
+        "net": {"type": "Adam", "lr": config.learning_rate},
+        "aux": {"type": "Adam", "lr": config.aux_learning_rate},
+    })  # fmt: skip
+    optimizer, aux_optimizer = optimizers["net"], optimizers["aux"]
     trained = model
     if world_size() > 1:
         # The quantiles get their gradient from the auxiliary loss, outside DDP's forward; that
@@ -144,27 +163,27 @@ def build(config: FitConfig, device: torch.device) -> tuple[TrainingState, nn.Mo
         model=model,
         optimizer=optimizer,
         aux_optimizer=aux_optimizer,
-        scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min"),
+        scheduler=build_scheduler(
+            optimizer,
+            schedule=config.lr_schedule,
+            steps=config.steps,
+            milestones=config.lr_milestones,
+            gamma=config.lr_gamma,
+            warmup=config.warmup_steps,
+        ),
         rules=build_rules(trained, optimizer, sma=config.sma, stdet=config.stdet),
     )
     return state, trained
 
 
-def validation_batches(
-    config: FitConfig, test_images: list, device: torch.device
-) -> list[torch.Tensor]:
-    """Centre crops of the patch size, as CompressAI's train.py validates; images too small to be
-    padded to it are evaluated only by ``lic-train eval`` (whole images)."""
-    crops = [image for _, image in test_images if fits(image.shape, config.patch_size)]
-    if not crops:
-        raise ValueError(
-            f"--patch-size {config.patch_size}: every test image is too small to validate on "
-            "patches of this size"
-        )
-    test_set = PatchDataset(crops, config.patch_size, train=False)
-    return list(torch.stack([test_set[i] for i in range(len(test_set))]).to(device).split(
-        config.batch_size
-    ))  # fmt: skip
+def load_initial_weights(model: nn.Module, path: str) -> None:
+    """Start from the weights of any CompressAI checkpoint (``--checkpoint``): ours (the weights
+    it recommends), one of CompressAI's ``train.py``, or a bare state dict; as CompressAI users
+    fine-tune. The optimizers start afresh."""
+    saved = checkpoint.load(path)
+    state_dict = checkpoint.weights_of(saved, path)
+    checkpoint.check_architecture(state_dict, model, path)
+    model.load_state_dict(state_dict)
 
 
 class MetricsLog:
@@ -194,6 +213,23 @@ class MetricsLog:
             if isinstance(value, float):
                 tag = f"{prefix}/{readout}/{key}" if readout else f"{prefix}/{key}"
                 self.writer.add_scalar(tag, value, record["step"])
+
+    def configuration(self, config: FitConfig) -> None:
+        """The run's configuration, as TensorBoard text (a JSON block)."""
+        if self.writer is not None:
+            text = json.dumps(config.to_dict(), indent=2, allow_nan=False)
+            self.writer.add_text("config", "    " + text.replace("\n", "\n    "))
+
+    @torch.no_grad()
+    def reconstruction(self, readout: str, model: nn.Module, image: torch.Tensor, step: int):
+        """The ``readout``'s reconstruction of ``image`` (1, C, H, W), in TensorBoard."""
+        if self.writer is None:
+            return
+        was_training = model.training
+        model.eval()
+        x_hat = model(image)["x_hat"].clamp(0, 1)
+        model.train(was_training)
+        self.writer.add_image(f"val/{readout}/reconstruction", x_hat[0].cpu(), step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -241,18 +277,21 @@ def fit(
     saved = check_resume(config, out) if resume else None
     state, trained = build(config, device)
     batches, test = load_data(config, device, rank)
+    per_step_schedule = config.lr_schedule in PER_STEP
     if saved is not None:
         checkpoint.check_architecture(saved["state_dict"], state.model, out / LATEST)
         state.load(saved, rank=rank)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
     log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
+    log.configuration(config)
     criterion = rate_distortion_loss(config.lmbda, config.metric)
 
     memory_baseline = reset_peak_memory(device)
     tick = time.perf_counter()
-    for step in range(state.step, config.steps):
-        x = batches.batch(step).to(device)
+    training_batches = batches.from_step(state.step)
+    for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
+        x = batch.to(device, non_blocking=True)
         began = time.perf_counter()
         losses, aux_loss = train_step(
             trained, x, criterion, state.optimizer, state.aux_optimizer, state.rules,
@@ -261,6 +300,8 @@ def fit(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         state.train_time += time.perf_counter() - began
+        if per_step_schedule:
+            state.scheduler.step()
         state.step = done = step + 1
         check_finite(done, losses["loss"].item(), aux_loss.item(), out)
         last = done == config.steps
@@ -274,6 +315,7 @@ def fit(
             if done % (config.checkpoint_every or config.validate_every) == 0 or last:
                 save_checkpoints(state, config, out, batches.per_epoch, device)
             tick = time.perf_counter()  # checkpoint writes are not the run's time
+    training_batches.close()  # stops the DataLoader's workers
 
     summary = summarise(state, config, out, *peak_memory(device, memory_baseline))
     log.close()
@@ -291,14 +333,48 @@ def start_processes(device: torch.device) -> int:
     return distributed.rank()
 
 
-def load_data(config: FitConfig, device: torch.device, rank: int) -> tuple[Batches, list]:
-    """This rank's training batches and the validation batches, on ``device``."""
-    train_images, test_images = load_split(config.data, config.patch_size)
-    batches = Batches(
-        [image for _, image in train_images], config.patch_size, batch_size=config.batch_size,
-        seed=config.seed, world=world_size(), rank=rank,
+@dataclass
+class Validation:
+    """The validation data: centre crops of the test images, read afresh at every validation,
+    and the first test crop, whose reconstructions TensorBoard shows."""
+
+    loader: torch.utils.data.DataLoader
+    first: torch.Tensor  # (1, C, H, W), on the device
+    device: torch.device
+    reported: set[str]
+
+    def batches(self):
+        for batch in self.loader:
+            report_skipped(batch.skipped, self.reported)
+            yield batch.patch.to(self.device, non_blocking=True)
+
+
+def load_data(
+    config: FitConfig, device: torch.device, rank: int
+) -> tuple[TrainBatches, Validation]:
+    """This rank's training batches and the validation data. Nothing is decoded but the first
+    training item, read here so that a data set without one readable image fails at once."""
+    train, test = find_images(config.data, config.test_data)
+    test = validation_images(test, config.patch_size)
+    workers = config.num_workers
+    if workers is None:  # images already in memory (the built-in ones) need no decoding workers
+        in_memory = all(isinstance(source, torch.Tensor) for source in train.sources)
+        workers = 0 if in_memory else default_workers()
+    pin = device.type == "cuda"
+    batches = TrainBatches(
+        train, config.patch_size, batch_size=config.batch_size, seed=config.seed,
+        world=world_size(), rank=rank, num_workers=workers, pin_memory=pin,
     )  # fmt: skip
-    return batches, validation_batches(config, test_images, device)
+    report_skipped(batches.dataset[0].skipped, batches.reported)
+    # Validation reads in this process: the training workers stay alive mid-epoch, and a second
+    # set of worker processes would double the loader's memory for a small test set.
+    loader = validation_loader(
+        test, config.patch_size, batch_size=config.test_batch_size, pin_memory=pin
+    )  # fmt: skip
+    first = loader.dataset[0]
+    reported: set[str] = set()
+    report_skipped(first.skipped, reported)
+    return batches, Validation(loader, first.patch[None].to(device), device, reported)
 
 
 def check_finite(step: int, loss: float, aux: float, out: Path) -> None:
@@ -331,12 +407,13 @@ def train_record(
 
 
 def validate_readouts(
-    state: TrainingState, config: FitConfig, test: list, log: MetricsLog, out: Path
+    state: TrainingState, config: FitConfig, test: Validation, log: MetricsLog, out: Path
 ) -> None:
-    """Validate every readout, record its last and best loss, and step the plateau schedule on
-    the raw weights' loss."""
+    """Validate every readout, record its last and best loss, show its reconstruction of the
+    first test crop, and step the plateau schedule on the raw weights' loss."""
     for name, readout in readouts(state).items():
-        result = validate(readout, test, config.lmbda, config.metric)
+        result = validate(readout, test.batches(), config.lmbda, config.metric)
+        log.reconstruction(name, readout, test.first, state.step)
         if not all(math.isfinite(v) for v in result.values()):
             raise NonFiniteLoss(
                 f"step {state.step}: the validation of the {name} weights is not finite "
@@ -362,7 +439,8 @@ def save_checkpoints(
         states = gather(random_states(device))
         if distributed.rank() == 0:
             checkpoint.save(
-                state.to_dict(config=config, epoch=state.step // per_epoch, loss=loss,
+                # CompressAI's epoch: the last one finished (train.py continues at epoch + 1).
+                state.to_dict(config=config, epoch=state.step // per_epoch - 1, loss=loss,
                               world=world_size(), random_states=states),
                 path,
             )  # fmt: skip

@@ -199,3 +199,38 @@ def describe(model: nn.Module) -> dict:
             for value in (getattr(model, "N", None), getattr(model, "M", None))
         )
     return {"class": type(model).__name__, "N": n, "M": m}
+
+
+def _widths_of(state_dict: dict) -> tuple[int, int] | None:
+    """(N, M) read off the weights of ``g_a``: the output channels of its first and last 4-D
+    weights in module order, as :func:`describe` reads them off a model."""
+    convs = [
+        (name, t)
+        for name, t in state_dict.items()
+        if name.startswith("g_a.") and name.endswith(".weight") and t.ndim == 4
+    ]
+    if not convs:
+        return None
+    order = {name: i for i, name in enumerate(state_dict)}  # a state dict keeps module order
+    convs.sort(key=lambda item: order[item[0]])
+    return int(convs[0][1].shape[0]), int(convs[-1][1].shape[0])
+
+
+def from_weights(name: str, state_dict: dict) -> nn.Module:
+    """A fresh ``name`` model shaped for ``state_dict`` (not loaded): its widths (N, M) are read
+    off the analysis transform's weights, as CompressAI's ``from_state_dict`` does, so that a
+    checkpoint that does not say its widths can be loaded. A model that takes no widths is built
+    with its defaults.
+
+    Raises:
+        ValueError: an unknown name, or weights without an analysis transform (``g_a.*``).
+    """
+    name = _check_name(name)
+    cls = MODELS[name]
+    if not _takes(cls, "N"):
+        return build_model(name)
+    widths = _widths_of(state_dict)
+    if widths is None:
+        raise ValueError(f"the weights hold no analysis transform (g_a.*) of a {name} model")
+    n, m = widths
+    return build_model(name, N=n, M=m if _takes(cls, "M") else n)

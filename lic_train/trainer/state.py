@@ -1,11 +1,23 @@
 """The training state: what a checkpoint holds and restores, in one place.
 
-:meth:`TrainingState.to_dict` writes CompressAI's ``examples/train.py`` keys (``epoch``,
-``state_dict``, ``loss``, ``optimizer``, ``aux_optimizer``, ``lr_scheduler``), so that CompressAI's
-``update_model``/``eval_model`` read our checkpoints, then this trainer's: the step and timers, the
-validation history, every random state of every rank, each rule's state under its name in the
-chain (``sma``, ``stdet``; None when the run has no such rule), the configuration and the
-architecture. :meth:`TrainingState.load` reads back exactly those keys.
+:meth:`TrainingState.to_dict` writes CompressAI's ``examples/train.py`` keys, as CompressAI means
+them, so that ``update_model``, ``eval_model`` and ``train.py --checkpoint`` take our checkpoints:
+
+* ``state_dict``: the weights we recommend, i.e. those of the evaluated readout: the SMA average
+  once SMA has sampled, else the raw weights. The raw weights, needed to resume, are then under
+  ``raw_state_dict`` (the average's tensors are shared with the ``sma`` state, so ``torch.save``
+  stores them once).
+* ``optimizer``, ``aux_optimizer``: in the order of ``compressai.optimizers.net_aux_optimizer``
+  (parameters sorted by name); a tensor that STDET took out of the optimizer is listed without
+  state, so the layout is the same whatever STDET embedded.
+* ``epoch``: the last epoch finished (0-based; -1 before the first), from which ``train.py``
+  continues at ``epoch + 1``. ``loss``: the evaluated readout's validation loss. ``lr_scheduler``.
+
+Then this trainer's keys: the step and timers, the validation history, every random state of every
+rank, each rule's state under its name in the chain (``sma``, ``stdet``; None when the run has no
+such rule), the configuration and the architecture. Everything is a tensor, a number, a string,
+or a list, tuple or dict of those: the checkpoint loads with ``torch.load(weights_only=True)``.
+:meth:`TrainingState.load` reads back exactly those keys.
 """
 
 from __future__ import annotations
@@ -19,16 +31,11 @@ import torch
 from torch import nn
 
 from lic_train.rules import Chain
+from lic_train.rules.parameters import is_quantiles, unwrap
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.models import describe
 
 RULE_KEYS = ("sma", "stdet")  # always present in a checkpoint (None: the run has no such rule)
-# Checkpoint key (CompressAI's examples/train.py names) -> the attribute saved by its state_dict.
-OPTIMIZERS = (
-    ("optimizer", "optimizer"),
-    ("aux_optimizer", "aux_optimizer"),
-    ("lr_scheduler", "scheduler"),
-)
 # The counters, saved and restored under their own names.
 COUNTERS = ("step", "wall_time", "train_time", "best_loss", "final", "best")
 
@@ -39,9 +46,21 @@ def random_states(device: torch.device) -> dict:
         "torch": torch.get_rng_state(),
         # Only a CUDA run touches CUDA: a CPU run on a GPU machine must not initialise it.
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-        # Libraries may draw from numpy's legacy global state; saved so that resume is exact.
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        # Libraries may draw from numpy's legacy global state; saved so that resume is exact, as
+        # a tensor and numbers (a numpy array would need unpickling code to load).
+        "numpy": _numpy_state(),
         "random": random.getstate(),
+    }
+
+
+def _numpy_state() -> dict:
+    name, keys, position, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
     }
 
 
@@ -49,8 +68,55 @@ def set_random_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(states["numpy"])  # noqa: NPY002
+    saved = states["numpy"]
+    np.random.set_state((  # noqa: NPY002
+        saved["name"], saved["keys"].numpy().astype(np.uint32), saved["position"],
+        saved["has_gauss"], saved["cached_gaussian"],
+    ))  # fmt: skip
     random.setstate(states["random"])
+
+
+def layout(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The (network, auxiliary) parameters in ``net_aux_optimizer``'s order: sorted by name, the
+    ``quantiles`` apart."""
+    named = sorted(unwrap(model).named_parameters())
+    return (
+        [p for name, p in named if not is_quantiles(name)],
+        [p for name, p in named if is_quantiles(name)],
+    )
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict:
+    """``optimizer.state_dict()`` in the layout of ``params`` (one param group holding all of
+    them, in that order): a parameter that left the optimizer is listed without state, which
+    torch's optimizers accept (they start its state afresh)."""
+    saved = optimizer.state_dict()
+    (group,) = saved["param_groups"]  # net_aux_optimizer makes one group per optimizer
+    position = {id(p): i for i, p in enumerate(params)}
+    index = [position[id(p)] for p in optimizer.param_groups[0]["params"]]
+    return {
+        "state": {index[i]: state for i, state in saved["state"].items()},
+        "param_groups": [{**group, "params": list(range(len(params)))}],
+    }
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, saved: dict, params: list[nn.Parameter]
+) -> None:
+    """Restore an :func:`optimizer_state` of ``params`` into ``optimizer``, which may hold fewer
+    of them (those STDET took out lose their saved state)."""
+    (group,) = saved["param_groups"]
+    if len(group["params"]) != len(params):
+        raise ValueError(
+            f"the saved optimizer holds {len(group['params'])} parameters, the model "
+            f"{len(params)}: another architecture"
+        )
+    position = {id(p): i for i, p in enumerate(params)}
+    current = {position[id(p)]: i for i, p in enumerate(optimizer.param_groups[0]["params"])}
+    optimizer.load_state_dict({
+        "state": {current[i]: state for i, state in saved["state"].items() if i in current},
+        "param_groups": [{**group, "params": list(range(len(current)))}],
+    })  # fmt: skip
 
 
 @dataclass
@@ -69,7 +135,7 @@ class TrainingState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     aux_optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     rules: Chain
     step: int = 0
     wall_time: float = 0.0
@@ -81,17 +147,27 @@ class TrainingState:
     def to_dict(
         self, *, config: FitConfig, epoch: int, loss: float, world: int, random_states: list
     ) -> dict:
-        """The checkpoint of this state (``random_states``: one entry per rank)."""
+        """The checkpoint of this state (``epoch``: the last epoch finished, -1 before the first;
+        ``random_states``: one entry per rank)."""
+        net, aux = layout(self.model)
+        rules = self.rules.state_dict()
+        raw = self.model.state_dict()
+        sma = rules.get("sma") or {}
+        average = sma["average"] if sma.get("samples") else None
         return {
             "epoch": epoch,
-            "state_dict": self.model.state_dict(),
-            **{key: getattr(self, name).state_dict() for key, name in OPTIMIZERS},
+            # The same tensors as the sma state's average: stored once.
+            "state_dict": {**raw, **average} if average else raw,
             "loss": loss,
+            "optimizer": optimizer_state(self.optimizer, net),
+            "aux_optimizer": optimizer_state(self.aux_optimizer, aux),
+            "lr_scheduler": self.scheduler.state_dict(),
+            **({"raw_state_dict": raw} if average else {}),
             **{name: getattr(self, name) for name in COUNTERS},
             "world_size": world,
             "random_states": random_states,
             **dict.fromkeys(RULE_KEYS),
-            **self.rules.state_dict(),
+            **rules,
             "config": config.to_dict(),
             "model": describe(self.model),
         }
@@ -100,10 +176,12 @@ class TrainingState:
         """Restore a checkpoint of :meth:`to_dict` (the model's architecture checked already).
         The rules are restored right after the model and before the optimizer: fully embedded
         tensors leave the optimizer's param groups first."""
-        self.model.load_state_dict(saved["state_dict"])
+        self.model.load_state_dict(saved.get("raw_state_dict", saved["state_dict"]))
         self.rules.load_state_dict({name: saved.get(name) for name in self.rules})
-        for key, name in OPTIMIZERS:
-            getattr(self, name).load_state_dict(saved[key])
+        net, aux = layout(self.model)
+        load_optimizer_state(self.optimizer, saved["optimizer"], net)
+        load_optimizer_state(self.aux_optimizer, saved["aux_optimizer"], aux)
+        self.scheduler.load_state_dict(saved["lr_scheduler"])
         for name in COUNTERS:
             if name in saved:  # a checkpoint of an older version may lack the newest ("best")
                 setattr(self, name, saved[name])
