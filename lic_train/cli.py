@@ -8,6 +8,7 @@ non-finite loss exits with status 1 and keeps its last good checkpoint.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -293,8 +294,12 @@ class Progress:
     every ``every`` seconds and at the last step: step, loss, bpp, PSNR, ETA. Validations get a
     line each either way. Picklable, so that ``compare`` hands one to each run's process."""
 
-    def __init__(self, total: int, label: str = "fit", every: float = PROGRESS_SECONDS) -> None:
+    def __init__(
+        self, total: int, label: str = "fit", every: float = PROGRESS_SECONDS,
+        validations: bool = True,
+    ) -> None:  # fmt: skip
         self.total, self.label, self.every = total, label, every
+        self.validations = validations
         self.bar = None
         self.first = True
         self.printed = 0.0
@@ -310,6 +315,8 @@ class Progress:
 
     def __call__(self, record: dict) -> None:
         if record.get("split") == "val":
+            if not self.validations:
+                return
             self._write(
                 f"{self.label} step {record['step']}: val {record['readout']} loss "
                 f"{record['loss']:.4f} bpp {record['bpp']:.4f} PSNR {record['psnr']:.2f} dB"
@@ -416,8 +423,10 @@ def run_compare(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)  # fmt: skip
 
     data = None if args.data is None else str(Path(args.data).resolve())
+    # Each run reports its own progress, from its process (validations only in its metrics).
+    progress = functools.partial(Progress, validations=False)
     compare(preset, out, methods=args.methods, data=data, device=args.device, jobs=args.jobs,
-            on_log=on_log)  # fmt: skip
+            on_log=on_log, progress=progress)  # fmt: skip
     print((out / "report.md").read_text())
     return 0
 

@@ -3,6 +3,7 @@ They measure ratios; the numbers themselves are not asserted here."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,20 @@ def test_a_quick_run_leaves_the_published_results_alone():
     assert published.read_bytes() == before
     quick = ROOT / "runs" / "benchmarks" / "ablation-quick"
     assert (quick / "published" / "report.md").stat().st_size > 0
+
+
+def test_trainer_throughput_runs_and_writes_its_files(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("skimage")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "trainer_throughput.py"), "--quick",
+         "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("compressai", "lic-train", "lic-train-small", "lic-train / compressai"):
+        assert f"\n{name} " in done.stdout
+    assert "peak RSS MB" in done.stdout
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert [run["returncode"] for run in results["runs"]] == [0] * 5
+    assert (tmp_path / "results" / "report.md").stat().st_size > 0

@@ -64,13 +64,15 @@ def compare(
     device: str | None = None,
     jobs: int = 1,
     on_log: Callable[[dict], None] | None = None,
+    progress: Callable[[str, int], Callable[[dict], None]] | None = None,
 ) -> dict:
     """Run the comparison and write its report to ``out``; returns ``results.json``'s content.
 
     ``methods`` (default: the preset's) are specs for
     :func:`~lic_train.experiments.methods.parse_method`; ``jobs`` runs that many trainings at once,
     each with its share of the CPU threads (faster on a many-core machine; the time ratios then
-    include the contention, alike for every method thanks to the rotation).
+    include the contention, alike for every method thanks to the rotation). ``progress(run name,
+    steps)``, a picklable factory, makes each run's ``on_log`` in the run's process.
     """
     out = Path(out)
     on_log = on_log or (lambda _: None)
@@ -101,7 +103,7 @@ def compare(
         on_log({"event": "done", "run": name, "index": index + 1, "of": len(planned),
                 "last_loss": run["curve"][-1][1]})  # fmt: skip
 
-    train_all(configs, data=data, jobs=jobs, on_done=done)
+    train_all(configs, data=data, jobs=jobs, on_done=done, progress=progress)
     # The runs first: should the summary fail, rewrite_report() can rebuild it from this file.
     files.write_json({"preset": preset_dict(preset, methods), "runs": runs}, out / "results.json")
     results = summarise(runs, methods, preset)

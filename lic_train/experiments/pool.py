@@ -37,18 +37,20 @@ def train_all(
     data: str | None,
     jobs: int,
     on_done: Callable[[int, dict], None],
+    progress: Callable[[str, int], Callable[[dict], None]] | None = None,
 ) -> None:
     """Train and code every ``(configuration, run folder)`` of ``runs`` (:func:`train_and_code`),
     ``jobs`` at once, each in a fresh process; ``on_done(index, result)`` is called for each in
     the order of ``runs``. On an error (of a run or of ``on_done``) the runs not started are
-    cancelled."""
+    cancelled. ``progress(run name, steps)``, a picklable factory, makes each run's ``on_log`` in
+    its own process."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     threads = threads_per_job(jobs)
     pool = ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1)
     try:
         futures = [
-            pool.submit(train_and_code, config.to_dict(), str(out), data, threads)
+            pool.submit(train_and_code, config.to_dict(), str(out), data, threads, progress)
             for config, out in runs
         ]
         for index, future in enumerate(futures):
@@ -57,7 +59,13 @@ def train_all(
         pool.shutdown(cancel_futures=True)
 
 
-def train_and_code(config: dict, out: str, data: str | None, threads: int | None) -> dict:
+def train_and_code(
+    config: dict,
+    out: str,
+    data: str | None,
+    threads: int | None,
+    progress: Callable[[str, int], Callable[[dict], None]] | None = None,
+) -> dict:
     """One run of the comparison, in its own process: train, then code the final evaluated
     weights (the SMA average where SMA is on) into real bit streams on the test images.
 
@@ -70,7 +78,7 @@ def train_and_code(config: dict, out: str, data: str | None, threads: int | None
     if threads is not None:
         torch.set_num_threads(threads)
     config = FitConfig.from_dict(config)
-    trained = fit(config, out)
+    trained = fit(config, out, on_log=progress(Path(out).name, config.steps) if progress else None)
     summary = trained.summary
     readout = summary.evaluated_readout
     model = trained.model

@@ -208,14 +208,26 @@ def read_array(path: str | Path) -> np.ndarray:
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, upright, from its header alone (nothing is decoded).
 
+    The EXIF orientation turns the size as :func:`read_array` would (orientations 5 to 8 swap
+    it). PIL already reports a TIFF's size upright. A PNG's orientation is read only from an
+    ``eXIf`` chunk before the pixels (asking PIL for a later one would decode the image).
+
     Raises:
         ValueError: ``"{path}: not a readable image ({reason})"`` when PIL cannot open it.
     """
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if image.format == "TIFF":
+                return height, width
+            if image.format == "PNG":
+                exif = Image.Exif()
+                if "exif" in image.info:
+                    exif.load(image.info["exif"])
+            else:
+                exif = image.getexif()
             # EXIF orientations 5 to 8 turn the image by 90 degrees (PIL's exif_transpose).
-            if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+            if exif.get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
                 height, width = width, height
             return height, width
     except _PIL_ERRORS as error:
@@ -680,7 +692,8 @@ class TrainBatches:
         self, images: Images, patch_size: tuple[int, int], *, batch_size: int, seed: int,
         world: int = 1, rank: int = 0, num_workers: int = 0, pin_memory: bool = False,
     ) -> None:  # fmt: skip
-        self.batch_size = batch_size
+        self.batch_size = validation.integer("batch_size", batch_size, minimum=1)
+        images = _fitting_in_memory(images, patch_size)
         self.per_epoch = batches_per_epoch(len(images), batch_size, world)
         repeats = repeats_per_epoch(len(images), batch_size, world)
         self.dataset = PatchDataset(
@@ -712,6 +725,25 @@ class TrainBatches:
                 report_skipped(batch.skipped, self.reported)
                 yield batch.patch
             epoch, position = epoch + 1, 0
+
+
+def _fitting_in_memory(images: Images, patch_size: tuple[int, int]) -> Images:
+    """``images`` without the in-memory ones (the built-in photographs) too small for the patch,
+    each left out with a :class:`SkippedImage` warning (files are checked when read)."""
+    patch, keep = _patch_size(patch_size), []
+    for i, (name, source) in enumerate(zip(images.names, images.sources, strict=True)):
+        if isinstance(source, torch.Tensor) and not fits(source.shape, patch):
+            warnings.warn(
+                f"{name}: {_too_small(source.shape, patch)}; skipped", SkippedImage, stacklevel=3
+            )
+        else:
+            keep.append(i)
+    if not keep:
+        raise ValueError(
+            f"--patch-size {patch[0]} {patch[1]}: every training image of {images.where} is too "
+            "small for it"
+        )
+    return images.subset(keep)
 
 
 def report_skipped(skipped: Sequence[str], reported: set[str]) -> None:

@@ -12,8 +12,9 @@ numbers are comparable with CompressAI's published RD curves:
 Departures, all additive: MS-SSIM is None where the smaller image side is <= 160 px (where
 ``pytorch_msssim`` fails and ``eval_model`` crashes); the entropy-model estimate of the rate
 (``bpp_estimated``) is reported next to the real one; timings use ``time.perf_counter`` and
-synchronise CUDA. ``compressai.utils.eval_model`` is not imported: importing it sets
-``torch.set_num_threads(1)`` process-wide.
+synchronise CUDA; coding runs on one CPU thread, as in ``eval_model``, so that times compare (the
+caller's thread count is restored after). ``compressai.utils.eval_model`` is not imported:
+importing it sets ``torch.set_num_threads(1)`` process-wide.
 
 The caller's model is never modified: coding runs on a deep copy whose CDF tables are rebuilt
 with ``update(force=True)`` (stale tables after training would silently cost rate).
@@ -167,6 +168,18 @@ def _check_image(index: int, item: object) -> tuple[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """One CPU thread for the duration (restored after), as ``eval_model`` codes (it sets
+    ``torch.set_num_threads(1)``), so that coding times compare with CompressAI's."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
 def _deterministic_cudnn(device: torch.device) -> Iterator[None]:
     """On CUDA, deterministic cuDNN for the duration (restored after): the decoder must
     recompute the encoder's entropy parameters bit for bit, or decoding is corrupted
@@ -263,7 +276,7 @@ def evaluate(
         )
     net = copy.deepcopy(source).to(device).eval()
     net.update(force=True)
-    with _deterministic_cudnn(device):
+    with _deterministic_cudnn(device), _single_thread():
         return EvalResult([_code_image(net, name, image, device) for name, image in checked])
 
 

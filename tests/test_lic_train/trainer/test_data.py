@@ -1,8 +1,11 @@
-"""lic_train.trainer.data: the built-in photographs, array and file conversion (16-bit included), the folder
-layouts and their split rule, skipped files, and the reproducible, reflect-padded patches."""
+"""lic_train.trainer.data: the built-in photographs, array and file conversion (16-bit included),
+header-only image sizes, the folder layouts and their split rule (``find_images``), validation
+images, the lazily decoded, reproducible, reflect-padded patches, files skipped when read, and the
+resumable training batches."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -14,18 +17,32 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
+import PIL.Image  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from lic_train.trainer import data  # noqa: E402
 from lic_train.trainer.data import (  # noqa: E402
     BUILTIN_TEST,
     BUILTIN_TRAIN,
+    Images,
+    Item,
+    NoReadableImage,
     PatchDataset,
     SkippedImage,
+    TrainBatches,
+    batches_per_epoch,
     builtin_images,
-    load_split,
+    collate,
+    default_workers,
+    find_images,
+    image_size,
+    load_eval_images,
+    read_array,
     read_image,
     to_tensor,
+    validation_images,
+    validation_loader,
 )
 
 NAMES = {
@@ -49,6 +66,13 @@ def write_png(path, height: int, width: int, seed: int) -> np.ndarray:
     return pixels
 
 
+def write_text(path, text: str = "not an image\n"):
+    """A file with an image suffix that holds text (unreadable); returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """(3, H, W) float32 with distinct values, so that a window is identified by its contents."""
     return torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed))
@@ -69,6 +93,13 @@ def padded(image: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
     return F.pad(image, (left, right, top, bottom), mode="reflect")
 
 
+def centre(image: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+    """The centre crop of ``image`` reflect-padded to ``patch``, computed independently."""
+    big = padded(image, patch)
+    top, left = (big.shape[1] - patch[0]) // 2, (big.shape[2] - patch[1]) // 2
+    return big[:, top : top + patch[0], left : left + patch[1]]
+
+
 def windows(big: torch.Tensor, crop: torch.Tensor) -> list[tuple[int, int]]:
     """Every (top, left) at which ``crop`` is an exact sub-array of ``big``."""
     _, ph, pw = crop.shape
@@ -80,6 +111,27 @@ def windows(big: torch.Tensor, crop: torch.Tensor) -> list[tuple[int, int]]:
         for top, left in candidates.tolist()
         if torch.equal(big[:, top : top + ph, left : left + pw], crop)
     ]
+
+
+def same_batches(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return len(first) == len(second) and all(
+        torch.equal(a, b) for a, b in zip(first, second, strict=True)
+    )
+
+
+def take(batches: TrainBatches, step: int, count: int) -> list[torch.Tensor]:
+    """``count`` batches of ``batches`` from ``step`` on."""
+    return list(itertools.islice(batches.from_step(step), count))
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Any attempt to open an image file fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"an image file was opened: {args}")
+
+    monkeypatch.setattr(PIL.Image, "open", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -107,20 +159,25 @@ def test_builtin_split_is_fixed_and_disjoint(builtin):
     assert not set(BUILTIN_TRAIN) & set(BUILTIN_TEST)
     assert set(BUILTIN_TRAIN) | set(BUILTIN_TEST) == NAMES
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing is skipped at 256 x 256
-        train, test = load_split(None, (256, 256))
-    assert [name for name, _ in train] == list(BUILTIN_TRAIN)
-    assert [name for name, _ in test] == list(BUILTIN_TEST)
-    for name, image in train + test:
-        assert torch.equal(image, builtin[name])
+        warnings.simplefilter("error")
+        train, test = find_images(None)
+    assert train.names == BUILTIN_TRAIN and test.names == BUILTIN_TEST
+    assert len(train) == len(BUILTIN_TRAIN) and train.where == test.where
+    for images in (train, test):
+        for name, source in zip(images.names, images.sources, strict=True):
+            assert isinstance(source, torch.Tensor) and torch.equal(source, builtin[name])
 
 
-def test_builtin_image_too_small_for_a_large_patch_is_skipped():
-    # chelsea is 300 px tall; a 1024 patch needs ceil(1026 / 3) = 342.
-    with pytest.warns(SkippedImage, match=r"chelsea: 300x451 \(HxW\) is too small"):
-        train, _ = load_split(None, (1024, 1024))
-    assert "chelsea" not in [name for name, _ in train]
-    assert len(train) == len(BUILTIN_TRAIN) - 1
+def test_builtin_test_images_are_validated_by_their_size():
+    _, test = find_images(None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validation_images(test, (256, 256)).names == BUILTIN_TEST
+        # coffee is 400 px tall: a 1472 patch needs ceil(1474 / 3) = 492; grace_hopper is 600x512.
+        assert validation_images(test, (1472, 1472)).names == ("grace_hopper",)
+    # grace_hopper is 512 px wide: a 1536 patch needs 513.
+    with pytest.raises(ValueError, match=r"^--patch-size 1536 1536: .*513x513"):
+        validation_images(test, (1536, 1536))
 
 
 # ---- to_tensor -------------------------------------------------------------------------------
@@ -241,26 +298,113 @@ def test_read_image_of_a_text_file_names_the_path(tmp_path):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-# ---- load_split on folders ---------------------------------------------------------------------
+# ---- read_array and image_size ---------------------------------------------------------------
 
 
-def test_train_and_test_folders(tmp_path):
+def test_read_array_keeps_the_files_precision_and_channels(tmp_path):
+    deep = np.array([[0, 1, 257, 65535]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    array = read_array(tmp_path / "deep.png")
+    assert array.dtype == np.uint16 and np.array_equal(array, deep)
+    rgba = np.random.default_rng(3).integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    array = read_array(tmp_path / "rgba.png")
+    assert array.dtype == np.uint8 and np.array_equal(array, rgba)
+    for name in ("deep.png", "rgba.png"):
+        assert torch.equal(read_image(tmp_path / name), to_tensor(read_array(tmp_path / name)))
+    write_text(tmp_path / "notes.png")
+    with pytest.raises(ValueError, match=r"notes\.png: not a readable image \("):
+        read_array(tmp_path / "notes.png")
+
+
+def save_formats(tmp_path, pixels: np.ndarray, exif=None) -> dict:
+    """``pixels`` saved as PNG, JPEG, BMP, TIFF and WebP (with ``exif`` where given)."""
+    paths = {}
+    for suffix in (".png", ".jpg", ".bmp", ".tif", ".webp"):
+        path = tmp_path / f"image{suffix}"
+        if exif is None:
+            Image.fromarray(pixels).save(path)
+        elif suffix != ".bmp":  # BMP has no EXIF
+            Image.fromarray(pixels).save(path, exif=exif)
+        else:
+            continue
+        paths[suffix] = path
+    return paths
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".webp"])
+def test_image_size_is_the_decoded_shape(tmp_path, suffix):
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    path = save_formats(tmp_path, pixels)[suffix]
+    assert image_size(path) == read_array(path).shape[:2] == (30, 41)
+
+
+def test_image_size_of_a_16_bit_grayscale_png(tmp_path):
+    Image.fromarray(np.zeros((7, 9), dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert image_size(tmp_path / "deep.png") == read_array(tmp_path / "deep.png").shape == (7, 9)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
+def test_image_size_follows_the_exif_rotation(tmp_path, suffix):
+    # Stored 30 high and 40 wide; EXIF orientation 6 (rotate 90 degrees) shows it 40 x 30.
+    pixels = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    path = save_formats(tmp_path, pixels, exif)[suffix]
+    assert read_array(path).shape[:2] == (40, 30)  # the decoded image really is upright
+    assert image_size(path) == (40, 30)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_image_size_reads_the_header_only(tmp_path, suffix):
+    # The second half of the file (pixels) is cut off: the header still gives the size, while
+    # decoding fails.
+    pixels = np.random.default_rng(2).integers(0, 256, (60, 50, 3), dtype=np.uint8)
+    path = save_formats(tmp_path, pixels)[suffix]
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_array(path)
+    assert image_size(path) == (60, 50)
+
+
+def test_image_size_of_a_text_file_names_the_path(tmp_path):
+    path = write_text(tmp_path / "notes.jpg")
+    with pytest.raises(ValueError, match=r"notes\.jpg: not a readable image \(") as info:
+        image_size(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# ---- find_images on folders --------------------------------------------------------------------
+
+
+def test_train_and_test_folders_are_listed_without_decoding(tmp_path, monkeypatch):
     a = write_png(tmp_path / "train" / "b.png", 70, 80, seed=1)
     b = write_png(tmp_path / "train" / "a" / "z.PNG", 64, 64, seed=2)
-    c = write_png(tmp_path / "test" / "c.jpeg", 30, 20, seed=3)  # small test images are kept
-    (tmp_path / "train" / "readme.txt").write_text("ignored: not an image suffix")
+    c = write_png(tmp_path / "test" / "c.jpeg", 30, 20, seed=3)  # small test images are listed
+    write_text(tmp_path / "train" / "readme.txt", "ignored: not an image suffix")
     write_png(tmp_path / "train" / ".hidden" / "x.png", 64, 64, seed=4)
     (tmp_path / "train" / "._b.png").write_bytes(b"macOS metadata, ignored")
-    with warnings.catch_warnings():
+    write_text(tmp_path / "train" / "broken.png")  # listed: found unreadable only when read
+    with warnings.catch_warnings(), monkeypatch.context() as patched:
         warnings.simplefilter("error")
-        train, test = load_split(tmp_path, (64, 64))
-    assert [name for name, _ in train] == ["a/z.PNG", "b.png"]
-    assert torch.equal(train[0][1], to_tensor(b)) and torch.equal(train[1][1], to_tensor(a))
-    assert [name for name, _ in test] == ["c.jpeg"]
-    assert test[0][1].shape == (3, 30, 20)
+        patched.setattr(PIL.Image, "open", lambda *a, **k: pytest.fail("a file was opened"))
+        train, test = find_images(tmp_path)
+    assert isinstance(train, Images) and isinstance(test, Images)
+    assert train.names == ("a/z.PNG", "b.png", "broken.png")
+    assert train.sources == tuple(
+        str(tmp_path / "train" / name) for name in ("a/z.PNG", "b.png", "broken.png")
+    )
+    assert train.where == f"--data {tmp_path / 'train'}"
+    assert test.where == f"--data {tmp_path / 'test'}"
+    assert torch.equal(read_image(train.sources[0]), to_tensor(b))
+    assert torch.equal(read_image(train.sources[1]), to_tensor(a))
+    assert test.names == ("c.jpeg",) and test.sources == (str(tmp_path / "test" / "c.jpeg"),)
+    decoded = read_image(test.sources[0])
+    assert decoded.shape == (3, 30, 20)
     with Image.open(tmp_path / "test" / "c.jpeg") as jpeg:  # lossy: compare with PIL's decoding
-        assert torch.equal(test[0][1], to_tensor(np.asarray(jpeg)))
-    assert np.abs(test[0][1].numpy().transpose(1, 2, 0) - c / 255).mean() < 0.2
+        assert torch.equal(decoded, to_tensor(np.asarray(jpeg)))
+    assert np.abs(decoded.numpy().transpose(1, 2, 0) - c / 255).mean() < 0.2
 
 
 @pytest.mark.parametrize(
@@ -271,53 +415,31 @@ def test_flat_folder_every_fifth_image_tests(tmp_path, count, test_indices):
     # Names chosen so that sorting by relative path differs from creation order.
     names = sorted(f"{'sub/' if i % 3 == 0 else ''}img{i:02d}.png" for i in range(count))
     for i, name in enumerate(names):
-        write_png(tmp_path / name, 64, 64, seed=i)
+        write_png(tmp_path / name, 20, 20, seed=i)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train, test = load_split(tmp_path, (64, 64))
-    assert [name for name, _ in test] == [names[i] for i in test_indices]
+        train, test = find_images(tmp_path)
+    assert list(test.names) == [names[i] for i in test_indices]
+    assert test.sources == tuple(str(tmp_path / name) for name in test.names)
+    assert train.where == test.where == f"--data {tmp_path}"
     if count == 1:
-        assert [name for name, _ in train] == names
-        assert any("both to train and to test" in str(w.message) for w in caught)
+        assert list(train.names) == names
+        assert len(caught) == 1 and "both to train and to test" in str(caught[0].message)
     else:
-        assert [name for name, _ in train] == [
-            n for i, n in enumerate(names) if i not in test_indices
-        ]
+        assert list(train.names) == [n for i, n in enumerate(names) if i not in test_indices]
         assert not caught
 
 
-def test_unreadable_file_is_skipped_with_a_warning_and_the_rest_loads(tmp_path):
-    for i in range(3):
-        write_png(tmp_path / "train" / f"ok{i}.png", 64, 64, seed=i)
-    write_png(tmp_path / "test" / "t.png", 64, 64, seed=9)
-    (tmp_path / "train" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.warns(SkippedImage, match=r"broken\.jpg: not a readable image .*skipped") as caught:
-        train, test = load_split(tmp_path, (64, 64))
-    assert len(caught) == 1
-    assert [name for name, _ in train] == ["ok0.png", "ok1.png", "ok2.png"]
-    assert [name for name, _ in test] == ["t.png"]
-
-
-def test_too_small_training_image_is_skipped_naming_its_size(tmp_path):
-    write_png(tmp_path / "train" / "big.png", 80, 90, seed=0)
-    write_png(tmp_path / "train" / "small.png", 20, 30, seed=1)  # 64 needs >= 22 per side
-    write_png(tmp_path / "train" / "edge.png", 22, 22, seed=2)  # exactly enough
-    write_png(tmp_path / "test" / "tiny.png", 10, 10, seed=3)
-    with pytest.warns(SkippedImage, match=r"small\.png: 20x30 \(HxW\) .*64x64 patch") as caught:
-        train, test = load_split(tmp_path, (64, 64))
-    assert len(caught) == 1
-    assert [name for name, _ in train] == ["big.png", "edge.png"]
-    assert [name for name, _ in test] == ["tiny.png"]
-
-
-def test_only_too_small_training_images_is_an_error(tmp_path):
-    write_png(tmp_path / "train" / "small.png", 20, 30, seed=1)
-    write_png(tmp_path / "test" / "t.png", 64, 64, seed=2)
-    with pytest.warns(SkippedImage), pytest.raises(ValueError) as info:
-        load_split(tmp_path, (64, 64))
-    message = str(info.value)
-    assert message.startswith(f"--data {tmp_path}: no training images left")
-    assert "1 too small for the 64x64 patch" in message
+def test_flat_folder_split_counts_unreadable_files_too(tmp_path, no_decoding):
+    # Six image files, the second one unreadable: the split is that of six files.
+    names = [f"img{i}.png" for i in range(6)]
+    for name in names:
+        write_text(tmp_path / name, "pixels are never read by find_images")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, test = find_images(tmp_path)
+    assert test.names == ("img4.png",)
+    assert train.names == ("img0.png", "img1.png", "img2.png", "img3.png", "img5.png")
 
 
 @pytest.mark.parametrize(
@@ -325,39 +447,168 @@ def test_only_too_small_training_images_is_an_error(tmp_path):
     [
         ("missing", "no such folder"),
         ("file", "not a folder"),
-        ("empty", "no training images left"),
+        ("empty", "no image files"),
         ("train only", "has a train/ folder but no test/ folder"),
-        ("empty test", "no test images"),
-        ("unreadable only", "no training images left"),
+        ("test only", "has a test/ folder but no train/ folder"),
+        ("empty test", "no image files"),
+        ("only text files", "no image files"),
     ],
 )
 def test_folder_errors_name_data_and_the_path(tmp_path, layout, match):
-    data = tmp_path / "data"
+    data_dir = tmp_path / "data"
     if layout == "file":
-        data.write_text("")
+        data_dir.write_text("")
     elif layout == "empty":
-        data.mkdir()
+        data_dir.mkdir()
     elif layout == "train only":
-        write_png(data / "train" / "a.png", 64, 64, seed=0)
+        write_png(data_dir / "train" / "a.png", 20, 20, seed=0)
+    elif layout == "test only":
+        write_png(data_dir / "test" / "a.png", 20, 20, seed=0)
     elif layout == "empty test":
-        write_png(data / "train" / "a.png", 64, 64, seed=0)
-        (data / "test").mkdir()
-    elif layout == "unreadable only":
-        data.mkdir()
-        (data / "a.png").write_text("text")
+        write_png(data_dir / "train" / "a.png", 20, 20, seed=0)
+        (data_dir / "test").mkdir()
+    elif layout == "only text files":
+        write_text(data_dir / "notes.txt")
+    with pytest.raises(ValueError, match=match) as info:
+        find_images(data_dir)
+    assert str(info.value).startswith(f"--data {data_dir}")
+
+
+def test_an_empty_path_is_refused_naming_the_flag(tmp_path):
+    write_png(tmp_path / "a.png", 20, 20, seed=0)
+    with pytest.raises(ValueError, match=r"^--data '': an empty path"):
+        find_images("")
+    with pytest.raises(ValueError, match=r"^--test-data '': an empty path"):
+        find_images(tmp_path, "")
+    with pytest.raises(ValueError, match=r"^--test-data '': an empty path"):
+        find_images(None, "")
+
+
+@pytest.mark.parametrize("layout", ["train and test", "train only", "flat with a test folder"])
+def test_test_data_holds_the_test_images(tmp_path, layout, no_decoding):
+    kodak = tmp_path / "kodak"
+    for name in ("kodim02.png", "kodim01.png", "more/kodim03.png"):
+        write_text(kodak / name)  # not decoded
+    root = tmp_path / "coco"
+    if layout == "train and test":
+        write_text(root / "train" / "a.png")
+        write_text(root / "test" / "ignored.png")
+        expected, where = ("a.png",), root / "train"
+    elif layout == "train only":  # no test/ folder needed: the tests come from --test-data
+        write_text(root / "train" / "a.png")
+        write_text(root / "train" / "sub" / "b.png")
+        expected, where = ("a.png", "sub/b.png"), root / "train"
+    else:  # no train/: every image under --data trains, the ones under test/ included
+        write_text(root / "x.png")
+        write_text(root / "test" / "y.png")
+        expected, where = ("test/y.png", "x.png"), root
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SkippedImage)
-        with pytest.raises(ValueError, match=match) as info:
-            load_split(data, (64, 64))
-    assert str(info.value).startswith(f"--data {data}: ")
+        warnings.simplefilter("error")
+        train, test = find_images(root, kodak)
+    assert train.names == expected and train.where == f"--data {where}"
+    assert train.sources == tuple(str(where / name) for name in expected)
+    assert test.names == ("kodim01.png", "kodim02.png", "more/kodim03.png")
+    assert test.where == f"--test-data {kodak}" and test.sources[0] == str(kodak / "kodim01.png")
+
+
+def test_test_data_with_a_single_training_image_does_not_warn(tmp_path):
+    write_text(tmp_path / "train" / "one.png")
+    write_text(tmp_path / "test" / "t.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, test = find_images(tmp_path / "train", tmp_path / "test")
+    assert train.names == ("one.png",) and test.names == ("t.png",)
+
+
+def test_test_data_with_the_builtin_training_photographs(tmp_path, builtin):
+    write_text(tmp_path / "kodim01.png")
+    train, test = find_images(None, tmp_path)
+    assert train.names == BUILTIN_TRAIN
+    assert all(torch.equal(s, builtin[n]) for n, s in zip(train.names, train.sources, strict=True))
+    assert test.names == ("kodim01.png",) and test.where == f"--test-data {tmp_path}"
 
 
 @pytest.mark.parametrize(
-    "patch_size", [(8, 64), (64, 15), (64,), (64, 64, 64), (64.0, 64), (True, 64), 64]
+    ("layout", "match"),
+    [("empty", "no image files"), ("missing", "no such folder"), ("file", "not a folder")],
 )
-def test_patch_size_must_be_two_integers_of_at_least_16(tmp_path, patch_size):
+@pytest.mark.parametrize("builtin_train", [False, True])
+def test_test_data_errors_name_test_data(tmp_path, layout, match, builtin_train):
+    write_png(tmp_path / "coco" / "a.png", 20, 20, seed=0)
+    kodak = tmp_path / "kodak"
+    if layout == "empty":
+        write_text(kodak / "readme.txt")
+    elif layout == "file":
+        kodak.write_text("")
+    with pytest.raises(ValueError, match=match) as info:
+        find_images(None if builtin_train else tmp_path / "coco", kodak)
+    assert str(info.value).startswith(f"--test-data {kodak}: ")
+
+
+def test_test_data_does_not_hide_a_bad_data_folder(tmp_path):
+    write_png(tmp_path / "kodak" / "a.png", 20, 20, seed=0)
+    with pytest.raises(ValueError, match=r"^--data .*: no such folder"):
+        find_images(tmp_path / "missing", tmp_path / "kodak")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"^--data .*empty: no image files"):
+        find_images(tmp_path / "empty", tmp_path / "kodak")
+
+
+# ---- validation_images -----------------------------------------------------------------------
+
+
+def kodak_images(tmp_path, files: dict) -> Images:
+    """The test images of ``--data coco --test-data kodak``, ``files`` written under kodak/
+    (name: (height, width), or None for a text file)."""
+    write_text(tmp_path / "coco" / "a.png")
+    for name, size in files.items():
+        if size is None:
+            write_text(tmp_path / "kodak" / name)
+        else:
+            write_png(tmp_path / "kodak" / name, *size, seed=len(name))
+    return find_images(tmp_path / "coco", tmp_path / "kodak")[1]
+
+
+def test_validation_images_drop_unreadable_files_with_a_warning(tmp_path):
+    # 64 needs >= 22 per side: small.png is left out, silently (eval codes it whole).
+    sizes = {"a.png": (64, 70), "broken.png": None, "edge.jpg": (22, 22), "small.png": (21, 64)}
+    test = kodak_images(tmp_path, sizes)
+    kodak = tmp_path / "kodak"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = validation_images(test, (64, 64))
+    assert kept.names == ("a.png", "edge.jpg") and kept.where == f"--test-data {kodak}"
+    assert kept.sources == (str(kodak / "a.png"), str(kodak / "edge.jpg"))
+    assert [w.category for w in caught] == [SkippedImage]
+    message = str(caught[0].message)
+    assert message.startswith(f"{kodak / 'broken.png'}: not a readable image (")
+    assert message.endswith("; skipped")
+
+
+def test_validation_images_all_too_small_is_an_error_naming_the_patch_size(tmp_path):
+    test = kodak_images(tmp_path, {"broken.png": None, "small.png": (21, 64)})
+    with pytest.warns(SkippedImage, match="broken"), pytest.raises(ValueError) as info:
+        validation_images(test, (64, 64))
+    message = str(info.value)
+    assert message.startswith("--patch-size 64 64: ") and str(tmp_path / "kodak") in message
+    assert "22x22" in message
+    assert validation_images(test.subset([1]), (32, 32)).names == ("small.png",)
+
+
+def test_validation_images_all_unreadable_is_an_error_naming_the_folder(tmp_path):
+    test = kodak_images(tmp_path, {"x.png": None, "y.jpg": None})
+    with pytest.warns(SkippedImage), pytest.raises(ValueError) as info:
+        validation_images(test, (64, 64))
+    assert str(info.value).startswith(f"--test-data {tmp_path / 'kodak'}: no readable test image")
+
+
+@pytest.mark.parametrize(
+    "patch_size", [(8, 64), (64, 15), (64,), (64, 64, 64), (64.0, 64), (True, 64), 64, "64"]
+)
+def test_patch_size_must_be_two_integers_of_at_least_16(patch_size):
+    images = Images(("a",), (random_image(64, 64),), "one")
     with pytest.raises(ValueError, match=r"patch_size must be two integers >= 16 .*got"):
-        load_split(tmp_path, patch_size)
+        validation_images(images, patch_size)
     with pytest.raises(ValueError, match="patch_size must be"):
         PatchDataset([random_image(64, 64)], patch_size, train=True)
 
@@ -370,41 +621,104 @@ def test_patches_have_the_patch_shape_and_length_counts_repeats():
     dataset = PatchDataset(images, (64, 48), train=True, repeats=3)
     assert len(dataset) == 6
     for index in range(len(dataset)):
-        patch = dataset[index]
+        item = dataset[index]
+        assert isinstance(item, Item) and item.skipped == ()
+        patch = item.patch
         assert patch.shape == (3, 64, 48) and patch.dtype == torch.float32
         assert patch.is_contiguous()
         assert windows(images[index % 2], patch)  # from image index % len(images)
     with pytest.raises(IndexError):
         dataset[6]
-    assert torch.equal(dataset[-1], dataset[5])
+    with pytest.raises(IndexError):
+        dataset[-7]
+    assert torch.equal(dataset[-1].patch, dataset[5].patch)
+
+
+def test_a_patch_does_not_share_memory_with_its_source():
+    image = random_image(64, 64)
+    patch = PatchDataset([image], (64, 64), train=False)[0].patch
+    patch.zero_()
+    assert image.max() > 0
+
+
+def write_kinds(tmp_path) -> dict:
+    """Files of several kinds (8-bit RGB, 16-bit gray, RGBA, palette, one needing padding)."""
+    rng = np.random.default_rng(5)
+    paths = {}
+    arrays = {
+        "rgb.png": rng.integers(0, 256, (50, 70, 3), dtype=np.uint8),
+        "deep.png": rng.integers(0, 65536, (45, 40), dtype=np.uint16),
+        "rgba.png": rng.integers(0, 256, (40, 41, 4), dtype=np.uint8),
+        "small.png": rng.integers(0, 256, (20, 30, 3), dtype=np.uint8),  # 32 needs >= 12
+    }
+    for name, array in arrays.items():
+        paths[name] = tmp_path / name
+        Image.fromarray(array).save(paths[name])
+    paths["palette.bmp"] = tmp_path / "palette.bmp"
+    Image.fromarray(arrays["rgb.png"]).quantize(colors=16).save(paths["palette.bmp"])
+    return paths
+
+
+@pytest.mark.parametrize("name", ["rgb.png", "deep.png", "rgba.png", "small.png", "palette.bmp"])
+@pytest.mark.parametrize("train", [True, False])
+def test_a_file_gives_the_patches_of_its_decoded_image(tmp_path, name, train):
+    # Cropping the file's pixels before the conversion to float32 changes nothing.
+    path = write_kinds(tmp_path)[name]
+    from_file = PatchDataset([path], (32, 32), train=train, seed=4, repeats=4)
+    from_tensor = PatchDataset([read_image(path)], (32, 32), train=train, seed=4, repeats=4)
+    assert from_file.sources == [str(path)]  # a Path is kept as a str
+    for index in range(4):
+        item = from_file[index]
+        assert item.skipped == () and item.patch.dtype == torch.float32
+        assert item.patch.is_contiguous()
+        assert torch.equal(item.patch, from_tensor[index].patch)
 
 
 def test_crops_are_a_function_of_seed_epoch_and_index_only():
     images = [random_image(128, 128, 0)]
     first = PatchDataset(images, (64, 64), train=True, seed=7, repeats=8)
-    crops = [first[i] for i in range(8)]
-    assert all(torch.equal(first[i], crops[i]) for i in range(8))  # the same item twice
+    crops = [first[i].patch for i in range(8)]
+    assert all(torch.equal(first[i].patch, crops[i]) for i in range(8))  # the same item twice
     torch.manual_seed(123)  # the global random state plays no part
     resumed = PatchDataset(images, (64, 64), train=True, seed=7, repeats=8)
-    assert all(torch.equal(resumed[i], crops[i]) for i in range(8))  # a resumed run
+    assert all(torch.equal(resumed[i].patch, crops[i]) for i in range(8))  # a resumed run
     positions = {windows(images[0], crop)[0] for crop in crops}
     assert len(positions) >= 6  # indices differ
     first.set_epoch(1)
     resumed.set_epoch(1)
-    later = [first[i] for i in range(8)]
-    assert all(torch.equal(resumed[i], later[i]) for i in range(8))
+    later = [first[i].patch for i in range(8)]
+    assert all(torch.equal(resumed[i].patch, later[i]) for i in range(8))
     assert sum(torch.equal(a, b) for a, b in zip(crops, later, strict=True)) <= 1  # epochs differ
     other_seed = PatchDataset(images, (64, 64), train=True, seed=8, repeats=8)
-    assert sum(torch.equal(other_seed[i], crops[i]) for i in range(8)) <= 1
+    assert sum(torch.equal(other_seed[i].patch, crops[i]) for i in range(8)) <= 1
 
 
 def test_dataloader_workers_see_the_same_crops():
     dataset = PatchDataset([random_image(96, 96, 3)] * 2, (32, 32), train=True, seed=1, repeats=4)
     dataset.set_epoch(5)
-    single = list(torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=0))
-    multi = list(torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2))
+
+    def load(workers):
+        return list(
+            torch.utils.data.DataLoader(
+                dataset, batch_size=3, num_workers=workers, collate_fn=collate
+            )
+        )
+
+    single, multi = load(0), load(2)
     assert len(single) == len(multi) == 3
-    assert all(torch.equal(a, b) for a, b in zip(single, multi, strict=True))
+    assert all(isinstance(batch, Item) and batch.skipped == () for batch in single + multi)
+    assert same_batches([b.patch for b in single], [b.patch for b in multi])
+    assert torch.equal(single[0].patch[1], dataset[1].patch)
+
+
+def test_collate_stacks_the_patches_and_joins_the_skipped_files():
+    patches = [random_image(16, 16, seed) for seed in range(3)]
+    batch = collate(
+        [Item(patches[0], ("a: bad",)), Item(patches[1], ()), Item(patches[2], ("b", "c"))]
+    )
+    assert isinstance(batch, Item)
+    assert torch.equal(batch.patch, torch.stack(patches))
+    assert batch.skipped == ("a: bad", "b", "c")
 
 
 @pytest.mark.parametrize(("height", "width"), [(40, 100), (41, 100), (100, 33), (30, 31)])
@@ -414,7 +728,7 @@ def test_small_sides_are_reflect_padded_like_torch(height, width):
     reference = padded(image, patch)
     dataset = PatchDataset([image], patch, train=True, repeats=10)
     for index in range(10):
-        found = windows(reference, dataset[index])
+        found = windows(reference, dataset[index].patch)
         assert found, index
         top, left = found[0]
         assert height >= 64 or top == 0
@@ -425,12 +739,12 @@ def test_small_sides_are_reflect_padded_like_torch(height, width):
 def test_the_smallest_paddable_side_is_torchs(patch):
     smallest = math.ceil((patch + 2) / 3)
     ok = random_image(smallest, smallest)
-    assert PatchDataset([ok], (patch, patch), train=False)[0].shape == (3, patch, patch)
+    assert PatchDataset([ok], (patch, patch), train=False)[0].patch.shape == (3, patch, patch)
     too_small = random_image(smallest - 1, patch)
     with pytest.raises(RuntimeError):  # torch itself refuses one pixel less
         padded(too_small, (patch, patch))
-    with pytest.raises(ValueError, match=rf"images\[0\]: {smallest - 1}x{patch} \(HxW\)"):
-        PatchDataset([too_small], (patch, patch), train=True)
+    with pytest.raises(ValueError, match=rf"sources\[1\]: {smallest - 1}x{patch} \(HxW\)"):
+        PatchDataset([ok, too_small], (patch, patch), train=True)
 
 
 def test_test_patches_are_the_centre_crop_every_epoch():
@@ -439,10 +753,10 @@ def test_test_patches_are_the_centre_crop_every_epoch():
     expected = image[:, 18:82, 28:92]
     for epoch in (0, 4):
         dataset.set_epoch(epoch)
-        assert all(torch.equal(dataset[i], expected) for i in range(3))
+        assert all(torch.equal(dataset[i].patch, expected) for i in range(3))
     small = random_image(41, 50, 6)
-    centre = PatchDataset([small], (64, 64), train=False)[0]
-    assert torch.equal(centre, F.pad(small, (7, 7, 11, 12), mode="reflect"))
+    centred = PatchDataset([small], (64, 64), train=False)[0].patch
+    assert torch.equal(centred, F.pad(small, (7, 7, 11, 12), mode="reflect"))
 
 
 @pytest.mark.parametrize(
@@ -456,10 +770,250 @@ def test_test_patches_are_the_centre_crop_every_epoch():
 def test_patch_dataset_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PatchDataset([random_image(64, 64)], (64, 64), **kwargs)
-    with pytest.raises(ValueError, match="images must hold at least one"):
+    with pytest.raises(ValueError, match="sources must hold at least one"):
         PatchDataset([], (64, 64), train=True)
     with pytest.raises(ValueError, match="epoch must be"):
         PatchDataset([random_image(64, 64)], (64, 64), train=True).set_epoch(-1)
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        (3, r"sources\[1\] must be a path or a tensor, got int"),
+        (np.zeros((3, 64, 64), np.float32), r"sources\[1\] must be a path or a tensor"),
+        (torch.zeros(64, 64), r"sources\[1\] must be \(C, H, W\), got shape \(64, 64\)"),
+        (torch.zeros(3, 64, 64, dtype=torch.uint8), r"sources\[1\] must be floating"),
+    ],
+)
+def test_patch_dataset_rejects_bad_sources_naming_their_index(source, match):
+    with pytest.raises(ValueError, match=match):
+        PatchDataset([random_image(64, 64), source], (64, 64), train=True)
+
+
+# ---- files skipped when read -------------------------------------------------------------------
+
+
+def test_find_images_does_not_read_an_unreadable_training_file(tmp_path, no_decoding):
+    for i, name in enumerate(("a.png", "c.png", "d.png")):
+        write_png(tmp_path / "train" / name, 40, 48, seed=i)
+    broken = write_text(tmp_path / "train" / "b.png")
+    write_png(tmp_path / "test" / "t.png", 40, 40, seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is read, so nothing is found unreadable
+        train, _ = find_images(tmp_path)
+    assert train.names == ("a.png", "b.png", "c.png", "d.png")
+    assert train.sources[1] == str(broken)
+
+
+def test_reading_an_unreadable_file_gives_the_next_images_patch(tmp_path):
+    a, c, _ = (write_png(tmp_path / f"{n}.png", 40, 48, seed=i) for i, n in enumerate("acd"))
+    broken = str(write_text(tmp_path / "b.png"))
+    paths = [str(tmp_path / "a.png"), broken, str(tmp_path / "c.png"), str(tmp_path / "d.png")]
+    dataset = PatchDataset(paths, (32, 32), train=True, seed=3, repeats=2)
+    # The same generator (seed, epoch, index) crops the replacement image.
+    replaced = PatchDataset(
+        [paths[0], paths[2], *paths[2:]], (32, 32), train=True, seed=3, repeats=2
+    )
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        replaced.set_epoch(epoch)
+        for index in range(len(dataset)):
+            item = dataset[index]
+            assert torch.equal(item.patch, replaced[index].patch), (epoch, index)
+            if index % 4 == 1:
+                assert windows(to_tensor(c), item.patch)  # c.png, the next one
+                assert len(item.skipped) == 1
+                assert item.skipped[0].startswith(f"{broken}: not a readable image (")
+            else:
+                assert item.skipped == ()
+    # The last file unreadable: the next one is the first (wrapping around).
+    last = PatchDataset([paths[0], paths[2], broken], (32, 32), train=False)
+    item = last[2]
+    assert torch.equal(item.patch, centre(to_tensor(a), (32, 32)))
+    assert len(item.skipped) == 1 and item.skipped[0].startswith(broken)
+
+
+def test_consecutive_unreadable_files_are_all_named(tmp_path):
+    write_png(tmp_path / "ok.png", 40, 40, seed=0)
+    first, second = write_text(tmp_path / "x.png"), write_text(tmp_path / "y.jpg", "")
+    dataset = PatchDataset([first, second, tmp_path / "ok.png"], (32, 32), train=False)
+    item = dataset[0]
+    assert [note.split(": ")[0] for note in item.skipped] == [str(first), str(second)]
+    assert torch.equal(item.patch, dataset[2].patch)
+
+
+def test_a_too_small_training_image_is_skipped_naming_its_size(tmp_path):
+    write_png(tmp_path / "big.png", 80, 90, seed=0)
+    write_png(tmp_path / "small.png", 20, 30, seed=1)  # 64 needs >= 22 per side
+    edge = write_png(tmp_path / "edge.png", 22, 22, seed=2)  # exactly enough
+    paths = [str(tmp_path / n) for n in ("big.png", "small.png", "edge.png")]
+    dataset = PatchDataset(paths, (64, 64), train=True, seed=0)
+    item = dataset[1]
+    assert item.skipped == (
+        f"{paths[1]}: 20x30 (HxW) is too small to be reflect-padded to the 64x64 patch "
+        "(needs at least 22x22)",
+    )
+    assert torch.equal(item.patch, padded(to_tensor(edge), (64, 64)))
+    assert dataset[2].skipped == () and dataset[0].skipped == ()
+
+
+def test_a_data_set_without_a_patch_raises_no_readable_image(tmp_path):
+    broken = write_text(tmp_path / "broken.png")
+    write_png(tmp_path / "small.png", 20, 30, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, _ = find_images(tmp_path)  # listing is fine
+        dataset = PatchDataset(
+            [broken, tmp_path / "small.png"], (64, 64), train=True, where=str(tmp_path)
+        )
+    for index in (0, 1):
+        with pytest.raises(NoReadableImage) as info:
+            dataset[index]
+        assert isinstance(info.value, ValueError)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path}: none of its 2 images can give a 64x64 patch")
+    batches = TrainBatches(train, (64, 64), batch_size=1, seed=0)
+    with pytest.raises(NoReadableImage, match=str(tmp_path)):
+        next(batches.from_step(0))
+
+
+# ---- TrainBatches ------------------------------------------------------------------------------
+
+
+def test_train_batches_warn_once_for_each_skipped_file(tmp_path):
+    for i, name in enumerate(("a.png", "c.png", "e.png")):
+        write_png(tmp_path / "train" / name, 24, 24, seed=i)
+    broken = write_text(tmp_path / "train" / "b.png")
+    write_png(tmp_path / "train" / "d.png", 5, 24, seed=5)  # 16 needs >= 6
+    write_png(tmp_path / "test" / "t.png", 24, 24, seed=9)
+    train, _ = find_images(tmp_path)
+    batches = TrainBatches(train, (16, 16), batch_size=2, seed=1)
+    assert batches.per_epoch == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the once-only rule is the code's, not the registry's
+        got = take(batches, 0, 10)  # five epochs, each reading every file
+    assert len(got) == 10 and all(batch.shape == (2, 3, 16, 16) for batch in got)
+    messages = sorted(str(w.message) for w in caught if w.category is SkippedImage)
+    assert len(messages) == 2 and len(caught) == 2
+    assert messages[0].startswith(f"{broken}: not a readable image (")
+    assert messages[1] == (
+        f"{tmp_path / 'train' / 'd.png'}: 5x24 (HxW) is too small to be reflect-padded to the "
+        "16x16 patch (needs at least 6x6); skipped"
+    )
+    assert all(message.endswith("; skipped") for message in messages)
+
+
+def write_folder(tmp_path, count: int = 5, size: int = 24) -> Images:
+    for i in range(count):
+        write_png(tmp_path / "train" / f"img{i}.png", size, size + i, seed=i)
+    write_png(tmp_path / "test" / "t.png", size, size, seed=99)
+    return find_images(tmp_path)[0]
+
+
+def test_train_batches_resume_at_any_step_with_any_workers(tmp_path):
+    train = write_folder(tmp_path)
+    decoded = [read_image(source) for source in train.sources]
+
+    def batches(workers=0):
+        return TrainBatches(train, (16, 16), batch_size=2, seed=3, num_workers=workers)
+
+    reference = take(batches(), 0, 8)  # five images, two batches of two an epoch: four epochs
+    assert batches().per_epoch == batches_per_epoch(5, 2) == 2
+    assert [batches().epoch_of(step) for step in range(5)] == [0, 0, 1, 1, 2]
+    for batch in reference:
+        assert batch.shape == (2, 3, 16, 16) and batch.dtype == torch.float32
+    for epoch in range(4):  # an epoch draws distinct images (the fifth is left over)
+        patches = torch.cat(reference[2 * epoch : 2 * epoch + 2])
+        sources = [
+            next(i for i, image in enumerate(decoded) if windows(image, patch)) for patch in patches
+        ]
+        assert len(set(sources)) == 4, epoch
+    assert len({tuple(batch.flatten()[:8].tolist()) for batch in reference}) == 8  # all differ
+    crops = [{tuple(p.flatten().tolist()) for p in torch.cat(reference[e : e + 2])} for e in (0, 2)]
+    assert not crops[0] & crops[1]  # the crops of an image change from epoch to epoch
+    for step in (1, 2, 3, 5):  # mid-epoch, at an epoch boundary, and mid-epoch onward
+        assert same_batches(take(batches(), step, 3), reference[step : step + 3]), step
+    reused = batches()  # a second from_step on the same object starts afresh
+    take(reused, 0, 3)
+    assert same_batches(take(reused, 1, 3), reference[1:4])
+    assert same_batches(take(batches(workers=2), 0, 6), reference[:6])
+    assert same_batches(take(batches(workers=2), 3, 3), reference[3:6])
+
+
+def test_train_batches_split_each_epoch_between_ranks():
+    images = Images(tuple("abcd"), tuple(random_image(20, 20, seed) for seed in range(4)), "four")
+
+    def rank(r, seed=0):
+        return take(TrainBatches(images, (16, 16), batch_size=1, seed=seed, world=2, rank=r), 0, 4)
+
+    zero, one = rank(0), rank(1)
+    assert TrainBatches(images, (16, 16), batch_size=1, seed=0, world=2).per_epoch == 2
+    for epoch in range(2):
+        patches = [*zero[2 * epoch : 2 * epoch + 2], *one[2 * epoch : 2 * epoch + 2]]
+        found = [
+            next(i for i, image in enumerate(images.sources) if windows(image, patch[0]))
+            for patch in patches
+        ]
+        assert sorted(found) == [0, 1, 2, 3], epoch  # every image once, on one rank or the other
+    assert same_batches(rank(0), zero)
+
+
+def test_train_batches_repeat_a_small_set_to_fill_a_batch():
+    images = Images(("a", "b"), (random_image(20, 20, 0), random_image(20, 20, 1)), "two")
+    batches = TrainBatches(images, (16, 16), batch_size=3, seed=0)
+    assert batches.per_epoch == 1  # two images repeated twice: four items, one batch of three
+    assert len(batches.dataset) == 4
+    first, second = take(batches, 0, 2)
+    assert first.shape == second.shape == (3, 3, 16, 16)
+    assert not torch.equal(first, second)
+
+
+# ---- validation_loader -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_validation_loader_gives_the_centre_crops_in_order(tmp_path, workers):
+    sizes = [(40, 50), (32, 32), (20, 45)]  # the last one is padded
+    for i, (height, width) in enumerate(sizes):
+        write_png(tmp_path / f"t{i}.png", height, width, seed=i)
+    images = Images(
+        ("t0.png", "t1.png", "t2.png"),
+        tuple(str(tmp_path / f"t{i}.png") for i in range(3)),
+        str(tmp_path),
+    )
+    loader = validation_loader(images, (32, 32), batch_size=2, num_workers=workers)
+    batches = list(loader)
+    assert [batch.patch.shape[0] for batch in batches] == [2, 1]
+    assert all(isinstance(batch, Item) and batch.skipped == () for batch in batches)
+    expected = torch.stack([centre(read_image(source), (32, 32)) for source in images.sources])
+    assert torch.equal(torch.cat([batch.patch for batch in batches]), expected)
+    assert same_batches([b.patch for b in loader], [b.patch for b in batches])  # each pass
+
+
+# ---- default_workers and load_eval_images ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (5, 4), (64, 4)])
+def test_default_workers_leave_one_core_and_stop_at_four(monkeypatch, cores, workers):
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_workers() == workers
+
+
+def test_load_eval_images_decodes_the_test_images_whole(tmp_path, builtin):
+    assert [name for name, _ in load_eval_images(None)] == list(BUILTIN_TEST)
+    small = write_png(tmp_path / "test" / "small.png", 10, 12, seed=0)  # no size limit
+    write_text(tmp_path / "test" / "broken.png")
+    write_png(tmp_path / "train" / "a.png", 40, 40, seed=1)
+    with pytest.warns(SkippedImage, match=r"broken\.png: not a readable image .*skipped"):
+        images = load_eval_images(tmp_path)
+    assert [name for name, _ in images] == ["small.png"]
+    assert torch.equal(images[0][1], to_tensor(small))
+    (tmp_path / "test" / "small.png").unlink()
+    with pytest.warns(SkippedImage), pytest.raises(ValueError, match=r"^--data .*no readable"):
+        load_eval_images(tmp_path)
+
+
+# ---- the crop property -------------------------------------------------------------------------
 
 
 @st.composite
@@ -481,10 +1035,18 @@ def test_every_crop_is_a_patch_of_the_padded_image(case, seed, epoch, index, tra
     image, patch = case
     dataset = PatchDataset([image], patch, train=train, seed=seed, repeats=10)
     dataset.set_epoch(epoch)
-    crop = dataset[index]
-    assert crop.shape == (3, *patch)
+    item = dataset[index]
+    crop = item.patch
+    assert crop.shape == (3, *patch) and item.skipped == ()
     found = windows(padded(image, patch), crop)
     assert found
     if not train:
         height, width = max(image.shape[1], patch[0]), max(image.shape[2], patch[1])
         assert ((height - patch[0]) // 2, (width - patch[1]) // 2) in found
+
+
+def test_builtin_photographs_too_small_for_the_patch_are_skipped_by_name():
+    train, _ = find_images(None)
+    with pytest.warns(SkippedImage, match="chelsea: 300x451"):
+        batches = TrainBatches(train, (960, 960), batch_size=1, seed=0)
+    assert len(batches.dataset.sources) == len(train) - 1
