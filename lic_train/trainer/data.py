@@ -18,6 +18,7 @@ command line").
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import numbers
@@ -515,9 +516,10 @@ class PatchDataset(torch.utils.data.Dataset):
     and named in :attr:`Item.skipped`; the data set is never decoded up front. When no image can
     give a patch, :class:`NoReadableImage` is raised.
 
-    Call :meth:`set_epoch` before iterating each epoch. A DataLoader with ``persistent_workers=True``
-    keeps the dataset copies its workers started with, so the epoch would not reach them: use the
-    default ``persistent_workers=False`` (workers copy the dataset at each epoch's first batch).
+    The epoch is :meth:`set_epoch`'s, or comes with the index: ``dataset[(epoch, index)]``, which
+    is how :class:`TrainBatches` reads, so that DataLoader workers need no epoch state (a worker
+    keeps the dataset copy it started with, which :meth:`set_epoch` in the main process would not
+    reach).
 
     Args:
         sources: file paths, or ``(C, H, W)`` floating tensors (kept without copying when float32).
@@ -581,6 +583,14 @@ class PatchDataset(torch.utils.data.Dataset):
         """Draw the training crops of ``epoch`` (an integer >= 0) from now on."""
         self.epoch = validation.integer("epoch", epoch, minimum=0)
 
+    def at_epoch(self, epoch: int) -> PatchDataset:
+        """This dataset drawing the crops of ``epoch`` (a shallow copy; the images are shared)."""
+        if epoch == self.epoch:
+            return self
+        other = copy.copy(self)
+        other.set_epoch(epoch)
+        return other
+
     def __len__(self) -> int:
         return len(self.sources) * self.repeats
 
@@ -589,9 +599,13 @@ class PatchDataset(torch.utils.data.Dataset):
         state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)
         return torch.Generator().manual_seed(int(state[0]))
 
-    def __getitem__(self, index: int) -> Item:
-        """Item ``index`` (negative counts from the end): a new ``(C, ph, pw)`` float32 patch and
-        the files skipped to find it."""
+    def __getitem__(self, index: int | tuple[int, int]) -> Item:
+        """Item ``index`` (negative counts from the end) of the current epoch, or of ``epoch``
+        when ``index`` is ``(epoch, index)``: a new ``(C, ph, pw)`` float32 patch and the files
+        skipped to find it."""
+        if isinstance(index, tuple):
+            epoch, index = index
+            return self.at_epoch(epoch)[index]
         length = len(self)
         if not -length <= index < length:
             raise IndexError(f"index must be in [{-length}, {length}), got {index}")
@@ -645,22 +659,25 @@ def collate(items: Sequence[Item]) -> Item:
     )
 
 
-class _Resumable(torch.utils.data.Sampler):
-    """A ``DistributedSampler`` whose epoch can start part-way: the first ``skip`` indices of the
-    epoch are left out, so that a run resumed mid-epoch reads what an uninterrupted one would."""
+class _Epochs(torch.utils.data.Sampler):
+    """``(epoch, index)`` pairs, epoch after epoch without end, from item ``start`` on: each epoch
+    is the first ``per_epoch`` indices of a ``DistributedSampler`` shuffled for that epoch (the
+    rest of an epoch that does not fill a batch is dropped, as ``drop_last`` would).
 
-    def __init__(self, sampler: torch.utils.data.DistributedSampler) -> None:
-        self.sampler, self.skip = sampler, 0
+    Carrying the epoch in each index keeps the dataset free of epoch state, so one DataLoader
+    iterator, and its workers, serve the whole run, however small an epoch is.
+    """
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.sampler.set_epoch(epoch)
-        self.skip = skip
+    def __init__(self, sampler: torch.utils.data.DistributedSampler, per_epoch: int) -> None:
+        self.sampler, self.per_epoch, self.start = sampler, per_epoch, 0
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
-
-    def __len__(self) -> int:
-        return len(self.sampler) - self.skip
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, skip = divmod(self.start, self.per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch)
+            for index in itertools.islice(iter(self.sampler), skip, self.per_epoch):
+                yield epoch, index
+            epoch, skip = epoch + 1, 0
 
 
 def default_workers() -> int:
@@ -699,15 +716,19 @@ class TrainBatches:
         self.dataset = PatchDataset(
             images.sources, patch_size, train=True, seed=seed, repeats=repeats, where=images.where
         )
-        self.sampler = _Resumable(
+        self.sampler = _Epochs(
             torch.utils.data.DistributedSampler(
                 self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
                 drop_last=True,
-            )
+            ),
+            self.per_epoch * batch_size,
         )  # fmt: skip
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
             collate_fn=collate, pin_memory=pin_memory, drop_last=True,
+            # Its own generator for the workers' base seed: drawing it from torch's global one
+            # when the loader starts would shift the training noise of a resumed run.
+            generator=torch.Generator().manual_seed(seed),
         )  # fmt: skip
         self.reported: set[str] = set()
 
@@ -717,14 +738,10 @@ class TrainBatches:
     def from_step(self, step: int) -> Iterator[torch.Tensor]:
         """The ``(batch_size, C, H, W)`` batches of optimizer steps ``step``, ``step + 1``, ...
         (counted from 0), without end."""
-        epoch, position = divmod(step, self.per_epoch)
-        while True:
-            self.sampler.set_epoch(epoch, skip=position * self.batch_size)
-            self.dataset.set_epoch(epoch)
-            for batch in self.loader:
-                report_skipped(batch.skipped, self.reported)
-                yield batch.patch
-            epoch, position = epoch + 1, 0
+        self.sampler.start = step * self.batch_size
+        for batch in self.loader:  # one pass without end: the workers start once
+            report_skipped(batch.skipped, self.reported)
+            yield batch.patch
 
 
 def _fitting_in_memory(images: Images, patch_size: tuple[int, int]) -> Images:

@@ -249,5 +249,7 @@ def test_two_gloo_ranks_train_identical_models(images, tmp_path):
     assert zero["removed"] == one["removed"]
     assert_same(zero["params"], one["params"])
     assert_same(zero["average"], one["average"])
-    saved = weights(tmp_path / "run")  # rank 0 wrote the checkpoint
-    assert_same(zero["params"], {name: saved[name] for name in zero["params"]})
+    saved = checkpoint.load(tmp_path / "run" / "checkpoint.pth.tar")  # rank 0 wrote it
+    raw, average = saved["raw_state_dict"], saved["state_dict"]  # state_dict: the SMA average
+    assert_same(zero["params"], {name: raw[name] for name in zero["params"]})
+    assert_same(zero["average"], {name: average[name] for name in zero["average"]})
