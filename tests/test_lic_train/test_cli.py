@@ -217,3 +217,55 @@ def test_compare_bad_input_is_one_line(run, tmp_path, capsys):
         "--methods", "stdet:k=5",
     )  # fmt: skip
     one_line_error(capsys, ["compare", "--jobs", "0", "--out", str(tmp_path / "f")], "--jobs")
+
+
+def test_bad_trainer_inputs_of_the_streaming_trainer_are_one_line(folder, tmp_path, capsys):
+    base = ["fit", *TINY, "--data", str(folder), "--steps", "1", "--out", str(tmp_path / "run")]
+    one_line_error(capsys, [*base, "--num-workers", "-1"], "--num-workers", "-1")
+    one_line_error(capsys, [*base, "--checkpoint-ev", "3"], "unrecognized", "--checkpoint-ev")
+    empty = tmp_path / "kodak"
+    empty.mkdir()
+    one_line_error(capsys, [*base, "--test-data", str(empty)], "--test-data", "no image files")
+    one_line_error(capsys, [*base, "--lr-schedule", "multistep", "--lr-milestones", "0.9", "0.5"],
+                   "--lr-milestones")  # fmt: skip
+    one_line_error(capsys, [*base, "--warmup-steps", "5"], "--warmup-steps", "plateau")
+    one_line_error(capsys, [*base, "--ema", "--ema-decay", "1.5"], "--ema-decay")
+    one_line_error(capsys, [*base, "--ema", "--sma"], "--sma and --ema")
+
+
+def test_foreign_checkpoints_are_one_line_errors(folder, tmp_path, capsys):
+    import torch
+
+    from lic_train.trainer.models import build_model
+
+    other = tmp_path / "other.pth.tar"  # a bare state dict of another architecture
+    torch.save(build_model("mbt2018-mean", N=8, M=12).state_dict(), other)
+    base = ["fit", *TINY, "--data", str(folder), "--steps", "1", "--out", str(tmp_path / "run")]
+    one_line_error(capsys, [*base, "--checkpoint", str(other)], "another architecture")
+    # A CompressAI train.py checkpoint (no configuration) passed to --resume.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    model = build_model("bmshj2018-hyperprior", N=8, M=12)
+    torch.save({"epoch": 0, "state_dict": model.state_dict(), "loss": 1.0},
+               theirs / "checkpoint.pth.tar")  # fmt: skip
+    one_line_error(capsys, ["fit", "--resume", str(theirs)], "--resume", "--checkpoint")
+    # ... which --checkpoint takes, and eval takes with --model.
+    assert main([*base, "--checkpoint", str(theirs / "checkpoint.pth.tar")]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, ["eval", str(theirs / "checkpoint.pth.tar")], "--model")
+    assert main(["eval", str(theirs / "checkpoint.pth.tar"), "-m", "bmshj2018-hyperprior"]) == 0
+
+
+def test_progress_lines_in_a_log_and_export(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["fit", *TINY, "--data", str(folder), "--steps", "3", "--validate-every", "3",
+            "--ema", "--lr-schedule", "multistep", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err  # not a terminal: lines, not a bar
+    assert "fit step 3/3: loss" in err and "ETA" in err and "\r" not in err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records if "lr" in r] == [pytest.approx(1e-5)]  # x0.1 at 90%
+    assert main(["export", str(run), str(tmp_path / "model.pth.tar"), "--weights", "raw"]) == 0
+    assert "raw weights" in capsys.readouterr().out
+    assert main(["export", str(run), str(tmp_path / "ema.pth.tar")]) == 0  # EMA: sma weights
+    assert "the sma weights" in capsys.readouterr().out
