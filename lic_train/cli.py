@@ -272,7 +272,7 @@ def run_fit(args: argparse.Namespace) -> int:
             )
         config = with_length(fit_config(args), args)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
-    progress = Progress(config.steps) if main_rank else (lambda record: None)
+    progress = Progress("fit", config.steps) if main_rank else (lambda record: None)
     try:
         summary = fit(config, out, resume=resume, on_log=progress).summary
     finally:
@@ -295,9 +295,8 @@ class Progress:
     line each either way. Picklable, so that ``compare`` hands one to each run's process."""
 
     def __init__(
-        self, total: int, label: str = "fit", every: float = PROGRESS_SECONDS,
-        validations: bool = True,
-    ) -> None:  # fmt: skip
+        self, label: str, total: int, *, every: float = PROGRESS_SECONDS, validations: bool = True
+    ) -> None:
         self.total, self.label, self.every = total, label, every
         self.validations = validations
         self.bar = None

@@ -54,7 +54,7 @@ def load(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path}: refused, loading it would run code or build objects other than "
             f"tensors and plain data ({reason})"
         ) from None
-    except Exception as error:
+    except Exception as error:  # whatever a foreign file makes the unpickler raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"checkpoint {path}: truncated or not a torch checkpoint ({reason})"

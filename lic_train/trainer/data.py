@@ -25,7 +25,7 @@ import numbers
 import os
 import struct
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -204,6 +204,49 @@ def read_array(path: str | Path) -> np.ndarray:
             return _pil_array(ImageOps.exif_transpose(image))
     except _PIL_ERRORS as error:
         raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
+
+
+def read_crop(
+    path: str | Path, box: Callable[[int, int], tuple[int, int, int, int]]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The pixels of one box of an image file, upright, at the file's precision (as
+    :func:`read_array` gives them, cropped), and the whole image's ``(height, width)``.
+
+    ``box(height, width)`` returns ``(top, left, bottom, right)`` (bottom and right exclusive,
+    within the image); what it raises passes through. The file is decoded once and only the box is
+    converted to an array, so a patch costs a decode, not a conversion of the whole image.
+
+    Raises:
+        ValueError: ``"{path}: not a readable image ({reason})"``, as :func:`read_image`.
+    """
+    try:
+        with Image.open(path) as image:
+            # exif_transpose copies even an upright image: call it only for a real rotation.
+            turned = image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1)
+            upright = ImageOps.exif_transpose(image) if turned else image
+            width, height = upright.size
+            top, left, bottom, right = _box_outside(box, height, width)
+            return _pil_array(upright.crop((left, top, right, bottom))), (height, width)
+    except _BoxError as error:
+        raise error.cause from None
+    except _PIL_ERRORS as error:
+        raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
+
+
+class _BoxError(Exception):
+    """Carries an error of the caller's ``box`` past :func:`read_crop`'s PIL error handling."""
+
+    def __init__(self, cause: Exception) -> None:
+        self.cause = cause
+
+
+def _box_outside(
+    box: Callable[[int, int], tuple[int, int, int, int]], height: int, width: int
+) -> tuple[int, int, int, int]:
+    try:
+        return box(height, width)
+    except Exception as error:  # re-raised unchanged by read_crop
+        raise _BoxError(error) from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -625,25 +668,31 @@ class PatchDataset(torch.utils.data.Dataset):
     def _patch(self, source: str | torch.Tensor, index: int) -> torch.Tensor:
         """The patch of item ``index`` cut from ``source``; ``ValueError`` when the file cannot
         be decoded or is too small."""
-        pixels = source if isinstance(source, torch.Tensor) else read_array(source)
-        height, width = pixels.shape[-2:] if isinstance(source, torch.Tensor) else pixels.shape[:2]
-        if not fits((height, width), self.patch_size):
-            raise ValueError(f"{source}: {_too_small((height, width), self.patch_size)}")
         patch_h, patch_w = self.patch_size
-        # Offsets into the padded image; a padded side is exactly the patch, so its offset is 0.
-        span_h, span_w = max(height, patch_h) - patch_h + 1, max(width, patch_w) - patch_w + 1
-        if self.train:
-            generator = self._generator(index)
-            top = int(torch.randint(span_h, (1,), generator=generator))
-            left = int(torch.randint(span_w, (1,), generator=generator))
-        else:
-            top, left = (span_h - 1) // 2, (span_w - 1) // 2
+
+        def box(height: int, width: int) -> tuple[int, int, int, int]:
+            """The crop, in the image before padding: the patch's box in the reflect-padded image
+            (a padded side is exactly the patch, so its offset is 0), clipped to the image."""
+            if not fits((height, width), self.patch_size):
+                raise ValueError(f"{source}: {_too_small((height, width), self.patch_size)}")
+            span_h, span_w = max(height, patch_h) - patch_h + 1, max(width, patch_w) - patch_w + 1
+            if self.train:
+                generator = self._generator(index)
+                top = int(torch.randint(span_h, (1,), generator=generator))
+                left = int(torch.randint(span_w, (1,), generator=generator))
+            else:
+                top, left = (span_h - 1) // 2, (span_w - 1) // 2
+            return top, left, min(top + patch_h, height), min(left + patch_w, width)
+
         # Crop before padding: padding acts on one axis at a time, so this equals padding the
         # whole image and cropping it, without copying a large image to pad a narrow one.
         if isinstance(source, torch.Tensor):
-            patch = pixels[:, top : top + patch_h, left : left + patch_w]
+            height, width = source.shape[-2:]
+            top, left, bottom, right = box(height, width)
+            patch = source[:, top:bottom, left:right]
         else:
-            patch = to_tensor(pixels[top : top + patch_h, left : left + patch_w])
+            pixels, (height, width) = read_crop(source, box)
+            patch = to_tensor(pixels)
         (pad_top, pad_bottom), (pad_left, pad_right) = _pads(height, patch_h), _pads(width, patch_w)
         if pad_top or pad_bottom or pad_left or pad_right:
             return F.pad(patch, (pad_left, pad_right, pad_top, pad_bottom), mode="reflect")

@@ -269,3 +269,40 @@ def test_progress_lines_in_a_log_and_export(folder, tmp_path, capsys):
     assert "raw weights" in capsys.readouterr().out
     assert main(["export", str(run), str(tmp_path / "ema.pth.tar")]) == 0  # EMA: sma weights
     assert "the sma weights" in capsys.readouterr().out
+
+
+def test_compare_runs_report_their_progress_from_their_processes(tmp_path, capfd):
+    out = tmp_path / "compare"
+    argv = [
+        "compare",
+        "--steps",
+        "4",
+        "--seeds",
+        "0",
+        "--methods",
+        "adam",
+        "sma",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert (out / "report.md").exists()
+    err = capfd.readouterr().err
+    assert "[2/2]" in err
+
+
+def test_progress_prints_a_line_per_period_and_at_the_end(capsys):
+    import pickle
+
+    from lic_train.cli import Progress
+
+    progress = pickle.loads(pickle.dumps(Progress("run-a", 10, every=3600.0)))
+    record = {"loss": 1.5, "bpp": 0.25, "psnr": 20.0, "trainable": 1.0}
+    for step in (2, 4, 10):
+        progress({**record, "step": step, "wall_time": float(step)})
+    lines = capsys.readouterr().err.splitlines()
+    # The first record prints (none before it), then nothing for an hour, then the last step.
+    assert lines == [
+        "run-a step 2/10: loss 1.5000 bpp 0.2500 PSNR 20.00 dB, ETA 0m08s",
+        "run-a step 10/10: loss 1.5000 bpp 0.2500 PSNR 20.00 dB, ETA 0m00s",
+    ]

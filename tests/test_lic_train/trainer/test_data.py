@@ -39,6 +39,7 @@ from lic_train.trainer.data import (  # noqa: E402
     image_size,
     load_eval_images,
     read_array,
+    read_crop,
     read_image,
     to_tensor,
     validation_images,
@@ -315,6 +316,31 @@ def test_read_array_keeps_the_files_precision_and_channels(tmp_path):
     write_text(tmp_path / "notes.png")
     with pytest.raises(ValueError, match=r"notes\.png: not a readable image \("):
         read_array(tmp_path / "notes.png")
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_read_crop_is_the_box_of_read_array_upright(tmp_path, orientation):
+    pixels = np.random.default_rng(1).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    for path in save_formats(tmp_path, pixels, exif=exif).values():
+        whole = read_array(path)
+        crop, size = read_crop(path, lambda h, w: (2, 3, h - 4, w - 1))
+        assert size == whole.shape[:2]
+        assert np.array_equal(crop, whole[2 : size[0] - 4, 3 : size[1] - 1]), path.name
+
+
+def test_read_crop_lets_the_boxs_own_error_through(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+
+    def refuse(height, width):
+        raise ValueError(f"too small: {height}x{width}")
+
+    with pytest.raises(ValueError, match=r"^too small: 8x8$"):
+        read_crop(tmp_path / "a.png", refuse)
+    write_text(tmp_path / "notes.png")
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_crop(tmp_path / "notes.png", refuse)
 
 
 def save_formats(tmp_path, pixels: np.ndarray, exif=None) -> dict:
