@@ -1,14 +1,18 @@
 """The README's results tables, rendered from the benchmarks' published ``results.json`` files, so
 that no number in the README is copied by hand (``tests/test_readme.py`` checks they match).
 
-Run:  python benchmarks/readme_tables.py      # after convergence.py, ablations.py
+Run:  python benchmarks/readme_tables.py      # after convergence.py, ablations.py,
+                                              # trainer_throughput.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
+
+import trainer_throughput  # benchmarks/ is on sys.path when a script runs
 
 from lic_train.experiments import format_stat
 
@@ -52,12 +56,26 @@ def rd_table(results: dict) -> list[str]:
     return lines
 
 
+def throughput_tables(results: dict) -> list[str]:
+    """The time and memory tables of ``benchmarks/trainer_throughput.py``, as its report has them."""
+    settings = argparse.Namespace(**results["settings"])
+    rendered = trainer_throughput.tables(results["time"], results["memory"], settings)
+    return [
+        line
+        for head, rows in rendered
+        for line in trainer_throughput.markdown(head, rows).splitlines()
+    ]
+
+
 def tables() -> dict[str, list[str]]:
     """``{name: table lines}`` for every published benchmark (and its bit streams per lambda
     where it trained several lambdas)."""
     out = {}
     for path in sorted(RESULTS.glob("*/results.json")):
         results = json.loads(path.read_text())
+        if results.get("benchmark") == "trainer_throughput":
+            out[path.parent.name] = throughput_tables(results)
+            continue
         out[path.parent.name] = method_table(results)
         if len(results["preset"]["lambdas"]) > 1:
             out[f"{path.parent.name} bit streams"] = rd_table(results)

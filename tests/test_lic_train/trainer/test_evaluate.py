@@ -168,6 +168,26 @@ def test_stale_cdfs_are_rebuilt_on_the_copy():
     assert torch.equal(model.entropy_bottleneck._quantized_cdf, stale)  # caller's kept
 
 
+def test_coding_runs_on_one_thread_as_eval_model_and_the_count_is_restored(monkeypatch):
+    """eval_model codes with torch.set_num_threads(1): so does evaluate, so that times compare."""
+    model = tiny_model()
+    seen = []
+    compress = type(model).compress
+
+    def counting(self, x):
+        seen.append(torch.get_num_threads())
+        return compress(self, x)
+
+    monkeypatch.setattr(type(model), "compress", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        evaluate(model, [("a", image(64, 64))])
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_psnr_8bit_rounds_to_8_bit_first():
     x = torch.zeros(3, 4, 4)
     assert psnr_8bit(x, x) == math.inf

@@ -86,7 +86,11 @@ def test_a_run_writes_metrics_checkpoints_and_a_summary(images, tmp_path):
     assert written["best"]["sma"] <= written["final"]["sma"]["loss"]
     assert written["trainable_fraction"] == summary.trainable_fraction < 1.0
     assert written["peak_memory_bytes"] > 0
-    assert any((run / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run / "tb")).Reload().Tags()
+    assert {"val/raw/reconstruction", "val/sma/reconstruction"} <= set(board["images"])
+    assert "train/loss" in board["scalars"] and any("config" in tag for tag in board["tensors"])
     name, model = load_trained(run)
     assert name == "bmshj2018-hyperprior-sma"
     raw_name, raw = load_trained(run, weights="raw")
