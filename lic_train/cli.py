@@ -96,7 +96,8 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     run.add_argument("--checkpoint-every", type=int, help="steps (default: every validation)")
     run.add_argument("--log-every", type=int, default=10, help="steps")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                     help="default auto (on --resume: the run's own)")  # fmt: skip
     run.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
     run.add_argument("--resume", nargs="?", const="", metavar="RUN",
                      help="continue the run in RUN (or in --out)")  # fmt: skip
@@ -208,7 +209,7 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         seed=args.seed,
-        device=args.device,
+        device=args.device or "auto",
         sma=sma,
         stdet=stdet,
     )
@@ -232,17 +233,17 @@ def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from lic_train.trainer.checkpoint import load
+    from lic_train.trainer.checkpoint import is_ours, load
     from lic_train.trainer.loop import fit
 
     resume = args.resume is not None
     out = Path(args.resume or args.out)
     if resume:
         saved = load(out / LATEST)
-        if "config" not in saved:
+        if not is_ours(saved):
             raise ValueError(
-                f"--resume {out}: {LATEST} was not written by lic-train fit (no 'config' key); "
-                "to train from its weights, pass it with --checkpoint"
+                f"--resume {out}: {LATEST} was not written by lic-train fit; to train from its "
+                "weights, pass it with --checkpoint"
             )
         saved = saved["config"]
         # Either the run's own command again with --resume, or --resume alone: the saved
@@ -258,8 +259,10 @@ def run_fit(args: argparse.Namespace) -> int:
                 f"own flags or none (these differ from it: {', '.join(differ)})"
             )
         try:
+            # Where it runs: the run's own, unless given again.
+            given = {"device": args.device, "num_workers": args.num_workers}
             resumed = FitConfig.from_dict(
-                {**saved, "device": args.device, "num_workers": args.num_workers}
+                {**saved, **{key: value for key, value in given.items() if value is not None}}
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"--resume {out}: its configuration does not load ({error})") from None

@@ -64,6 +64,23 @@ def load(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def is_ours(saved: dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint was written by ``lic-train fit`` (other trainers may save a
+    ``config`` too: ours also has its step, random states and architecture)."""
+    return isinstance(saved.get("config"), dict) and {"step", "random_states", "model"} <= set(
+        saved
+    )
+
+
+def saved_config(saved: dict[str, Any], path: str | Path) -> FitConfig:
+    """The configuration of one of our checkpoints; ``ValueError`` when this version cannot read
+    it (a field missing or unknown, a bad value)."""
+    try:
+        return FitConfig.from_dict(saved["config"])
+    except (TypeError, KeyError, ValueError) as error:
+        raise ValueError(f"checkpoint {path}: its configuration does not load ({error})") from None
+
+
 def weights_of(saved: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights in a loaded checkpoint, as ``eval_model`` finds them: under ``network``,
     ``state_dict`` or ``model_state_dict``, else the dict itself when every value is a tensor; a
@@ -126,7 +143,7 @@ def model_for(
 ) -> nn.Module:
     """The model of a checkpoint not written by ``lic-train fit``: architecture ``model`` (a
     CompressAI name), its widths read off the weights by CompressAI's ``from_state_dict``."""
-    from lic_train.trainer.models import from_weights  # imports CompressAI
+    from lic_train.trainer.models import current_names, from_weights  # imports CompressAI
 
     if model is None:
         raise ValueError(
@@ -134,7 +151,7 @@ def model_for(
             "architecture; give it with --model (e.g. --model bmshj2018-hyperprior)"
         )
     built = from_weights(model, state_dict)
-    check_architecture(state_dict, built, path)
+    check_architecture(current_names(state_dict, built), built, path)
     return built
 
 
@@ -151,14 +168,14 @@ def load_trained(
 
     path = run_checkpoint(target)
     saved = load(path)
-    if "config" not in saved:
+    if not is_ours(saved):
         if weights == "sma":
             raise ValueError(f"--weights sma: {path} was not written by lic-train fit")
         state_dict = weights_of(saved, path)
         built = model_for(state_dict, path, model=model)
-        built.load_state_dict(state_dict)
+        built.load_state_dict(state_dict)  # CompressAI's loader renames older names itself
         return f"{model}-checkpoint", built
-    config = FitConfig.from_dict(saved["config"])
+    config = saved_config(saved, path)
     if model is not None and model != config.model:
         raise ValueError(f"--model {model}: {path} holds a {config.model} model")
     weights, state_dict = chosen_weights(saved, weights, path)
@@ -174,10 +191,18 @@ def export(target: str | Path, out: str | Path, *, weights: str | None = None) -
     checkpoints (:data:`COMPRESSAI_KEYS` only): ``eval_model -p``, ``update_model`` and
     ``train.py --checkpoint`` take it. ``loss`` is the validation loss of those weights.
     Returns the choice and the dict written."""
-    path = run_checkpoint(target)
+    path, out = run_checkpoint(target), Path(out)
+    if out.is_dir():
+        raise ValueError(
+            f"out {out}: a folder; give the file to write (e.g. {out / 'model.pth.tar'})"
+        )
+    if out.exists() and out.resolve() == path.resolve():
+        raise ValueError(f"out {out}: the checkpoint being exported; write another file")
     saved = load(path)
-    if "config" not in saved:
-        raise ValueError(f"checkpoint {path}: not written by lic-train fit (no 'config' key)")
+    if not is_ours(saved):
+        raise ValueError(
+            f"checkpoint {path}: not written by lic-train fit (nothing to choose from)"
+        )
     weights, state_dict = chosen_weights(saved, weights, path)
     final = saved.get("final", {}).get(weights, {})
     exported = {
@@ -185,5 +210,8 @@ def export(target: str | Path, out: str | Path, *, weights: str | None = None) -
         "state_dict": state_dict,
         "loss": final.get("loss", saved["loss"]),
     }
-    save(exported, out)
+    try:
+        save(exported, out)
+    except OSError as error:
+        raise ValueError(f"out {out}: cannot be written ({error.strerror or error})") from None
     return weights, exported

@@ -831,6 +831,7 @@ def validation_loader(
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
         num_workers=min(num_workers, math.ceil(len(dataset) / batch_size)), pin_memory=pin_memory,
+        generator=torch.Generator(),  # not torch's global one, which the training noise draws on
     )  # fmt: skip
 
 

@@ -44,12 +44,13 @@ from lic_train.trainer.data import (
     batches_per_epoch,
     default_workers,
     find_images,
+    fits,
     report_skipped,
     validation_images,
     validation_loader,
 )
 from lic_train.trainer.memory import peak_memory, reset_peak_memory
-from lic_train.trainer.models import build_model
+from lic_train.trainer.models import build_model, current_names
 from lic_train.trainer.schedules import PER_STEP, build_scheduler
 from lic_train.trainer.state import TrainingState, random_states
 from lic_train.trainer.step import distortion_key, rate_distortion_loss, train_step, validate
@@ -104,17 +105,22 @@ def steps_for_epochs(config: FitConfig, epochs: int) -> int:
     """``epochs`` passes over the training images of ``config.data``, in optimizer steps."""
     epochs = validation.integer("epochs", epochs, minimum=1)
     train_images, _ = find_images(config.data, config.test_data)
-    return epochs * batches_per_epoch(len(train_images), config.batch_size, world_size())
+    # The built-in photographs too small for the patch are left out of training.
+    count = sum(
+        not isinstance(source, torch.Tensor) or fits(source.shape, config.patch_size)
+        for source in train_images.sources
+    )
+    return epochs * batches_per_epoch(count, config.batch_size, world_size())
 
 
 def check_resume(config: FitConfig, out: Path) -> dict:
     """The latest checkpoint of the run in ``out``, if ``config`` may continue it: the same
     configuration but for ``steps`` and ``device``, as many processes, not past ``config.steps``."""
     saved = checkpoint.load(out / LATEST)
-    if "config" not in saved:
+    if not checkpoint.is_ours(saved):
         raise ValueError(
-            f"--resume {out}: {LATEST} was not written by lic-train fit (no 'config' key); to "
-            "train from its weights, pass it with --checkpoint"
+            f"--resume {out}: {LATEST} was not written by lic-train fit; to train from its "
+            "weights, pass it with --checkpoint"
         )
     differ = config.differences(saved["config"])
     if differ:
@@ -127,6 +133,12 @@ def check_resume(config: FitConfig, out: Path) -> dict:
             f"--resume {out}: the run was trained by {saved.get('world_size', 1)} processes, "
             f"not {world_size()}; resume it with as many"
         )
+    if config.lr_schedule == "multistep" and saved["config"]["steps"] != config.steps:
+        raise ValueError(
+            f"--steps {config.steps}: the multistep milestones of the run in {out} are fractions "
+            f"of its {saved['config']['steps']} steps, so another length would move its decays; "
+            "resume it with its own length"
+        )
     if saved["step"] > config.steps:
         raise ValueError(
             f"--steps {config.steps}: the checkpoint in {out} is already at step {saved['step']}"
@@ -134,12 +146,14 @@ def check_resume(config: FitConfig, out: Path) -> dict:
     return saved
 
 
-def build(config: FitConfig, device: torch.device) -> tuple[TrainingState, nn.Module]:
+def build(
+    config: FitConfig, device: torch.device, *, initial_weights: bool = True
+) -> tuple[TrainingState, nn.Module]:
     """A fresh training state (the same initial weights on every rank) and the module to train
     through (``DistributedDataParallel`` under ``torchrun``, else the model itself)."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
-    if config.checkpoint is not None:
+    if config.checkpoint is not None and initial_weights:
         load_initial_weights(model, config.checkpoint)
     model.to(device)
     named = list(model.named_parameters())
@@ -158,7 +172,7 @@ def build(config: FitConfig, device: torch.device) -> tuple[TrainingState, nn.Mo
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
             model, [n for n, _ in named if is_quantiles(n)]
         )
-        trained = DistributedDataParallel(model, find_unused_parameters=True)
+        trained = DistributedDataParallel(model, find_unused_parameters=config.stdet is not None)
     state = TrainingState(
         model=model,
         optimizer=optimizer,
@@ -181,7 +195,7 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
     it recommends), one of CompressAI's ``train.py``, or a bare state dict; as CompressAI users
     fine-tune. The optimizers start afresh."""
     saved = checkpoint.load(path)
-    state_dict = checkpoint.weights_of(saved, path)
+    state_dict = current_names(checkpoint.weights_of(saved, path), model)
     checkpoint.check_architecture(state_dict, model, path)
     model.load_state_dict(state_dict)
 
@@ -275,7 +289,8 @@ def fit(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     saved = check_resume(config, out) if resume else None
-    state, trained = build(config, device)
+    # A resumed run takes its weights from its checkpoint, not from --checkpoint again.
+    state, trained = build(config, device, initial_weights=saved is None)
     batches, test = load_data(config, device, rank)
     per_step_schedule = config.lr_schedule in PER_STEP
     if saved is not None:
@@ -290,35 +305,37 @@ def fit(
     memory_baseline = reset_peak_memory(device)
     tick = time.perf_counter()
     training_batches = batches.from_step(state.step)
-    for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
-        x = batch.to(device, non_blocking=True)
-        began = time.perf_counter()
-        losses, aux_loss = train_step(
-            trained, x, criterion, state.optimizer, state.aux_optimizer, state.rules,
-            clip_max_norm=config.clip_max_norm,
-        )  # fmt: skip
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        state.train_time += time.perf_counter() - began
-        if per_step_schedule:
-            state.scheduler.step()
-        state.step = done = step + 1
-        check_finite(done, losses["loss"].item(), aux_loss.item(), out)
-        last = done == config.steps
-        if done % config.log_every == 0 or last:
-            now = time.perf_counter()
-            state.wall_time, tick = state.wall_time + now - tick, now
-            log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
-        if done % config.validate_every == 0 or last:
-            validate_readouts(state, config, test, log, out)
-            state.wall_time += time.perf_counter() - tick
-            if done % (config.checkpoint_every or config.validate_every) == 0 or last:
-                save_checkpoints(state, config, out, batches.per_epoch, device)
-            tick = time.perf_counter()  # checkpoint writes are not the run's time
-    training_batches.close()  # stops the DataLoader's workers
+    try:
+        for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
+            x = batch.to(device, non_blocking=True)
+            began = time.perf_counter()
+            losses, aux_loss = train_step(
+                trained, x, criterion, state.optimizer, state.aux_optimizer, state.rules,
+                clip_max_norm=config.clip_max_norm,
+            )  # fmt: skip
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            state.train_time += time.perf_counter() - began
+            if per_step_schedule:
+                state.scheduler.step()
+            state.step = done = step + 1
+            check_finite(done, losses["loss"].item(), aux_loss.item(), out)
+            last = done == config.steps
+            if done % config.log_every == 0 or last:
+                now = time.perf_counter()
+                state.wall_time, tick = state.wall_time + now - tick, now
+                log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
+            if done % config.validate_every == 0 or last:
+                validate_readouts(state, config, test, log, out)
+                state.wall_time += time.perf_counter() - tick
+                if done % (config.checkpoint_every or config.validate_every) == 0 or last:
+                    save_checkpoints(state, config, out, batches.per_epoch, device)
+                tick = time.perf_counter()  # checkpoint writes are not the run's time
+    finally:  # also when stopped by a non-finite loss or an interrupt
+        training_batches.close()  # stops the DataLoader's workers
+        log.close()  # flushes TensorBoard
 
     summary = summarise(state, config, out, *peak_memory(device, memory_baseline))
-    log.close()
     if rank == 0:
         files.write_json(asdict(summary), out / "summary.json")
     return Trained(summary, state.model, state.rules.get("sma"), state.rules.get("stdet"))
@@ -413,6 +430,9 @@ def validate_readouts(
     first test crop, and step the plateau schedule on the raw weights' loss."""
     for name, readout in readouts(state).items():
         result = validate(readout, test.batches(), config.lmbda, config.metric)
+        # Rank 0's numbers on every rank, so that every decision made from them (the best
+        # checkpoint, the plateau schedule) is the same on all ranks.
+        result = gather(result)[0]
         log.reconstruction(name, readout, test.first, state.step)
         if not all(math.isfinite(v) for v in result.values()):
             raise NonFiniteLoss(
@@ -435,8 +455,8 @@ def save_checkpoints(
     loss = state.final[evaluated_readout(state)]["loss"]
     improved = loss < state.best_loss
     state.best_loss = min(state.best_loss, loss)
+    states = gather(random_states(device))
     for path in ((out / BEST,) if improved else ()) + (out / LATEST,):
-        states = gather(random_states(device))
         if distributed.rank() == 0:
             checkpoint.save(
                 # CompressAI's epoch: the last one finished (train.py continues at epoch + 1).

@@ -24,7 +24,10 @@ import numbers
 import compressai.zoo
 import compressai.zoo.image
 import compressai.zoo.image_vbr
+import compressai.zoo.pretrained
+from compressai.entropy_models import EntropyBottleneck
 from compressai.models import Elic2022Chandelier, Elic2022Official
+from compressai.models.utils import remap_old_keys
 from compressai.registry import MODELS
 from torch import nn
 
@@ -234,3 +237,15 @@ def from_weights(name: str, state_dict: dict) -> nn.Module:
         raise ValueError(f"the weights hold no analysis transform (g_a.*) of a {name} model")
     n, m = widths
     return build_model(name, N=n, M=m if _takes(cls, "M") else n)
+
+
+def current_names(state_dict: dict, model: nn.Module) -> dict:
+    """``state_dict`` with the parameter names of older CompressAI versions renamed as CompressAI's
+    own loaders rename them (``module.`` prefixes, ``downsample`` -> ``skip``, the entropy
+    bottleneck's ``_biases.N``/``_matrices.N``/``_factors.N`` and ``_bias0``-style names), so that
+    published checkpoints check against ``model``'s names."""
+    renamed = compressai.zoo.pretrained.load_pretrained(state_dict)
+    for name, module in unwrap(model).named_modules():
+        if isinstance(module, EntropyBottleneck):
+            renamed = remap_old_keys(name, renamed)
+    return dict(renamed)

@@ -44,8 +44,9 @@ def random_states(device: torch.device) -> dict:
     """Every random state this process draws from (torch, CUDA, numpy's legacy global, random)."""
     return {
         "torch": torch.get_rng_state(),
-        # Only a CUDA run touches CUDA: a CPU run on a GPU machine must not initialise it.
-        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        # Only a CUDA run touches CUDA: a CPU run on a GPU machine must not initialise it. Only
+        # this rank's device: another machine may show another number of GPUs.
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
         # Libraries may draw from numpy's legacy global state; saved so that resume is exact, as
         # a tensor and numbers (a numpy array would need unpickling code to load).
         "numpy": _numpy_state(),
@@ -67,7 +68,7 @@ def _numpy_state() -> dict:
 def set_random_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state(states["cuda"][0])  # the current device: this rank's
     saved = states["numpy"]
     np.random.set_state((  # noqa: NPY002
         saved["name"], saved["keys"].numpy().astype(np.uint32), saved["position"],

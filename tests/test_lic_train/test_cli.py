@@ -306,3 +306,20 @@ def test_progress_prints_a_line_per_period_and_at_the_end(capsys):
         "run-a step 2/10: loss 1.5000 bpp 0.2500 PSNR 20.00 dB, ETA 0m08s",
         "run-a step 10/10: loss 1.5000 bpp 0.2500 PSNR 20.00 dB, ETA 0m00s",
     ]
+
+
+def test_a_bare_resume_keeps_the_runs_device_and_a_multistep_run_its_length(
+    folder, tmp_path, capsys
+):
+    from lic_train.trainer.checkpoint import load
+
+    run, decayed = tmp_path / "run", tmp_path / "decayed"
+    argv = ["fit", *TINY, "--data", str(folder), "--steps", "2", "--validate-every", "1"]
+    assert main([*argv, "--out", str(run)]) == 0
+    assert main(["fit", "--resume", str(run), "--steps", "3"]) == 0
+    assert load(run / "checkpoint.pth.tar")["config"]["device"] == "cpu"  # not --device's auto
+    assert main([*argv, "--lr-schedule", "multistep", "--out", str(decayed)]) == 0
+    capsys.readouterr()
+    one_line_error(
+        capsys, ["fit", "--resume", str(decayed), "--steps", "4"], "--steps", "multistep"
+    )

@@ -195,3 +195,44 @@ def test_layout_is_sorted_by_name_with_the_quantiles_apart():
         n for n, _ in model.named_parameters() if not n.endswith(".quantiles")
     )
     assert [names[id(p)] for p in aux] == ["entropy_bottleneck.quantiles"]
+
+
+def old_names(state_dict: dict) -> dict:
+    """The entropy bottleneck's names as CompressAI 1.1 saved them (``_bias0``, ``_matrix0``...)."""
+    renamed = {}
+    for name, tensor in state_dict.items():
+        for new, old in (("biases.", "_bias"), ("matrices.", "_matrix"), ("factors.", "_factor")):
+            name = name.replace(f"entropy_bottleneck.{new}", f"entropy_bottleneck.{old}")
+        renamed[name] = tensor
+    return renamed
+
+
+def test_published_checkpoints_with_older_names_load(tmp_path):
+    weights = build_model("bmshj2018-hyperprior", N=8, M=12).state_dict()
+    path = tmp_path / "old.pth.tar"
+    torch.save(old_names(weights), path)
+    assert "entropy_bottleneck._bias0" in torch.load(path, weights_only=True)
+    _, model = checkpoint.load_trained(path, model="bmshj2018-hyperprior")
+    state, _ = build(FitConfig(N=8, M=12, checkpoint=str(path), device="cpu"), CPU)
+    for built in (model, state.model):
+        for name, value in built.state_dict().items():
+            assert torch.equal(value, weights[name]), name
+
+
+def test_a_foreign_checkpoint_with_its_own_config_is_not_taken_for_ours(tmp_path):
+    weights = build_model("bmshj2018-hyperprior", N=8, M=12).state_dict()
+    path = tmp_path / "theirs.pth.tar"
+    torch.save({"config": {"lr": 1e-4}, "state_dict": weights}, path)
+    name, _ = checkpoint.load_trained(path, model="bmshj2018-hyperprior")
+    assert name == "bmshj2018-hyperprior-checkpoint"
+    with pytest.raises(ValueError, match="not written by lic-train fit"):
+        checkpoint.export(path, tmp_path / "x.pth.tar")
+
+
+def test_export_refuses_a_folder_and_the_checkpoint_it_reads(sma_run, tmp_path):
+    with pytest.raises(ValueError, match="a folder"):
+        checkpoint.export(sma_run, tmp_path)
+    latest = sma_run / "checkpoint.pth.tar"
+    with pytest.raises(ValueError, match="the checkpoint being exported"):
+        checkpoint.export(latest, latest)
+    assert checkpoint.is_ours(checkpoint.load(latest))
