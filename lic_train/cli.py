@@ -294,8 +294,9 @@ def run_fit(args: argparse.Namespace) -> int:
 
 class Progress:
     """A run's progress on stderr: a tqdm bar on a terminal; otherwise (a log file, CI) one line
-    every ``every`` seconds and at the last step: step, loss, bpp, PSNR, ETA. Validations get a
-    line each either way. Picklable, so that ``compare`` hands one to each run's process."""
+    every ``every`` seconds and at the last step: step, loss, bpp, PSNR, ETA. Each validation
+    gets a line too, unless ``validations`` is False. Picklable, so that ``compare`` hands one to
+    each run's process."""
 
     def __init__(
         self, label: str, total: int, *, every: float = PROGRESS_SECONDS, validations: bool = True

@@ -759,7 +759,7 @@ class TrainBatches:
         world: int = 1, rank: int = 0, num_workers: int = 0, pin_memory: bool = False,
     ) -> None:  # fmt: skip
         self.batch_size = validation.integer("batch_size", batch_size, minimum=1)
-        images = _fitting_in_memory(images, patch_size)
+        images = training_images(images, patch_size)
         self.per_epoch = batches_per_epoch(len(images), batch_size, world)
         repeats = repeats_per_epoch(len(images), batch_size, world)
         self.dataset = PatchDataset(
@@ -793,15 +793,16 @@ class TrainBatches:
             yield batch.patch
 
 
-def _fitting_in_memory(images: Images, patch_size: tuple[int, int]) -> Images:
+def training_images(images: Images, patch_size: tuple[int, int], *, warn: bool = True) -> Images:
     """``images`` without the in-memory ones (the built-in photographs) too small for the patch,
-    each left out with a :class:`SkippedImage` warning (files are checked when read)."""
+    each left out with a :class:`SkippedImage` warning unless ``warn`` is False (files are
+    checked when read)."""
     patch, keep = _patch_size(patch_size), []
     for i, (name, source) in enumerate(zip(images.names, images.sources, strict=True)):
         if isinstance(source, torch.Tensor) and not fits(source.shape, patch):
-            warnings.warn(
-                f"{name}: {_too_small(source.shape, patch)}; skipped", SkippedImage, stacklevel=3
-            )
+            if warn:
+                message = f"{name}: {_too_small(source.shape, patch)}; skipped"
+                warnings.warn(message, SkippedImage, stacklevel=3)
         else:
             keep.append(i)
     if not keep:

@@ -44,8 +44,8 @@ from lic_train.trainer.data import (
     batches_per_epoch,
     default_workers,
     find_images,
-    fits,
     report_skipped,
+    training_images,
     validation_images,
     validation_loader,
 )
@@ -105,17 +105,14 @@ def steps_for_epochs(config: FitConfig, epochs: int) -> int:
     """``epochs`` passes over the training images of ``config.data``, in optimizer steps."""
     epochs = validation.integer("epochs", epochs, minimum=1)
     train_images, _ = find_images(config.data, config.test_data)
-    # The built-in photographs too small for the patch are left out of training.
-    count = sum(
-        not isinstance(source, torch.Tensor) or fits(source.shape, config.patch_size)
-        for source in train_images.sources
-    )
+    count = len(training_images(train_images, config.patch_size, warn=False))
     return epochs * batches_per_epoch(count, config.batch_size, world_size())
 
 
 def check_resume(config: FitConfig, out: Path) -> dict:
     """The latest checkpoint of the run in ``out``, if ``config`` may continue it: the same
-    configuration but for ``steps`` and ``device``, as many processes, not past ``config.steps``."""
+    configuration but for :data:`~lic_train.trainer.config.RESUMABLE` fields, as many processes,
+    not past ``config.steps``, and the same length for a multistep schedule."""
     saved = checkpoint.load(out / LATEST)
     if not checkpoint.is_ours(saved):
         raise ValueError(
