@@ -2,8 +2,12 @@
 
 Every file is written to a temporary name in the same folder, flushed and ``fsync``-ed, then renamed
 over the target (``os.replace`` is atomic on POSIX), and the folder is ``fsync``-ed so that the
-rename survives a power cut. A reader therefore sees either the previous file or the new one, and an
-interrupted write leaves no stray temporary file.
+rename survives a power cut. A reader therefore sees either the previous file or the new one.
+
+An interrupted write that Python sees (an exception, Ctrl-C, SIGTERM under the CLIs) removes its
+temporary file. One that it cannot see (SIGKILL, a power cut) leaves it behind, named
+``.NAME.PID.XXXXXXXX.tmp``: :func:`remove_stale_temporaries` removes those whose process is gone, as
+every write does for its own target and the trainer does for a run folder it opens.
 
 Examples:
     >>> import json, pathlib, tempfile
@@ -18,12 +22,17 @@ Examples:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+# The temporary files of write_atomic: ".NAME.PID.RANDOM.tmp" (RANDOM: mkstemp's 8 characters).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
@@ -32,7 +41,10 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as file:
             write(file)
@@ -49,6 +61,33 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     finally:
         os.close(directory)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files that :func:`write_atomic` left in ``folder`` (for the target
+    ``name`` only, if given) when its process was killed; those of a live process stay. Returns
+    the files removed."""
+    removed = []
+    for entry in Path(folder).glob(f".{'*' if name is None else glob.escape(name)}.*.tmp"):
+        match = _TEMPORARY.match(entry.name)
+        if match and (name is None or match["name"] == name) and not _alive(int(match["pid"])):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:  # not a pid
+        return False
+    return True
 
 
 def write_text(text: str, path: str | Path) -> Path:

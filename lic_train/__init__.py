@@ -14,6 +14,13 @@ and :mod:`lic_train.cli` on top. :mod:`lic_train.testing` holds the torch NQM on
 the rules against :mod:`nqm`.
 """
 
+import warnings
+
+# CompressAI calls torch.jit.script, deprecated since torch 2.14, when it is imported: a warning
+# about CompressAI's internals that no user of ours can act on. Filtered here, before any module
+# imports CompressAI, so that it holds in every process (the CLI, compare's workers).
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+
 try:
     import torch  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -21,6 +28,15 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'lic_train needs torch: install the train extra, pip install -e ".[train]"'
     ) from error
 
-from lic_train.rules import SMA, STDET, Chain, Modes, SMAConfig, STDETConfig, build_rules, chain_of
+from lic_train.rules import (  # noqa: E402  (after the filter above)
+    SMA,
+    STDET,
+    Chain,
+    Modes,
+    SMAConfig,
+    STDETConfig,
+    build_rules,
+    chain_of,
+)
 
 __all__ = ["SMA", "STDET", "Chain", "Modes", "SMAConfig", "STDETConfig", "build_rules", "chain_of"]

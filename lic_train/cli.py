@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -19,18 +20,17 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-# CompressAI calls torch.jit.script, deprecated in torch 2.14, when it is imported: not the user's
-# concern. Filtered before the imports below pull it in.
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+import torch
 
-from lic_dynamics.cli import Parser, UsageError, error_line  # noqa: E402
-from lic_dynamics.validation import InvalidValue  # noqa: E402
-from lic_train.experiments import PRESETS, parse_method  # noqa: E402
-from lic_train.rules import SMAConfig, STDETConfig  # noqa: E402
-from lic_train.rules.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS  # noqa: E402
-from lic_train.trainer.config import EMA_DECAY, LR_SCHEDULES, FitConfig  # noqa: E402
-from lic_train.trainer.data import default_workers  # noqa: E402
-from lic_train.trainer.loop import LATEST, NonFiniteLoss  # noqa: E402
+from lic_dynamics import signals
+from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line
+from lic_dynamics.validation import InvalidValue
+from lic_train.experiments import PRESETS, parse_method
+from lic_train.rules import SMAConfig, STDETConfig
+from lic_train.rules.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS
+from lic_train.trainer.config import EMA_DECAY, LR_SCHEDULES, FitConfig
+from lic_train.trainer.data import default_workers
+from lic_train.trainer.loop import LATEST, NonFiniteLoss
 
 # May differ on --resume: where and how long it runs.
 RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device", "num_workers"}
@@ -166,24 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fit_config(args: argparse.Namespace) -> FitConfig:
     """The configuration the flags describe (its length: :func:`with_length`)."""
-    stdet = None
-    if args.stdet:
-        fields = [name for name in STDETConfig.__dataclass_fields__ if name != "seed"]
-        with flags_of("stdet_", own=("seed",)):
-            stdet = STDETConfig(
-                **{name: getattr(args, f"stdet_{name}") for name in fields}, seed=args.seed
-            )
-    sma = None
+    # Every sub-flag is checked, given its switch or not: --sma-k 0 is wrong either way.
+    fields = [name for name in STDETConfig.__dataclass_fields__ if name != "seed"]
+    with flags_of("stdet_", own=("seed",)):
+        stdet = STDETConfig(
+            **{name: getattr(args, f"stdet_{name}") for name in fields}, seed=args.seed
+        )
+    with flags_of("sma_"):
+        sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback)
+    try:
+        ema = SMAConfig(k=1, beta=args.ema_decay)
+    except InvalidValue as error:
+        raise error.renamed("ema_decay") from None
     if args.sma and args.ema:
         raise UsageError("lic-train fit: error: --sma and --ema: give one (EMA is SMA with k = 1)")
-    if args.sma:
-        with flags_of("sma_"):
-            sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback)
-    if args.ema:
-        try:
-            sma = SMAConfig(k=1, beta=args.ema_decay)
-        except InvalidValue as error:
-            raise error.renamed("ema_decay") from None
+    stdet = stdet if args.stdet else None
+    sma = sma if args.sma else ema if args.ema else None
     return FitConfig(
         model=args.model,
         quality=args.quality,
@@ -233,47 +231,22 @@ def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from lic_train.trainer.checkpoint import is_ours, load
-    from lic_train.trainer.loop import fit
+    from lic_train.trainer.loop import check_out, fit, resume_point
 
     resume = args.resume is not None
     out = Path(args.resume or args.out)
     if resume:
-        saved = load(out / LATEST)
-        if not is_ours(saved):
-            raise ValueError(
-                f"--resume {out}: {LATEST} was not written by lic-train fit; to train from its "
-                "weights, pass it with --checkpoint"
-            )
-        saved = saved["config"]
-        # Either the run's own command again with --resume, or --resume alone: the saved
-        # configuration either way; only --steps, --epochs and --device may change.
-        defaults = build_parser().parse_args(["fit"])
-        given = [
-            d for d, v in vars(args).items() if d not in RESUME_FLAGS and v != getattr(defaults, d)
-        ]
-        differ = fit_config(args).differences(saved) if given else []
-        if differ:
-            raise UsageError(
-                f"lic-train fit: error: --resume continues the run saved in {out}; give its "
-                f"own flags or none (these differ from it: {', '.join(differ)})"
-            )
-        try:
-            # Where it runs: the run's own, unless given again.
-            given = {"device": args.device, "num_workers": args.num_workers}
-            resumed = FitConfig.from_dict(
-                {**saved, **{key: value for key, value in given.items() if value is not None}}
-            )
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"--resume {out}: its configuration does not load ({error})") from None
-        config = with_length(resumed, args)
+        _, saved = resume_point(out)
+        config = with_length(resumed_config(args, saved["config"], out), args)
     else:
+        config = fit_config(args)  # every flag checked first: the cheapest checks
         if (out / LATEST).exists():
             raise UsageError(
                 f"lic-train fit: error: --out {out} already holds a run; pass --resume to continue "
                 "it or choose another --out"
             )
-        config = with_length(fit_config(args), args)
+        check_out(out)
+        config = with_length(config, args)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     progress = Progress("fit", config.steps) if main_rank else (lambda record: None)
     try:
@@ -290,6 +263,71 @@ def run_fit(args: argparse.Namespace) -> int:
         f"trainable {100 * summary.trainable_fraction:.1f}%; run in {out}"
     )
     return 0
+
+
+def resumed_config(args: argparse.Namespace, saved: dict, out: Path) -> FitConfig:
+    """The saved configuration of the run in ``out``, where it runs (device, workers) taken from
+    the flags when given. Any other flag given must agree with the run (so that the run's own
+    command line may be given again with ``--resume``); a ``UsageError`` lists those that do not."""
+    fit_config(args)  # the flags themselves are valid, whatever the run
+    defaults = build_parser().parse_args(["fit"])
+    given = [
+        d for d, v in vars(args).items() if d not in RESUME_FLAGS and v != getattr(defaults, d)
+    ]
+    names = flag_names()
+    differ = [
+        f"{names[dest]} {_shown(getattr(args, dest))} (the run's: {_shown(theirs)})"
+        for dest in given
+        if (theirs := run_value(dest, saved)) != given_value(dest, args)
+    ]
+    if differ:
+        raise UsageError(
+            f"lic-train fit: error: --resume continues the run in {out} as it was configured; "
+            f"only --steps, --epochs, --device and --num-workers may change, and these flags "
+            f"differ from it: {', '.join(differ)}"
+        )
+    where = {"device": args.device, "num_workers": args.num_workers}
+    try:
+        return FitConfig.from_dict({**saved, **{k: v for k, v in where.items() if v is not None}})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--resume {out}: its configuration does not load ({error})") from None
+
+
+def flag_names() -> dict[str, str]:
+    from lic_dynamics.cli import flags
+
+    return flags(build_parser())
+
+
+def run_value(dest: str, saved: dict) -> object:
+    """The value of the flag ``dest`` that the saved configuration ``saved`` was made with."""
+    sma, stdet = saved.get("sma") or {}, saved.get("stdet") or {}
+    if dest in ("sma", "stdet"):
+        return bool(saved.get(dest))
+    if dest == "ema":
+        return sma.get("k") == 1
+    if dest == "ema_decay":
+        return sma.get("beta")
+    if dest.startswith("sma_"):
+        return sma.get(dest.removeprefix("sma_"))
+    if dest.startswith("stdet_"):
+        return stdet.get(dest.removeprefix("stdet_"))
+    value = saved.get(dest)
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def given_value(dest: str, args: argparse.Namespace) -> object:
+    """The flag ``dest`` as the configuration stores it (paths absolute, lists as tuples)."""
+    value = getattr(args, dest)
+    if dest in ("data", "test_data", "checkpoint"):
+        return _absolute(value)
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return "(none)" if value is None else str(value)
 
 
 class Progress:
@@ -429,7 +467,7 @@ def run_compare(args: argparse.Namespace) -> int:
     # Each run reports its own progress, from its process (validations only in its metrics).
     progress = functools.partial(Progress, validations=False)
     compare(preset, out, methods=args.methods, data=data, device=args.device, jobs=args.jobs,
-            on_log=on_log, progress=progress)  # fmt: skip
+            on_log=on_log, progress=progress, show_warning=one_line_warning)  # fmt: skip
     print((out / "report.md").read_text())
     return 0
 
@@ -437,29 +475,59 @@ def run_compare(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     command = "lic-train"
     try:
-        args = build_parser().parse_args(argv)
-        command = f"lic-train {args.command}"
-        with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
-            if args.command == "fit":
-                return run_fit(args)
-            if args.command == "compare":
-                return run_compare(args)
-            if args.command == "export":
-                return run_export(args)
-            return run_eval(args)
+        with signals.sigterm_raises(), warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            args = build_parser().parse_args(argv)
+            command = f"lic-train {args.command}"
+            return COMMANDS[args.command](args)
     except (UsageError, ValueError) as err:
         print(error_line(command, err, build_parser(), ALIASES), file=sys.stderr)
+        return USAGE_STATUS
     except NonFiniteLoss as err:
         print(f"{command}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    return 2
+    except OSError as err:  # the disk filled up, a file vanished: not the input's fault
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"{command}: error: {where}{err.strerror or err}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise  # a bug: its traceback is what a report needs
+        print(f"{command}: error: {out_of_memory(err)}", file=sys.stderr)
+    except (KeyboardInterrupt, signals.Terminated) as err:
+        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated (SIGTERM)"
+        hint = "; resume with --resume" if command == "lic-train fit" else ""
+        print(f"{command}: {how}{hint}", file=sys.stderr)
+        return 130 if isinstance(err, KeyboardInterrupt) else signals.EXIT_STATUS
+    return 1
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+COMMANDS = {"fit": run_fit, "compare": run_compare, "export": run_export, "eval": run_eval}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says memory ran out: Python's ``MemoryError``, CUDA's
+    ``torch.OutOfMemoryError``, or the CPU allocator's ``RuntimeError``."""
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or (
+        "can't allocate memory" in str(error)
+    )
+
+
+def out_of_memory(error: BaseException) -> str:
+    """One line for a batch that does not fit, naming the flags that size it."""
+    where = "GPU memory" if isinstance(error, torch.OutOfMemoryError) else "memory"
+    asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ \w+)", str(error))
+    size = ""
+    if asked:
+        size = (
+            f" allocating {int(asked[1]) / 2**30:.1f} GiB"
+            if asked[1]
+            else f" allocating {asked[2]}"
+        )
+    return (
+        f"out of {where}{size}; lower --batch-size or --patch-size (or --test-batch-size, --jobs)"
+    )
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"lic-train: warning: {message}", file=sys.stderr)
 
 

@@ -41,6 +41,7 @@ from lic_train.experiments.presets import Preset, preset_dict
 from lic_train.experiments.report import write_report
 from lic_train.experiments.stats import summarise
 from lic_train.trainer.data import load_eval_images
+from lic_train.trainer.loop import check_out
 
 
 def _planned(preset: Preset, methods: list[str]) -> list[tuple[str, str, int, float]]:
@@ -65,6 +66,7 @@ def compare(
     jobs: int = 1,
     on_log: Callable[[dict], None] | None = None,
     progress: Callable[[str, int], Callable[[dict], None]] | None = None,
+    show_warning: Callable[..., None] | None = None,
 ) -> dict:
     """Run the comparison and write its report to ``out``; returns ``results.json``'s content.
 
@@ -72,11 +74,14 @@ def compare(
     :func:`~lic_train.experiments.methods.parse_method`; ``jobs`` runs that many trainings at once,
     each with its share of the CPU threads (faster on a many-core machine; the time ratios then
     include the contention, alike for every method thanks to the rotation). ``progress(run name,
-    steps)``, a picklable factory, makes each run's ``on_log`` in the run's process.
+    steps)``, a picklable factory, makes each run's ``on_log`` in the run's process, and
+    ``show_warning`` (picklable) shows its warnings, as ``warnings.showwarning``.
     """
     out = Path(out)
     on_log = on_log or (lambda _: None)
-    methods = list(dict.fromkeys(preset.methods if methods is None else methods))
+    methods = list(preset.methods if methods is None else methods)
+    if methods != list(preset.methods):
+        preset = replace(preset, methods=tuple(methods))  # checks them as the preset's own
     if "adam" not in methods:
         raise InvalidValue("methods", "must include adam, the baseline every ratio refers to")
     if not isinstance(jobs, int) or jobs < 1:
@@ -88,6 +93,7 @@ def compare(
     base = replace(preset.base, data=data, **({"device": device} if device else {}))
     preset = replace(preset, base=base)
     load_eval_images(data)  # bad --data fails here, before any training
+    check_out(out)
 
     planned = _planned(preset, methods)
     configs = [
@@ -103,7 +109,8 @@ def compare(
         on_log({"event": "done", "run": name, "index": index + 1, "of": len(planned),
                 "last_loss": run["curve"][-1][1]})  # fmt: skip
 
-    train_all(configs, data=data, jobs=jobs, on_done=done, progress=progress)
+    train_all(configs, data=data, jobs=jobs, on_done=done, progress=progress,
+              show_warning=show_warning)  # fmt: skip
     # The runs first: should the summary fail, rewrite_report() can rebuild it from this file.
     files.write_json({"preset": preset_dict(preset, methods), "runs": runs}, out / "results.json")
     results = summarise(runs, methods, preset)

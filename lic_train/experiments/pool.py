@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from lic_dynamics import files
+from lic_dynamics import files, signals
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.data import load_eval_images
 from lic_train.trainer.evaluate import evaluate
@@ -38,16 +38,22 @@ def train_all(
     jobs: int,
     on_done: Callable[[int, dict], None],
     progress: Callable[[str, int], Callable[[dict], None]] | None = None,
+    show_warning: Callable[..., None] | None = None,
 ) -> None:
     """Train and code every ``(configuration, run folder)`` of ``runs`` (:func:`train_and_code`),
     ``jobs`` at once, each in a fresh process; ``on_done(index, result)`` is called for each in
     the order of ``runs``. On an error (of a run or of ``on_done``) the runs not started are
-    cancelled. ``progress(run name, steps)``, a picklable factory, makes each run's ``on_log`` in
-    its own process."""
+    cancelled; on an interrupt or SIGTERM the running ones are stopped too (SIGTERM, which they
+    turn into an exception, so that they clean up). ``progress(run name, steps)``, a picklable
+    factory, makes each run's ``on_log`` in its own process; ``show_warning``, picklable, shows
+    its warnings (as ``warnings.showwarning``)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     threads = threads_per_job(jobs)
-    pool = ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1)
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, max_tasks_per_child=1, initializer=_start_worker,
+        initargs=(show_warning,),
+    )  # fmt: skip
     try:
         futures = [
             pool.submit(train_and_code, config.to_dict(), str(out), data, threads, progress)
@@ -55,8 +61,22 @@ def train_all(
         ]
         for index, future in enumerate(futures):
             on_done(index, future.result())
+    except BaseException as error:
+        if not isinstance(error, Exception):  # Ctrl-C or SIGTERM: stop the running runs too
+            # The executor has no public way to stop its workers (Python < 3.14).
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
+        raise
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _start_worker(show_warning: Callable[..., None] | None) -> None:
+    """A run's process: SIGTERM raises (so that a file being written is cleaned up) and warnings
+    are shown by ``show_warning``."""
+    signals.install()
+    if show_warning is not None:
+        warnings.showwarning = show_warning
 
 
 def train_and_code(
@@ -74,7 +94,6 @@ def train_and_code(
     to ``out/result.json``, should the summary fail."""
     import torch
 
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     if threads is not None:
         torch.set_num_threads(threads)
     config = FitConfig.from_dict(config)

@@ -8,8 +8,11 @@ STDET buy"), every knob they depend on pinned; ``mid`` is a mid-size model for a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
+from lic_dynamics import validation
+from lic_dynamics.validation import InvalidValue
 from lic_train.experiments.methods import METHODS
 from lic_train.rules import SMAConfig, STDETConfig
 from lic_train.trainer.config import FitConfig
@@ -27,6 +30,33 @@ class Preset:
     sma: SMAConfig
     stdet: STDETConfig
     methods: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        """Every seed and lambda checked, before anything trains; each given once (the same run
+        twice would write into one folder and compare a method with itself)."""
+        seeds = tuple(
+            validation.integer("seeds", seed, minimum=0) for seed in _entries(self.seeds, "seeds")
+        )
+        lambdas = tuple(
+            float(validation.interval_array("lambdas", value, "(0, inf)", low=0, high=math.inf))
+            for value in _entries(self.lambdas, "lambdas")
+        )
+        for name, values in (("seeds", seeds), ("lambdas", lambdas), ("methods", self.methods)):
+            _distinct(name, values)
+        object.__setattr__(self, "seeds", seeds)
+        object.__setattr__(self, "lambdas", lambdas)
+
+
+def _entries(values: object, name: str) -> tuple:
+    if not isinstance(values, tuple | list) or not values:
+        raise InvalidValue(name, f"must be a non-empty list, got {values!r}")
+    return tuple(values)
+
+
+def _distinct(name: str, values: tuple) -> None:
+    for index, value in enumerate(values):
+        if value in values[:index]:
+            raise InvalidValue(name, f"must each be given once, got {value!r} twice", index=index)
 
 
 _TINY_BASE = FitConfig(

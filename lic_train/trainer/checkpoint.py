@@ -1,5 +1,11 @@
 """Checkpoints: written so that a crash cannot leave them half-written
-(:mod:`lic_dynamics.files`), read without running any code, interchangeable with CompressAI.
+(:mod:`lic_dynamics.files`), read without running any code, refused when damaged, interchangeable
+with CompressAI.
+
+Every file :func:`save` writes carries the SHA-256 :func:`digest` of its whole content under
+``checksum`` (CompressAI's tools ignore the key); :func:`load` recomputes it and refuses a file whose
+content changed after it was written (a flipped bit, a bad copy), and a ``lic-train fit`` checkpoint
+that has none. A file from elsewhere, without the key, loads unverified.
 
 A checkpoint of ``lic-train fit`` is CompressAI's ``examples/train.py`` dict (``epoch``,
 ``state_dict``, ``loss``, ``optimizer``, ``aux_optimizer``, ``lr_scheduler``, as CompressAI means
@@ -11,6 +17,7 @@ are read here too: a ``train.py`` checkpoint, a dict under ``network``, ``state_
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import warnings
 from pathlib import Path
@@ -25,21 +32,64 @@ from lic_train.trainer.config import FitConfig
 COMPRESSAI_KEYS = ("epoch", "state_dict", "loss", "optimizer", "aux_optimizer", "lr_scheduler")
 WEIGHTS_KEYS = ("network", "state_dict", "model_state_dict")  # eval_model's, in its order
 WEIGHTS = ("sma", "raw")
+CHECKSUM = "checksum"  # the key of the content's digest, the file's last entry
+
+
+def digest(content: Any) -> str:
+    """The SHA-256 (hex) of ``content``: tensors (dtype, shape and bytes), numbers, strings and
+    containers, in their order (a dict's keys included), each tagged with its type, so that two
+    contents digest alike only if they load alike.
+
+    Examples:
+        >>> digest({"w": torch.zeros(2)}) == digest({"w": torch.zeros(2)})
+        True
+        >>> digest({"w": torch.zeros(2)}) == digest({"w": torch.tensor([0.0, 1e-45])})
+        False
+    """
+    hasher = hashlib.sha256()
+    _feed(hasher, content)
+    return hasher.hexdigest()
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        hasher.update(f"tensor {tensor.dtype} {tuple(tensor.shape)};".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(value, dict):
+        hasher.update(f"dict {len(value)};".encode())
+        for key, item in value.items():
+            _feed(hasher, key)
+            _feed(hasher, item)
+    elif isinstance(value, list | tuple):
+        hasher.update(f"{type(value).__name__} {len(value)};".encode())
+        for item in value:
+            _feed(hasher, item)
+    else:  # None, bool, int, float (repr is exact), str, torch.Size, dtype
+        text = repr(value)
+        hasher.update(f"{type(value).__name__} {len(text)} {text};".encode())
 
 
 def save(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` atomically (:func:`lic_dynamics.files.write_atomic`)."""
-    write_atomic(path, lambda file: torch.save(checkpoint, file))
+    """``torch.save`` atomically (:func:`lic_dynamics.files.write_atomic`), the :func:`digest`
+    of ``checkpoint`` added as its last entry, ``checksum``."""
+    content = {key: value for key, value in checkpoint.items() if key != CHECKSUM}
+    signed = {**content, CHECKSUM: digest(content)}
+    write_atomic(path, lambda file: torch.save(signed, file))
 
 
 def load(path: str | Path) -> dict[str, Any]:
     """A checkpoint file, on the CPU, read with ``torch.load(weights_only=True)``: tensors,
     numbers, strings and containers only, so that a file from elsewhere never runs code.
 
+    A file :func:`save` wrote is returned without its ``checksum`` once that matches the content.
     Raises ``ValueError`` (one line naming the file) when it is missing, truncated, not a torch
-    file, would need code to load, or is not a dict.
+    file, would need code to load, is not a dict, or is damaged (the checksum differs, or a
+    ``lic-train fit`` checkpoint has none).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise ValueError(f"checkpoint {path}: no such file")
     try:
@@ -61,7 +111,30 @@ def load(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict):
         raise ValueError(f"checkpoint {path}: holds a {type(checkpoint).__name__}, not a dict")
-    return checkpoint
+    return verified(checkpoint, path)
+
+
+def verified(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``checkpoint`` without its ``checksum``, if that is its content's :func:`digest`; a file
+    without one only if it is not ours (ours always have one: a missing one was damaged)."""
+    content = {key: value for key, value in checkpoint.items() if key != CHECKSUM}
+    if CHECKSUM not in checkpoint:
+        if is_ours(checkpoint):
+            raise ValueError(
+                f"checkpoint {path}: damaged or written by an older lic-train (it has no "
+                "checksum); refused"
+            )
+        return content
+    try:
+        intact = checkpoint[CHECKSUM] == digest(content)
+    except Exception:  # a damaged entry that is not a tensor, number, string or container
+        intact = False
+    if not intact:
+        raise ValueError(
+            f"checkpoint {path}: damaged, its content no longer matches the checksum it was "
+            "written with; refused"
+        )
+    return content
 
 
 def is_ours(saved: dict[str, Any]) -> bool:

@@ -138,12 +138,17 @@ class FitConfig:
     @staticmethod
     def from_dict(data: dict) -> FitConfig:
         """The configuration :meth:`to_dict` wrote; ``ValueError`` naming a field this version
-        does not know (a checkpoint of another version)."""
+        does not know or one it needs (a checkpoint of another version)."""
         data = dict(data)
         unknown = sorted(set(data) - set(FitConfig.__dataclass_fields__))
         if unknown:
             raise ValueError(
                 f"unknown configuration field {unknown[0]!r} (another lic-train version?)"
+            )
+        missing = sorted(set(FitConfig.__dataclass_fields__) - set(data))
+        if missing:  # a default would silently stand in for what the run really used
+            raise ValueError(
+                f"configuration field {missing[0]!r} missing (another lic-train version?)"
             )
         data["patch_size"] = tuple(data["patch_size"])
         if "lr_milestones" in data:

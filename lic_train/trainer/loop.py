@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from lic_dynamics import files, validation
+from lic_dynamics.validation import InvalidValue
 from lic_train.rules import SMA, STDET, build_rules, distributed
 from lic_train.rules.distributed import gather, world_size
 from lic_train.rules.parameters import is_quantiles
@@ -109,16 +112,33 @@ def steps_for_epochs(config: FitConfig, epochs: int) -> int:
     return epochs * batches_per_epoch(count, config.batch_size, world_size())
 
 
-def check_resume(config: FitConfig, out: Path) -> dict:
-    """The latest checkpoint of the run in ``out``, if ``config`` may continue it: the same
-    configuration but for :data:`~lic_train.trainer.config.RESUMABLE` fields, as many processes,
-    not past ``config.steps``, and the same length for a multistep schedule."""
-    saved = checkpoint.load(out / LATEST)
-    if not checkpoint.is_ours(saved):
-        raise ValueError(
-            f"--resume {out}: {LATEST} was not written by lic-train fit; to train from its "
-            "weights, pass it with --checkpoint"
+def resume_point(out: Path) -> tuple[Path, dict]:
+    """The checkpoint a resumed run continues from: the latest, or the best one when that is
+    further on (a write of the latest failed after the best was written, say on a full disk),
+    and its content. ``ValueError`` when the run has none, or one is damaged."""
+    found = [(path, checkpoint.load(path)) for path in (out / LATEST, out / BEST) if path.exists()]
+    if not found:
+        raise InvalidValue(
+            "resume",
+            f"{out} holds no checkpoint ({LATEST} or {BEST}): not a run folder, or a run that "
+            "stopped before its first checkpoint",
         )
+    for path, saved in found:
+        if not checkpoint.is_ours(saved):
+            raise InvalidValue(
+                "resume",
+                f"{path} was not written by lic-train fit; to train from its weights, pass it "
+                "with --checkpoint",
+            )
+    return max(found, key=lambda pair: pair[1]["step"])
+
+
+def check_resume(config: FitConfig, out: Path) -> dict:
+    """The checkpoint of the run in ``out`` to continue (:func:`resume_point`), if ``config`` may
+    continue it: the same configuration but for :data:`~lic_train.trainer.config.RESUMABLE`
+    fields, as many processes, not past ``config.steps``, and the same length for a multistep
+    schedule."""
+    _, saved = resume_point(out)
     differ = config.differences(saved["config"])
     if differ:
         raise ValueError(
@@ -141,6 +161,48 @@ def check_resume(config: FitConfig, out: Path) -> dict:
             f"--steps {config.steps}: the checkpoint in {out} is already at step {saved['step']}"
         )
     return saved
+
+
+def check_out(out: Path) -> None:
+    """Check, before any expensive work, that ``out`` is a folder this process can write, or can
+    become one (nothing is created yet: a run that fails later leaves no empty folder), and remove
+    the temporary files a killed run left in it
+    (:func:`lic_dynamics.files.remove_stale_temporaries`). ``InvalidValue`` about ``out``."""
+    existing = _existing(out)
+    if not existing.is_dir():
+        where = "exists" if existing == out else f"is under {existing}, which exists"
+        raise InvalidValue("out", f"{out}: {where} and is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InvalidValue(
+            "out", f"{out}: cannot write in {existing} ({error.strerror or error})"
+        ) from None
+    if out.is_dir():
+        files.remove_stale_temporaries(out)
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_space(out: Path, state: TrainingState) -> None:
+    """``InvalidValue`` about ``out`` when its disk has no room for one more checkpoint (the
+    weights, Adam's two moments and, with SMA, the average: a lower bound of its size)."""
+    weights = sum(t.numel() * t.element_size() for t in state.model.state_dict().values())
+    needed = weights * (4 if "sma" in state.rules else 3)
+    free = shutil.disk_usage(_existing(out)).free
+    if free < needed:
+        raise InvalidValue(
+            "out",
+            f"{out}: {free / 2**20:.1f} MiB free on its disk, and a checkpoint of this model "
+            f"needs about {needed / 2**20:.1f} MiB",
+        )
 
 
 def build(
@@ -283,15 +345,17 @@ def fit(
     """
     out, device = Path(out), resolve_device(config.device)
     rank = start_processes(device)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
+    if rank == 0:
+        check_out(out)
     saved = check_resume(config, out) if resume else None
     # A resumed run takes its weights from its checkpoint, not from --checkpoint again.
     state, trained = build(config, device, initial_weights=saved is None)
+    if rank == 0:
+        check_space(out, state)
     batches, test = load_data(config, device, rank)
     per_step_schedule = config.lr_schedule in PER_STEP
     if saved is not None:
-        checkpoint.check_architecture(saved["state_dict"], state.model, out / LATEST)
+        checkpoint.check_architecture(saved["state_dict"], state.model, out)
         state.load(saved, rank=rank)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks

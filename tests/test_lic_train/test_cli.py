@@ -158,8 +158,15 @@ def test_resume_takes_only_steps_epochs_and_device(run, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     one_line_error(
-        capsys, ["fit", "--resume", "--lambda", "0.5", "--out", str(copy)], "--resume", "lmbda"
-    )
+        capsys, ["fit", "--resume", "--lambda", "0.5", "--out", str(copy)], "--resume",
+        "--lambda 0.5 (the run's: 0.01)",
+    )  # fmt: skip
+    # Only the flags given are compared, each with the run's own value; the run's own flags pass.
+    one_line_error(
+        capsys, ["fit", "--resume", "--sma-k", "3", "--batch-size", "2", "--out", str(copy)],
+        "differ from it: --sma-k 3 (the run's: 1)",
+    )  # fmt: skip
+    one_line_error(capsys, ["fit", "--resume", "--sma-k", "0", "--out", str(copy)], "--sma-k")
     # 3 training images, batch 2: one batch per epoch (the last image waits for the next epoch).
     assert main(["fit", "--resume", "--epochs", "6", "--out", str(copy)]) == 0
     assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 6

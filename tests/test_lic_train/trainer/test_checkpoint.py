@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
@@ -139,7 +141,7 @@ def test_export_writes_the_chosen_weights_in_compressais_keys(sma_run, tmp_path)
         out = tmp_path / f"{weights}.pth.tar"
         checkpoint.export(sma_run, out, weights=weights)
         exported = torch.load(out, weights_only=True)
-        assert set(exported) == set(checkpoint.COMPRESSAI_KEYS)
+        assert set(exported) == {*checkpoint.COMPRESSAI_KEYS, checkpoint.CHECKSUM}
         assert exported["loss"] == saved["final"][weights]["loss"]
         for name, tensor in saved[key].items():
             assert torch.equal(exported["state_dict"][name], tensor), name
@@ -236,3 +238,126 @@ def test_export_refuses_a_folder_and_the_checkpoint_it_reads(sma_run, tmp_path):
     with pytest.raises(ValueError, match="the checkpoint being exported"):
         checkpoint.export(latest, latest)
     assert checkpoint.is_ours(checkpoint.load(latest))
+
+
+# The loader under fuzzing: every damaged or foreign file is one ValueError line naming the file,
+# or loads exactly what was written; nothing ever runs.
+
+
+@pytest.fixture(scope="module")
+def small_run(folder, tmp_path_factory) -> Path:
+    """A real checkpoint small enough to fuzz byte by byte (a hyperprior of 8 channels)."""
+    out = tmp_path_factory.mktemp("small")
+    config = FitConfig(
+        N=8, M=8, data=str(folder), patch_size=(64, 64), batch_size=2, test_batch_size=2,
+        steps=2, validate_every=2, device="cpu", sma=SMAConfig(k=1, beta=0.5), num_workers=0,
+    )  # fmt: skip
+    fit(config, out)
+    return out / "checkpoint.pth.tar"
+
+
+def pickle_span(data: bytes) -> tuple[int, int]:
+    """Where the pickle (``data.pkl``) lies inside a torch zip file: (start, end) offsets."""
+    import struct
+    import zipfile
+    from io import BytesIO
+
+    info = next(i for i in zipfile.ZipFile(BytesIO(data)).infolist() if i.filename.endswith(".pkl"))
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 :][:4])
+    start = info.header_offset + 30 + name_length + extra_length
+    return start, start + info.compress_size
+
+
+def refused_in_one_line(path: Path) -> bool:
+    try:
+        checkpoint.load(path)
+    except ValueError as error:
+        assert str(path) in str(error) and "\n" not in str(error), str(error)
+        return True
+    return False
+
+
+@settings(max_examples=max(settings().max_examples, 60))  # the issue's 60 bit flips, at least
+@given(position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7), in_pickle=st.booleans())
+def test_a_flipped_bit_is_refused_or_loads_what_was_written(
+    small_run, tmp_path_factory, position, bit, in_pickle
+):
+    data = bytearray(small_run.read_bytes())
+    start, end = pickle_span(bytes(data)) if in_pickle else (0, len(data))
+    offset = start + int(position * (end - start))
+    data[offset] ^= 1 << bit
+    damaged = tmp_path_factory.mktemp("flip") / "checkpoint.pth.tar"
+    damaged.write_bytes(bytes(data))
+    if not refused_in_one_line(damaged):  # a flip in bytes torch never reads (zip metadata)
+        assert checkpoint.digest(checkpoint.load(damaged)) == checkpoint.digest(
+            checkpoint.load(small_run)
+        ), f"byte {offset} bit {bit} loads other content"
+
+
+@given(length=st.floats(0, 1, exclude_max=True))
+def test_a_truncated_checkpoint_is_refused(small_run, tmp_path_factory, length):
+    data = small_run.read_bytes()
+    cut = tmp_path_factory.mktemp("cut") / "checkpoint.pth.tar"
+    cut.write_bytes(data[: int(length * len(data))])
+    assert refused_in_one_line(cut)
+
+
+@given(noise=st.binary(min_size=0, max_size=4096))
+def test_random_bytes_are_refused(tmp_path_factory, noise):
+    path = tmp_path_factory.mktemp("noise") / "noise.pth.tar"
+    path.write_bytes(noise)
+    assert refused_in_one_line(path)
+
+
+def test_the_checksum_covers_every_entry(small_run, tmp_path):
+    saved = checkpoint.load(small_run)
+    for key in ("state_dict", "optimizer", "config", "step", "random_states"):
+        changed = tmp_path / f"{key}.pth.tar"
+        content = {**saved}
+        content[key] = 7 if key == "step" else {**saved[key]} if isinstance(saved[key], dict) else 0
+        if key == "state_dict":
+            name = next(iter(content[key]))
+            content[key][name] = content[key][name] + 1e-6
+        elif key in ("optimizer", "config"):
+            content[key]["extra"] = 1
+        signed = {**content, checkpoint.CHECKSUM: checkpoint.digest(saved)}  # the old digest
+        torch.save(signed, changed)
+        assert refused_in_one_line(changed), key
+    unsigned = tmp_path / "unsigned.pth.tar"
+    torch.save(saved, unsigned)  # ours, without a checksum: damaged or from an older version
+    assert refused_in_one_line(unsigned)
+
+
+class _Reduce:
+    """A pickle payload that calls ``function(*args)`` when loaded."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def test_foreign_pickles_are_refused_and_run_nothing(tmp_path):
+    import builtins
+
+    marker = tmp_path / "ran"
+    payloads = {
+        "os.system": _Reduce(os.system, f"touch {marker}"),
+        "eval": _Reduce(builtins.eval, f"open({str(marker)!r}, 'w')"),
+        "subprocess": _Reduce(subprocess.call, ["touch", str(marker)]),
+        "a class": Path("x"),
+        "numpy": {"weights": np.zeros(3)},
+    }
+    for name, payload in payloads.items():
+        for how in ("pickle", "torch.save"):
+            path = tmp_path / f"{name}-{how}.pth.tar"
+            if how == "pickle":
+                path.write_bytes(pickle.dumps(payload))
+            else:
+                torch.save(payload, path)
+            assert refused_in_one_line(path), (name, how)
+            assert not marker.exists(), (name, how)
+    deep = tmp_path / "deep.pth.tar"
+    deep.write_bytes(b"\x80\x02" + b"]" * 200_000 + b".")  # 200k nested lists, no STOP inside
+    assert refused_in_one_line(deep)
