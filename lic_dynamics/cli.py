@@ -62,6 +62,15 @@ def flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     return found
 
 
+def subcommand(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name`` of ``parser`` (``parser`` itself if it has none of
+    that name): an error names the flags of the command that was run, not another's."""
+    for action in parser._actions:  # argparse offers no public walk over its actions
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return parser
+
+
 def error_line(
     command: str,
     error: Exception,

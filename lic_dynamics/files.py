@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from lic_dynamics.validation import InvalidValue
+
 # The temporary files of write_atomic: ".NAME.PID.RANDOM.tmp" (RANDOM: mkstemp's 8 characters).
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp$")
 
@@ -60,6 +62,35 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
         os.fsync(directory)
     finally:
         os.close(directory)
+    return path
+
+
+def check_folder(path: str | Path, parameter: str) -> None:
+    """Check, before any expensive work, that ``path`` is a folder this process can write in, or
+    can become one (nothing is created: a command that fails later leaves no empty folder).
+    :class:`~lic_dynamics.validation.InvalidValue` about ``parameter`` (the flag's library name)
+    otherwise."""
+    if not str(path).strip():  # Path("") would be the current folder
+        raise InvalidValue(parameter, f"must name a folder, got {str(path)!r}")
+    path = Path(path)
+    existing = nearest_existing(path)
+    if not existing.is_dir():
+        where = "exists" if existing == path.absolute() else f"is under {existing}, which exists"
+        raise InvalidValue(parameter, f"{path}: {where} and is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InvalidValue(
+            parameter, f"{path}: cannot write in {existing} ({error.strerror or error})"
+        ) from None
+
+
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` (absolute) or its nearest ancestor that exists."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
     return path
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lic_dynamics import signals
-from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line
+from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line, subcommand
 from lic_dynamics.validation import InvalidValue
 from lic_train.experiments import PRESETS, parse_method
 from lic_train.rules import SMAConfig, STDETConfig
@@ -473,15 +473,16 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command = "lic-train"
+    command, name = "lic-train", None
     try:
         with signals.sigterm_raises(), warnings.catch_warnings():
             warnings.showwarning = one_line_warning
             args = build_parser().parse_args(argv)
-            command = f"lic-train {args.command}"
+            command, name = f"lic-train {args.command}", args.command
             return COMMANDS[args.command](args)
     except (UsageError, ValueError) as err:
-        print(error_line(command, err, build_parser(), ALIASES), file=sys.stderr)
+        parser = subcommand(build_parser(), name)
+        print(error_line(command, err, parser, ALIASES), file=sys.stderr)
         return USAGE_STATUS
     except NonFiniteLoss as err:
         print(f"{command}: {err}", file=sys.stderr)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lic_dynamics import validation
-from lic_dynamics.cli import Parser, UsageError, error_line
+from lic_dynamics import files, signals, validation
+from lic_dynamics.cli import Parser, UsageError, error_line, subcommand
 from nqm import closed_form, moments, montecarlo, verify
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
@@ -194,28 +194,40 @@ def _steady_result(args: argparse.Namespace) -> dict:
     }
 
 
+def _check_finite(values: np.ndarray, record: np.ndarray, args, rule: Rule, problem) -> None:
+    finite = np.isfinite(values)
+    if not finite.all():
+        first = int(record[np.flatnonzero(~finite)[0]])
+        raise validation.InvalidValue(
+            "steps",
+            f"{args.steps}: the moments overflow float64 by step {first}: rho = lr*h reaches "
+            f"{args.lr * problem.h.max():g}, where {rule.label()} has no steady state and its "
+            "variance grows geometrically; ask for fewer steps",
+        )
+
+
 def simulate_result(args: argparse.Namespace) -> dict:
     rule = make_rule(args)
     problem = standard(args.dim, batch=args.batch)
     if args.points < 2:
         raise validation.InvalidValue("points", f"must be an integer >= 2, got {args.points}")
+    # The Monte Carlo's own checks, before the exact moments and the chains run.
+    validation.integer("chains", args.chains, minimum=2)
+    validation.integer("seed", args.seed, minimum=0)
     steps = args.steps
     record = verify.log_steps(max(steps, 1), args.points) if steps > 0 else None
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"):  # a divergent run is reported below
         exact = moments.loss_curve(problem, rule, steps, record)
         record = exact.steps
-        mc = montecarlo.simulate(problem, rule, steps, args.chains, seed=args.seed, record=record)
+        _check_finite(exact.loss, record, args, rule, problem)  # before the chains run
+        mc = montecarlo.simulate(
+            problem, rule, steps, args.chains, seed=args.seed, record=record,
+            on_chunk=ChainsProgress(args.chains),
+        )  # fmt: skip
         mc_variance = 0.5 * mc.var @ problem.h
         mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
-    finite = np.isfinite(exact.loss) & np.isfinite(mc.loss) & np.isfinite(mc_variance)
-    if not finite.all():
-        first = int(record[np.flatnonzero(~finite)[0]])
-        raise ValueError(
-            f"steps: the moments overflow float64 by step {first}: rho = lr*h reaches "
-            f"{args.lr * problem.h.max():g}, where {rule.label()} has no steady state and its "
-            "variance grows geometrically; ask for fewer --steps"
-        )
+    _check_finite(mc.loss + mc_variance, record, args, rule, problem)
     columns = {
         "step": record,
         "exact_loss": exact.loss,
@@ -240,14 +252,40 @@ def simulate_result(args: argparse.Namespace) -> dict:
     }
 
 
+class ChainsProgress:
+    """A line on stderr when the chains will take more than ``quiet`` seconds, then one every
+    ``every`` seconds: chains done and the time left, so that a long run is never silent."""
+
+    def __init__(self, chains: int, *, quiet: float = 10.0, every: float = 60.0) -> None:
+        self.chains, self.quiet, self.every = chains, quiet, every
+        self.start = self.printed = time.monotonic()
+        self.first = True
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        left = (now - self.start) / done * (self.chains - done)
+        due = left > self.quiet if self.first else now - self.printed >= self.every
+        if done < self.chains and due:
+            self.first, self.printed = False, now
+            print(
+                f"nqm simulate: {done}/{self.chains} chains, about {_duration(left)} left "
+                "(Ctrl-C stops; fewer --chains, --steps or --dim is faster)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from nqm import report  # matplotlib is only needed here
 
-    if not args.out.strip():
-        raise UsageError(f"nqm verify: error: --out must name a folder, got {args.out!r}")
+    files.check_folder(args.out, "out")  # before minutes of work
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"nqm verify: error: --out {args.out!r} exists and is not a folder")
     start = time.perf_counter()
     settings = verify.Settings(seed=args.seed, quick=args.quick)
     claims, curves = verify.run(settings)
@@ -314,27 +352,33 @@ def _print_simulate(result: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    command, name = "nqm", None
     try:
-        args = parser.parse_args(argv)
-        if args.command == "verify":
-            return run_verify(args)
-        if args.command == "steady":
-            result = steady_result(args)
-            print(json.dumps(result, allow_nan=False)) if args.json else _print_steady(result)
-        else:
-            result = simulate_result(args)
-            print(json.dumps(result, allow_nan=False)) if args.json else _print_simulate(result)
-        return 0
+        with signals.sigterm_raises():
+            args = parser.parse_args(argv)
+            command, name = f"nqm {args.command}", args.command
+            if args.command == "verify":
+                return run_verify(args)
+            if args.command == "steady":
+                result = steady_result(args)
+                print(json.dumps(result, allow_nan=False)) if args.json else _print_steady(result)
+            else:
+                result = simulate_result(args)
+                print(json.dumps(result, allow_nan=False)) if args.json else _print_simulate(result)
+            return 0
     except UsageError as err:
         print(err, file=sys.stderr)
     except ValueError as err:
-        print(error_line(f"nqm {args.command}", err, parser, ALIASES), file=sys.stderr)
+        print(error_line(command, err, subcommand(parser, name), ALIASES), file=sys.stderr)
     except MemoryError:
         print(
-            f"nqm {args.command}: error: out of memory; ask for a smaller --dim, --points or "
-            "--chains",
+            f"{command}: error: out of memory; ask for a smaller --dim, --points or --chains",
             file=sys.stderr,
         )
+    except (KeyboardInterrupt, signals.Terminated) as err:
+        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated (SIGTERM)"
+        print(f"{command}: {how}", file=sys.stderr)
+        return 130 if isinstance(err, KeyboardInterrupt) else signals.EXIT_STATUS
     return 2
 
 

@@ -8,6 +8,7 @@ pairwise update, which keeps the variance accurate where sum-of-squares would ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,11 +90,14 @@ def simulate(
     per_coordinate: bool = True,
     max_elements: int = 1 << 20,
     tie: Tie | None = None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> MonteCarlo:
     """Runs ``chains`` independent chains for ``steps`` optimizer steps and estimates the readout's
     loss (and per-coordinate mean and variance) after each step in ``record`` (default 0..steps).
     With a ``tie``, members are overwritten by the affine image of their references after every
     step from ``tie.start`` on, so they share their reference's noise as in a real model.
+    The chains run in chunks of about ``max_elements`` numbers; ``on_chunk(chains done)`` is called
+    after each (a caller's progress report).
 
     Examples:
         >>> from nqm.rules import SGD
@@ -148,6 +152,8 @@ def simulate(
         loss.commit(size)
         if coords is not None:
             coords.commit(size)
+        if on_chunk is not None:
+            on_chunk(loss.n)
 
     return MonteCarlo(
         steps=record,

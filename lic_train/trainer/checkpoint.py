@@ -26,12 +26,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from lic_dynamics.files import write_atomic
+from lic_dynamics.files import check_folder, write_atomic
+from lic_dynamics.validation import InvalidValue
 from lic_train.trainer.config import FitConfig
 
 COMPRESSAI_KEYS = ("epoch", "state_dict", "loss", "optimizer", "aux_optimizer", "lr_scheduler")
 WEIGHTS_KEYS = ("network", "state_dict", "model_state_dict")  # eval_model's, in its order
 WEIGHTS = ("sma", "raw")
+# A run folder's checkpoints (CompressAI's train.py names): the latest, and the best.
+LATEST, BEST = "checkpoint.pth.tar", "checkpoint_best_loss.pth.tar"
 CHECKSUM = "checksum"  # the key of the content's digest, the file's last entry
 
 
@@ -78,7 +81,7 @@ def save(checkpoint: dict[str, Any], path: str | Path) -> None:
     write_atomic(path, lambda file: torch.save(signed, file))
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, *, parameter: str = "checkpoint") -> dict[str, Any]:
     """A checkpoint file, on the CPU, read with ``torch.load(weights_only=True)``: tensors,
     numbers, strings and containers only, so that a file from elsewhere never runs code.
 
@@ -89,9 +92,9 @@ def load(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"checkpoint {path}: a folder, not a checkpoint file")
+        raise InvalidValue(parameter, f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
-        raise ValueError(f"checkpoint {path}: no such file")
+        raise InvalidValue(parameter, f"{path}: no such file")
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol notes: the error below says it
             warnings.simplefilter("ignore", UserWarning)
@@ -100,29 +103,32 @@ def load(path: str | Path) -> dict[str, Any]:
         # torch's message is a paragraph; its reason follows "WeightsUnpickler error:".
         after = str(error).split("WeightsUnpickler error:")[-1].strip()
         reason = after.splitlines()[0] if after else type(error).__name__
-        raise ValueError(
-            f"checkpoint {path}: refused, loading it would run code or build objects other than "
-            f"tensors and plain data ({reason})"
+        raise InvalidValue(
+            parameter,
+            f"{path}: refused, loading it would run code or build objects other than "
+            f"tensors and plain data ({reason})",
         ) from None
     except Exception as error:  # whatever a foreign file makes the unpickler raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(
-            f"checkpoint {path}: truncated or not a torch checkpoint ({reason})"
+        raise InvalidValue(
+            parameter, f"{path}: truncated or not a torch checkpoint ({reason})"
         ) from None
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"checkpoint {path}: holds a {type(checkpoint).__name__}, not a dict")
-    return verified(checkpoint, path)
+        raise InvalidValue(parameter, f"{path}: holds a {type(checkpoint).__name__}, not a dict")
+    return verified(checkpoint, path, parameter=parameter)
 
 
-def verified(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+def verified(
+    checkpoint: dict[str, Any], path: str | Path, *, parameter: str = "checkpoint"
+) -> dict[str, Any]:
     """``checkpoint`` without its ``checksum``, if that is its content's :func:`digest`; a file
     without one only if it is not ours (ours always have one: a missing one was damaged)."""
     content = {key: value for key, value in checkpoint.items() if key != CHECKSUM}
     if CHECKSUM not in checkpoint:
         if is_ours(checkpoint):
-            raise ValueError(
-                f"checkpoint {path}: damaged or written by an older lic-train (it has no "
-                "checksum); refused"
+            raise InvalidValue(
+                parameter,
+                f"{path}: damaged or written by an older lic-train (it has no checksum); refused",
             )
         return content
     try:
@@ -130,9 +136,10 @@ def verified(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
     except Exception:  # a damaged entry that is not a tensor, number, string or container
         intact = False
     if not intact:
-        raise ValueError(
-            f"checkpoint {path}: damaged, its content no longer matches the checksum it was "
-            "written with; refused"
+        raise InvalidValue(
+            parameter,
+            f"{path}: damaged, its content no longer matches the checksum it was "
+            "written with; refused",
         )
     return content
 
@@ -145,30 +152,41 @@ def is_ours(saved: dict[str, Any]) -> bool:
     )
 
 
-def saved_config(saved: dict[str, Any], path: str | Path) -> FitConfig:
+def saved_config(
+    saved: dict[str, Any], path: str | Path, *, parameter: str = "checkpoint"
+) -> FitConfig:
     """The configuration of one of our checkpoints; ``ValueError`` when this version cannot read
     it (a field missing or unknown, a bad value)."""
     try:
         return FitConfig.from_dict(saved["config"])
     except (TypeError, KeyError, ValueError) as error:
-        raise ValueError(f"checkpoint {path}: its configuration does not load ({error})") from None
+        raise InvalidValue(
+            parameter, f"{path}: its configuration does not load ({error})"
+        ) from None
 
 
-def weights_of(saved: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+def weights_of(
+    saved: dict[str, Any], path: str | Path, *, parameter: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
     """The model weights in a loaded checkpoint, as ``eval_model`` finds them: under ``network``,
     ``state_dict`` or ``model_state_dict``, else the dict itself when every value is a tensor; a
     ``module.`` prefix (DataParallel) is removed. ``ValueError`` when there are none."""
     found = next((saved[key] for key in WEIGHTS_KEYS if isinstance(saved.get(key), dict)), saved)
     if not found or not all(isinstance(v, torch.Tensor) for v in found.values()):
-        raise ValueError(
-            f"checkpoint {path}: holds no model weights (no {', '.join(WEIGHTS_KEYS)} key, and "
-            "not a state dict of tensors)"
+        raise InvalidValue(
+            parameter,
+            f"{path}: holds no model weights (no {', '.join(WEIGHTS_KEYS)} key, and "
+            "not a state dict of tensors)",
         )
     return {name.removeprefix("module."): t for name, t in found.items()}
 
 
 def check_architecture(
-    state_dict: dict[str, torch.Tensor], model: torch.nn.Module, path: str | Path
+    state_dict: dict[str, torch.Tensor],
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    parameter: str = "checkpoint",
 ) -> None:
     """Raise ``ValueError`` naming the first entry that differs between the checkpoint and the
     model: a missing or unexpected key, or a parameter of another shape (another architecture, or
@@ -177,14 +195,17 @@ def check_architecture(
     keys = set(model.state_dict())
     missing, unexpected = sorted(keys - set(found)), sorted(set(found) - keys)
     if missing:
-        raise ValueError(f"checkpoint {path}: another architecture (no entry {missing[0]!r})")
+        raise InvalidValue(parameter, f"{path}: another architecture (no entry {missing[0]!r})")
     if unexpected:
-        raise ValueError(f"checkpoint {path}: another architecture (unexpected {unexpected[0]!r})")
+        raise InvalidValue(
+            parameter, f"{path}: another architecture (unexpected {unexpected[0]!r})"
+        )
     for name, p in model.named_parameters():
         if tuple(found[name].shape) != tuple(p.shape):
-            raise ValueError(
-                f"checkpoint {path}: another architecture ({name!r} has shape "
-                f"{tuple(found[name].shape)}, the model expects {tuple(p.shape)})"
+            raise InvalidValue(
+                parameter,
+                f"{path}: another architecture ({name!r} has shape "
+                f"{tuple(found[name].shape)}, the model expects {tuple(p.shape)})",
             )
 
 
@@ -192,8 +213,8 @@ def run_checkpoint(target: str | Path) -> Path:
     """A checkpoint file, or a run folder's best checkpoint (else its latest)."""
     target = Path(target)
     if target.is_dir():
-        best = target / "checkpoint_best_loss.pth.tar"
-        return best if best.exists() else target / "checkpoint.pth.tar"
+        best = target / BEST
+        return best if best.exists() else target / LATEST
     return target
 
 
@@ -203,28 +224,35 @@ def chosen_weights(saved: dict, weights: str | None, path: Path) -> tuple[str, d
     has_average = "raw_state_dict" in saved
     weights = weights or ("sma" if has_average else "raw")
     if weights not in WEIGHTS:
-        raise ValueError(f"--weights must be sma or raw, got {weights!r}")
+        raise InvalidValue("weights", f"must be sma or raw, got {weights!r}")
     if weights == "sma" and not has_average:
-        raise ValueError(f"--weights sma: {path} holds no SMA average (train with --sma or --ema)")
+        raise InvalidValue(
+            "weights", f"sma: {path} holds no SMA average (train with --sma or --ema)"
+        )
     return weights, saved["raw_state_dict"] if weights == "raw" and has_average else saved[
         "state_dict"
     ]
 
 
 def model_for(
-    state_dict: dict[str, torch.Tensor], path: str | Path, *, model: str | None
+    state_dict: dict[str, torch.Tensor],
+    path: str | Path,
+    *,
+    model: str | None,
+    parameter: str = "checkpoint",
 ) -> nn.Module:
     """The model of a checkpoint not written by ``lic-train fit``: architecture ``model`` (a
     CompressAI name), its widths read off the weights by CompressAI's ``from_state_dict``."""
     from lic_train.trainer.models import current_names, from_weights  # imports CompressAI
 
     if model is None:
-        raise ValueError(
-            f"--model: {path} was not written by lic-train fit, so it does not say its "
-            "architecture; give it with --model (e.g. --model bmshj2018-hyperprior)"
+        raise InvalidValue(
+            "model",
+            f"missing: {path} was not written by lic-train fit, so it does not say its "
+            "architecture; give it (e.g. bmshj2018-hyperprior)",
         )
     built = from_weights(model, state_dict)
-    check_architecture(current_names(state_dict, built), built, path)
+    check_architecture(current_names(state_dict, built), built, path, parameter=parameter)
     return built
 
 
@@ -236,24 +264,25 @@ def load_trained(
     A ``lic-train fit`` checkpoint gives the SMA average (``weights="sma"``, the default when the
     run has one) or the raw weights; any other CompressAI checkpoint gives its weights, in the
     architecture ``model``. Returns a name for reports (``ARCH-WEIGHTS``) and the model on the CPU.
+    Errors about the file name the parameter ``target``.
     """
     from lic_train.trainer.models import build_model  # imports CompressAI
 
-    path = run_checkpoint(target)
-    saved = load(path)
+    path, where = run_checkpoint(target), {"parameter": "target"}
+    saved = load(path, **where)
     if not is_ours(saved):
         if weights == "sma":
-            raise ValueError(f"--weights sma: {path} was not written by lic-train fit")
-        state_dict = weights_of(saved, path)
-        built = model_for(state_dict, path, model=model)
+            raise InvalidValue("weights", f"sma: {path} was not written by lic-train fit")
+        state_dict = weights_of(saved, path, **where)
+        built = model_for(state_dict, path, model=model, **where)
         built.load_state_dict(state_dict)  # CompressAI's loader renames older names itself
         return f"{model}-checkpoint", built
-    config = saved_config(saved, path)
+    config = saved_config(saved, path, **where)
     if model is not None and model != config.model:
-        raise ValueError(f"--model {model}: {path} holds a {config.model} model")
+        raise InvalidValue("model", f"{model}: {path} holds a {config.model} model")
     weights, state_dict = chosen_weights(saved, weights, path)
     built = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
-    check_architecture(state_dict, built, path)
+    check_architecture(state_dict, built, path, **where)
     built.load_state_dict(state_dict)
     return f"{config.model}-{weights}", built
 
@@ -266,15 +295,21 @@ def export(target: str | Path, out: str | Path, *, weights: str | None = None) -
     Returns the choice and the dict written."""
     path, out = run_checkpoint(target), Path(out)
     if out.is_dir():
-        raise ValueError(
-            f"out {out}: a folder; give the file to write (e.g. {out / 'model.pth.tar'})"
+        raise InvalidValue(
+            "out", f"{out}: a folder; give the file to write (e.g. {out / 'model.pth.tar'})"
         )
-    if out.exists() and out.resolve() == path.resolve():
-        raise ValueError(f"out {out}: the checkpoint being exported; write another file")
-    saved = load(path)
+    if out.exists() and (out.resolve() == path.resolve() or out.name in (LATEST, BEST)):
+        raise InvalidValue(
+            "out", f"{out}: a run's own checkpoint (its resume needs it); write another file"
+        )
+    try:
+        check_folder(out.parent, "out")  # before reading a large checkpoint
+    except InvalidValue as error:
+        raise InvalidValue("out", f"{out}: cannot be written there ({error.detail})") from None
+    saved = load(path, parameter="target")
     if not is_ours(saved):
-        raise ValueError(
-            f"checkpoint {path}: not written by lic-train fit (nothing to choose from)"
+        raise InvalidValue(
+            "target", f"{path}: not written by lic-train fit (nothing to choose from)"
         )
     weights, state_dict = chosen_weights(saved, weights, path)
     final = saved.get("final", {}).get(weights, {})
@@ -286,5 +321,5 @@ def export(target: str | Path, out: str | Path, *, weights: str | None = None) -
     try:
         save(exported, out)
     except OSError as error:
-        raise ValueError(f"out {out}: cannot be written ({error.strerror or error})") from None
+        raise InvalidValue("out", f"{out}: cannot be written ({error.strerror or error})") from None
     return weights, exported

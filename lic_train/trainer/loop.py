@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -58,7 +57,7 @@ from lic_train.trainer.schedules import PER_STEP, build_scheduler
 from lic_train.trainer.state import TrainingState, random_states
 from lic_train.trainer.step import distortion_key, rate_distortion_loss, train_step, validate
 
-LATEST, BEST = "checkpoint.pth.tar", "checkpoint_best_loss.pth.tar"
+LATEST, BEST = checkpoint.LATEST, checkpoint.BEST
 
 
 class NonFiniteLoss(RuntimeError):
@@ -99,7 +98,7 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device cuda: no CUDA device is available (use --device cpu or auto)")
+            raise InvalidValue("device", "cuda: no CUDA device is available (use cpu or auto)")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
 
@@ -116,7 +115,11 @@ def resume_point(out: Path) -> tuple[Path, dict]:
     """The checkpoint a resumed run continues from: the latest, or the best one when that is
     further on (a write of the latest failed after the best was written, say on a full disk),
     and its content. ``ValueError`` when the run has none, or one is damaged."""
-    found = [(path, checkpoint.load(path)) for path in (out / LATEST, out / BEST) if path.exists()]
+    found = [
+        (path, checkpoint.load(path, parameter="resume"))
+        for path in (out / LATEST, out / BEST)
+        if path.exists()
+    ]
     if not found:
         raise InvalidValue(
             "resume",
@@ -164,31 +167,13 @@ def check_resume(config: FitConfig, out: Path) -> dict:
 
 
 def check_out(out: Path) -> None:
-    """Check, before any expensive work, that ``out`` is a folder this process can write, or can
-    become one (nothing is created yet: a run that fails later leaves no empty folder), and remove
+    """Check, before any expensive work, that ``out`` is or can become a folder this process can
+    write (:func:`lic_dynamics.files.check_folder`; ``InvalidValue`` about ``out``), and remove
     the temporary files a killed run left in it
-    (:func:`lic_dynamics.files.remove_stale_temporaries`). ``InvalidValue`` about ``out``."""
-    existing = _existing(out)
-    if not existing.is_dir():
-        where = "exists" if existing == out else f"is under {existing}, which exists"
-        raise InvalidValue("out", f"{out}: {where} and is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise InvalidValue(
-            "out", f"{out}: cannot write in {existing} ({error.strerror or error})"
-        ) from None
+    (:func:`lic_dynamics.files.remove_stale_temporaries`)."""
+    files.check_folder(out, "out")
     if out.is_dir():
         files.remove_stale_temporaries(out)
-
-
-def _existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists."""
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def check_space(out: Path, state: TrainingState) -> None:
@@ -196,7 +181,7 @@ def check_space(out: Path, state: TrainingState) -> None:
     weights, Adam's two moments and, with SMA, the average: a lower bound of its size)."""
     weights = sum(t.numel() * t.element_size() for t in state.model.state_dict().values())
     needed = weights * (4 if "sma" in state.rules else 3)
-    free = shutil.disk_usage(_existing(out)).free
+    free = shutil.disk_usage(files.nearest_existing(out)).free
     if free < needed:
         raise InvalidValue(
             "out",
@@ -253,7 +238,7 @@ def load_initial_weights(model: nn.Module, path: str) -> None:
     """Start from the weights of any CompressAI checkpoint (``--checkpoint``): ours (the weights
     it recommends), one of CompressAI's ``train.py``, or a bare state dict; as CompressAI users
     fine-tune. The optimizers start afresh."""
-    saved = checkpoint.load(path)
+    saved = checkpoint.load(path)  # errors name the parameter "checkpoint": --checkpoint
     state_dict = current_names(checkpoint.weights_of(saved, path), model)
     checkpoint.check_architecture(state_dict, model, path)
     model.load_state_dict(state_dict)
@@ -355,7 +340,7 @@ def fit(
     batches, test = load_data(config, device, rank)
     per_step_schedule = config.lr_schedule in PER_STEP
     if saved is not None:
-        checkpoint.check_architecture(saved["state_dict"], state.model, out)
+        checkpoint.check_architecture(saved["state_dict"], state.model, out, parameter="resume")
         state.load(saved, rank=rank)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks

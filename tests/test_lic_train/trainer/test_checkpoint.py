@@ -235,8 +235,9 @@ def test_export_refuses_a_folder_and_the_checkpoint_it_reads(sma_run, tmp_path):
     with pytest.raises(ValueError, match="a folder"):
         checkpoint.export(sma_run, tmp_path)
     latest = sma_run / "checkpoint.pth.tar"
-    with pytest.raises(ValueError, match="the checkpoint being exported"):
-        checkpoint.export(latest, latest)
+    for target in (latest, sma_run):  # the file read, or the run's other checkpoint
+        with pytest.raises(ValueError, match="a run's own checkpoint"):
+            checkpoint.export(target, latest)
     assert checkpoint.is_ours(checkpoint.load(latest))
 
 
