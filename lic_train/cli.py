@@ -278,7 +278,7 @@ def resumed_config(args: argparse.Namespace, saved: dict, out: Path) -> FitConfi
     differ = [
         f"{names[dest]} {_shown(getattr(args, dest))} (the run's: {_shown(theirs)})"
         for dest in given
-        if (theirs := run_value(dest, saved)) != given_value(dest, args)
+        if (theirs := run_value(dest, saved)) is not UNUSED and theirs != given_value(dest, args)
     ]
     if differ:
         raise UsageError(
@@ -299,19 +299,25 @@ def flag_names() -> dict[str, str]:
     return flags(build_parser())
 
 
+UNUSED = object()  # a sub-flag whose switch the run did not give: any value leaves it the same
+
+
 def run_value(dest: str, saved: dict) -> object:
-    """The value of the flag ``dest`` that the saved configuration ``saved`` was made with."""
+    """The value of the flag ``dest`` that the saved configuration ``saved`` was made with, or
+    :data:`UNUSED` for a sub-flag of SMA, EMA or STDET when the run has no such rule (a run's
+    own command line may carry those)."""
     sma, stdet = saved.get("sma") or {}, saved.get("stdet") or {}
+    is_ema = sma.get("k") == 1
     if dest in ("sma", "stdet"):
         return bool(saved.get(dest))
     if dest == "ema":
-        return sma.get("k") == 1
+        return is_ema
     if dest == "ema_decay":
-        return sma.get("beta")
+        return sma["beta"] if is_ema else UNUSED
     if dest.startswith("sma_"):
-        return sma.get(dest.removeprefix("sma_"))
+        return sma[dest.removeprefix("sma_")] if sma else UNUSED
     if dest.startswith("stdet_"):
-        return stdet.get(dest.removeprefix("stdet_"))
+        return stdet[dest.removeprefix("stdet_")] if stdet else UNUSED
     value = saved.get(dest)
     return tuple(value) if isinstance(value, list | tuple) else value
 

@@ -40,3 +40,39 @@ def test_jsonl_reads_up_to_a_line_cut_by_a_crash(tmp_path):
         file.write('{"step": 3, "lo')
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_temporaries_of_killed_processes_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lic_dynamics.files import check_folder, remove_stale_temporaries
+
+    target = tmp_path / "checkpoint.pth.tar"
+    script = (
+        "import os, signal\n"
+        "from lic_dynamics.files import write_atomic\n"
+        "def write(file):\n"
+        "    file.write(b'half')\n"
+        "    file.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomic({str(target)!r}, write)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    (stale,) = tmp_path.glob(".checkpoint.pth.tar.*.tmp")  # what SIGKILL leaves
+    live = tmp_path / f".metrics.jsonl.{os.getpid()}.abcd1234.tmp"  # a write in progress
+    live.write_bytes(b"")
+    other = tmp_path / ".metrics.jsonl.999999999.abcd1234.tmp"  # no such process
+    other.write_bytes(b"")
+    assert remove_stale_temporaries(tmp_path, "summary.json") == []  # another target's
+    write_json({}, target)  # a write removes its own target's strays
+    assert not stale.exists() and other.exists()
+    assert remove_stale_temporaries(tmp_path) == [other]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, target.name]
+    with pytest.raises(ValueError, match="must name a folder"):
+        check_folder("", "out")
+    with pytest.raises(ValueError, match="not a folder"):
+        check_folder(target / "run", "out")

@@ -330,3 +330,73 @@ def test_a_bare_resume_keeps_the_runs_device_and_a_multistep_run_its_length(
     one_line_error(
         capsys, ["fit", "--resume", str(decayed), "--steps", "4"], "--steps", "multistep"
     )
+
+
+def test_no_room_for_a_checkpoint_is_refused_before_training(folder, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import lic_train.trainer.loop as loop
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(loop.shutil, "disk_usage", lambda path: usage._replace(free=10_000))
+    monkeypatch.setattr(loop, "train_step", lambda *a, **k: pytest.fail("training started"))
+    out = tmp_path / "run"
+    one_line_error(capsys, ["fit", *TINY, "--data", str(folder), "--out", str(out)], "--out",
+                   "0.0 MiB free")  # fmt: skip
+    assert not out.exists()
+
+
+def test_a_batch_too_large_for_memory_is_one_line(folder, tmp_path, capsys, monkeypatch):
+    import lic_train.trainer.loop as loop
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(loop, "train_step", allocate)
+    code = main(["fit", *TINY, "--data", str(folder), "--out", str(tmp_path / "run")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert lines == [
+        "lic-train fit: error: out of memory allocating 37.3 GiB; lower --batch-size or "
+        "--patch-size (or --test-batch-size, --jobs)"
+    ]
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_checkpoint_of_another_version_is_one_line(run, tmp_path, capsys):
+    """A configuration field missing or unknown (a checkpoint of another lic-train version)."""
+    import shutil
+
+    for change in ("missing", "unknown"):
+        copy = tmp_path / change
+        shutil.copytree(run, copy)
+        for name in (checkpoint.LATEST, checkpoint.BEST):
+            saved = checkpoint.load(copy / name)
+            if change == "missing":
+                del saved["config"]["warmup_steps"]
+            else:
+                saved["config"]["future_field"] = 1
+            checkpoint.save(saved, copy / name)  # a valid checksum: only the version differs
+        line = one_line_error(capsys, ["fit", "--resume", str(copy)], "--resume", change[:4])
+        assert ("warmup_steps" if change == "missing" else "future_field") in line
+        one_line_error(capsys, ["eval", str(copy)], str(copy), "configuration does not load")
+
+
+def test_compare_workers_warn_in_one_line_and_torch_jit_is_silent(folder, tmp_path, capfd):
+    """Warnings from a comparison's run processes use the CLI's one-line format, and CompressAI's
+    torch.jit.script deprecation reaches no one (neither the CLI nor its workers)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    (data / "train" / "broken.png").write_text("not an image")
+    argv = ["compare", "--steps", "2", "--seeds", "0", "--methods", "adam", "--data", str(data),
+            "--out", str(tmp_path / "compare")]  # fmt: skip
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    assert "lic-train: warning: " in err and "broken.png" in err, err
+    assert "Warning" not in err.replace("lic-train: warning:", ""), err  # no Python-format lines
+    assert "jit" not in err

@@ -21,7 +21,7 @@ from lic_train.rules import SMAConfig, STDETConfig  # noqa: E402
 from lic_train.trainer import checkpoint  # noqa: E402
 from lic_train.trainer.checkpoint import load_trained  # noqa: E402
 from lic_train.trainer.config import FitConfig  # noqa: E402
-from lic_train.trainer.loop import NonFiniteLoss, fit  # noqa: E402
+from lic_train.trainer.loop import NonFiniteLoss, fit, resume_point  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -144,26 +144,86 @@ def cli_flags(images: Path, out: Path, steps: int = 16) -> list[str]:
     ]  # fmt: skip
 
 
-def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_weights(images, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    whole = tmp_path / "whole"
-    subprocess.run([*CLI, *cli_flags(images, whole)], check=True, env=env, capture_output=True)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(images, tmp_path_factory) -> Path:
+    whole = tmp_path_factory.mktemp("whole") / "run"
+    subprocess.run([*CLI, *cli_flags(images, whole)], check=True, env=ENV, capture_output=True)
+    return whole
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_kill_at_a_random_moment_then_resume_gives_the_uninterrupted_weights(
+    images, uninterrupted, tmp_path, how
+):
+    """SIGKILL may leave a temporary file (the next run in the folder removes it); SIGTERM
+    cleans up (one line, status 143). Either way the run resumes to the same weights."""
     rng = np.random.default_rng(int(time.time()))
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*CLI, *cli_flags(images, killed)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen([*CLI, *cli_flags(images, killed)], env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     # Kill once the first checkpoint exists, at a random moment of the run after it.
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint.pth.tar").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(rng.uniform(0.0, 1.5))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(how)
+    stderr = process.communicate()[1]
+    if not (killed / "summary.json").exists():  # else it finished before the signal came
+        if how == signal.SIGTERM:
+            assert process.returncode == 143, stderr
+            assert stderr.strip().splitlines()[-1] == (
+                "lic-train fit: terminated (SIGTERM); resume with --resume"
+            ), stderr
+            assert "Traceback" not in stderr
+            assert not list(killed.glob("*.tmp")), "SIGTERM left a temporary file"
+        else:
+            assert process.returncode == -signal.SIGKILL
     checkpoint.load(killed / "checkpoint.pth.tar")  # loadable whenever it was killed
-    done = subprocess.run([*CLI, *cli_flags(images, killed), "--resume"], env=env,
+    done = subprocess.run([*CLI, *cli_flags(images, killed), "--resume"], env=ENV,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert_same(weights(whole), weights(killed))
+    assert not list(killed.glob(".*.tmp"))  # stale ones were removed when it reopened
+    assert_same(weights(uninterrupted), weights(killed))
+
+
+def test_a_full_disk_is_one_line_and_resume_continues_from_the_best_checkpoint(
+    images, tmp_path, monkeypatch, capsys
+):
+    """The disk fills while the latest checkpoint of step 4 is written, after the best one of
+    step 4: one line, status 1, no temporary file; --resume continues from the best one."""
+    import errno
+
+    from lic_dynamics.files import write_atomic
+    from lic_train import cli
+
+    run, real = tmp_path / "run", checkpoint.save
+
+    def save(content, path):
+        if Path(path).name == checkpoint.LATEST and content["step"] == 4:
+            real(content, Path(path).parent / checkpoint.BEST)
+
+            def full(file):
+                file.write(b"the first bytes")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+            write_atomic(path, full)
+        real(content, path)
+
+    flags = [arg for arg in cli_flags(images, run, steps=6) if arg != "--stdet"]
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert cli.main(["fit", *flags]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == f"lic-train fit: error: {run / checkpoint.LATEST}: No space left on device"
+    assert not list(run.glob(".*.tmp"))
+    assert checkpoint.load(run / checkpoint.LATEST)["step"] == 2
+    assert resume_point(run)[0] == run / checkpoint.BEST  # step 4, further on
+    monkeypatch.setattr(checkpoint, "save", real)
+    assert cli.main(["fit", *flags, "--resume"]) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("split") == "val"] == [2, 2, 4, 4, 6, 6]
 
 
 def test_a_crash_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
