@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lic_dynamics import signals
-from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line, subcommand
+from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line, flags, subcommand
 from lic_dynamics.validation import InvalidValue
 from lic_train.experiments import PRESETS, parse_method
 from lic_train.rules import SMAConfig, STDETConfig
@@ -274,7 +274,7 @@ def resumed_config(args: argparse.Namespace, saved: dict, out: Path) -> FitConfi
     given = [
         d for d, v in vars(args).items() if d not in RESUME_FLAGS and v != getattr(defaults, d)
     ]
-    names = flag_names()
+    names = flags(subcommand(build_parser(), "fit"))
     differ = [
         f"{names[dest]} {_shown(getattr(args, dest))} (the run's: {_shown(theirs)})"
         for dest in given
@@ -293,12 +293,6 @@ def resumed_config(args: argparse.Namespace, saved: dict, out: Path) -> FitConfi
         raise ValueError(f"--resume {out}: its configuration does not load ({error})") from None
 
 
-def flag_names() -> dict[str, str]:
-    from lic_dynamics.cli import flags
-
-    return flags(build_parser())
-
-
 UNUSED = object()  # a sub-flag whose switch the run did not give: any value leaves it the same
 
 
@@ -315,9 +309,9 @@ def run_value(dest: str, saved: dict) -> object:
     if dest == "ema_decay":
         return sma["beta"] if is_ema else UNUSED
     if dest.startswith("sma_"):
-        return sma[dest.removeprefix("sma_")] if sma else UNUSED
+        return sma.get(dest.removeprefix("sma_")) if sma else UNUSED
     if dest.startswith("stdet_"):
-        return stdet[dest.removeprefix("stdet_")] if stdet else UNUSED
+        return stdet.get(dest.removeprefix("stdet_")) if stdet else UNUSED
     value = saved.get(dest)
     return tuple(value) if isinstance(value, list | tuple) else value
 

@@ -26,7 +26,7 @@ import os
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from lic_dynamics import validation
+from lic_dynamics.validation import InvalidValue
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_PATCH = 16
@@ -359,45 +360,56 @@ class Images:
             (``/``-separated), or a built-in photograph's name.
         sources: a file path (decoded when an item is read) or a ``(3, H, W)`` float32 tensor
             (the built-in photographs, already in memory), one per name.
-        where: where the images come from, for messages: the flag and its folder (``--data
-            DIR``), or the built-in set.
+        where: where the images come from, for messages: their folder, or the built-in set.
+        parameter: the parameter that named the folder (``data``, ``test_data``), which errors
+            about these images name (:class:`~lic_dynamics.validation.InvalidValue`); None for
+            the built-in set.
     """
 
     names: tuple[str, ...]
     sources: tuple[str | torch.Tensor, ...]
     where: str
+    parameter: str | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
     def subset(self, keep: Sequence[int]) -> Images:
-        return Images(
-            tuple(self.names[i] for i in keep), tuple(self.sources[i] for i in keep), self.where
+        return replace(
+            self,
+            names=tuple(self.names[i] for i in keep),
+            sources=tuple(self.sources[i] for i in keep),
         )
 
+    def error(self, detail: str) -> ValueError:
+        """An error about these images: ``WHERE: detail``, about their parameter if any."""
+        if self.parameter is None:
+            return ValueError(f"{self.where}: {detail}")
+        return InvalidValue(self.parameter, f"{self.where}: {detail}")
 
-def _folder(data: str | Path, flag: str) -> Path:
-    """``data`` as an existing folder, else raise ``ValueError`` naming ``flag``."""
+
+def _folder(data: str | Path, parameter: str) -> Path:
+    """``data`` as an existing folder, else raise ``InvalidValue`` about ``parameter``."""
     root = Path(data)
     if not str(data):
-        raise ValueError(f"{flag} '': an empty path (give a folder)")
+        raise InvalidValue(parameter, "'': an empty path (give a folder)")
     if not root.exists():
-        raise ValueError(f"{flag} {root}: no such folder")
+        raise InvalidValue(parameter, f"{root}: no such folder")
     if not root.is_dir():
-        raise ValueError(f"{flag} {root}: not a folder")
+        raise InvalidValue(parameter, f"{root}: not a folder")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise ValueError(f"{flag} {root}: not readable (permission denied)")
+        raise InvalidValue(parameter, f"{root}: not readable (permission denied)")
     return root
 
 
-def _listed(folder: Path, flag: str) -> Images:
+def _listed(folder: Path, parameter: str) -> Images:
     """Every image file under ``folder`` (:func:`_image_files`), none decoded; raise
-    ``ValueError`` naming ``flag`` when there is none."""
+    ``InvalidValue`` about ``parameter`` when there is none."""
     files = _image_files(folder)
     if not files:
-        raise ValueError(f"{flag} {folder}: no image files ({' '.join(IMAGE_SUFFIXES)})")
+        raise InvalidValue(parameter, f"{folder}: no image files ({' '.join(IMAGE_SUFFIXES)})")
     names = tuple(path.relative_to(folder).as_posix() for path in files)
-    return Images(names, tuple(str(path) for path in files), f"{flag} {folder}")
+    return Images(names, tuple(str(path) for path in files), str(folder), parameter)
 
 
 def find_images(
@@ -427,8 +439,8 @@ def find_images(
 
     Raises:
         ValueError: a folder that does not exist, is not a folder or cannot be read; only one of
-            ``train/`` and ``test/``; a split without image files. The message names the flag
-            (``--data`` or ``--test-data``).
+            ``train/`` and ``test/``; a split without image files. An ``InvalidValue`` about
+            ``data`` or ``test_data``.
     """
     if data is None:
         images = builtin_images()
@@ -436,22 +448,22 @@ def find_images(
         train = Images(BUILTIN_TRAIN, tuple(images[n] for n in BUILTIN_TRAIN), builtin)
         test = Images(BUILTIN_TEST, tuple(images[n] for n in BUILTIN_TEST), builtin)
         if test_data is not None:
-            test = _listed(_folder(test_data, "--test-data"), "--test-data")
+            test = _listed(_folder(test_data, "test_data"), "test_data")
         return train, test
-    root = _folder(data, "--data")
+    root = _folder(data, "data")
     train_dir, test_dir = root / "train", root / "test"
     if test_data is not None:
-        test = _listed(_folder(test_data, "--test-data"), "--test-data")
-        return _listed(train_dir if train_dir.is_dir() else root, "--data"), test
+        test = _listed(_folder(test_data, "test_data"), "test_data")
+        return _listed(train_dir if train_dir.is_dir() else root, "data"), test
     if train_dir.is_dir() != test_dir.is_dir():
         has, lacks = ("train", "test") if train_dir.is_dir() else ("test", "train")
-        raise ValueError(f"--data {root}: has a {has}/ folder but no {lacks}/ folder")
+        raise InvalidValue("data", f"{root}: has a {has}/ folder but no {lacks}/ folder")
     if train_dir.is_dir():
-        return _listed(train_dir, "--data"), _listed(test_dir, "--data")
-    images = _listed(root, "--data")
+        return _listed(train_dir, "data"), _listed(test_dir, "data")
+    images = _listed(root, "data")
     if len(images) == 1:
         warnings.warn(
-            f"--data {root}: a single image, {images.names[0]}, used both to train and to test",
+            f"{root}: a single image, {images.names[0]}, used both to train and to test",
             UserWarning,
             stacklevel=2,
         )
@@ -479,12 +491,13 @@ def validation_images(test: Images, patch_size: tuple[int, int]) -> Images:
         if fits(shape, patch):
             keep.append(i)
     if not readable:
-        raise ValueError(f"{test.where}: no readable test image ({len(test)} image files)")
+        raise test.error(f"no readable test image ({len(test)} image files)")
     if not keep:
-        raise ValueError(
-            f"--patch-size {patch[0]} {patch[1]}: no test image of {test.where} is "
+        raise InvalidValue(
+            "patch_size",
+            f"{patch[0]} {patch[1]}: no test image of {test.where} is "
             f"large enough to validate on patches of this size (it needs "
-            f"{_min_side(patch[0])}x{_min_side(patch[1])} pixels or more)"
+            f"{_min_side(patch[0])}x{_min_side(patch[1])} pixels or more)",
         )
     return test.subset(keep)
 
@@ -500,8 +513,8 @@ def load_eval_images(data: str | Path | None) -> list[tuple[str, torch.Tensor]]:
     if data is None:
         images = builtin_images()
         return [(name, images[name]) for name in BUILTIN_TEST]
-    root = _folder(data, "--data")
-    listed = _listed(root / "test" if (root / "test").is_dir() else root, "--data")
+    root = _folder(data, "data")
+    listed = _listed(root / "test" if (root / "test").is_dir() else root, "data")
     decoded = []
     for name, path in zip(listed.names, listed.sources, strict=True):
         try:
@@ -509,7 +522,7 @@ def load_eval_images(data: str | Path | None) -> list[tuple[str, torch.Tensor]]:
         except ValueError as error:
             warnings.warn(f"{error}; skipped", SkippedImage, stacklevel=2)
     if not decoded:
-        raise ValueError(f"--data {root}: no readable images ({len(listed)} image files)")
+        raise InvalidValue("data", f"{root}: no readable images ({len(listed)} image files)")
     return decoded
 
 
@@ -533,8 +546,9 @@ class Item(NamedTuple):
     skipped: tuple[str, ...]  # "{path}: {why}" for each file that could not give a patch
 
 
-class NoReadableImage(ValueError):
-    """No image of a data set can give a patch (all unreadable or too small)."""
+class NoReadableImage(InvalidValue):
+    """No image of a data set can give a patch (all unreadable or too small); about the
+    parameter that named the data set."""
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -571,6 +585,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: >= 0, the crops' seed.
         repeats: >= 1, items per image per epoch.
         where: the data set's folder, for the :class:`NoReadableImage` message.
+        parameter: what that message is about (``data``: ``--data`` on the command line).
 
     Raises:
         ValueError: a bad argument, or a tensor too small to be reflect-padded to the patch.
@@ -594,6 +609,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int = 0,
         repeats: int = 1,
         where: str = "the data set",
+        parameter: str = "sources",
     ) -> None:
         self.patch_size = _patch_size(patch_size)
         if not isinstance(train, bool):
@@ -601,7 +617,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = validation.integer("seed", seed, minimum=0)
         self.repeats = validation.integer("repeats", repeats, minimum=1)
-        self.where = where
+        self.where, self.parameter = where, parameter
         self.epoch = 0
         if len(sources) == 0:
             raise ValueError("sources must hold at least one image, got none")
@@ -661,8 +677,9 @@ class PatchDataset(torch.utils.data.Dataset):
             except ValueError as error:
                 skipped.append(str(error))
         raise NoReadableImage(
+            self.parameter,
             f"{self.where}: none of its {len(self.sources)} images can give a "
-            f"{self.patch_size[0]}x{self.patch_size[1]} patch (the first: {skipped[0]})"
+            f"{self.patch_size[0]}x{self.patch_size[1]} patch (the first: {skipped[0]})",
         )
 
     def _patch(self, source: str | torch.Tensor, index: int) -> torch.Tensor:
@@ -763,8 +780,9 @@ class TrainBatches:
         self.per_epoch = batches_per_epoch(len(images), batch_size, world)
         repeats = repeats_per_epoch(len(images), batch_size, world)
         self.dataset = PatchDataset(
-            images.sources, patch_size, train=True, seed=seed, repeats=repeats, where=images.where
-        )
+            images.sources, patch_size, train=True, seed=seed, repeats=repeats,
+            where=images.where, parameter=images.parameter or "sources",
+        )  # fmt: skip
         self.sampler = _Epochs(
             torch.utils.data.DistributedSampler(
                 self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
@@ -806,9 +824,9 @@ def training_images(images: Images, patch_size: tuple[int, int], *, warn: bool =
         else:
             keep.append(i)
     if not keep:
-        raise ValueError(
-            f"--patch-size {patch[0]} {patch[1]}: every training image of {images.where} is too "
-            "small for it"
+        raise InvalidValue(
+            "patch_size",
+            f"{patch[0]} {patch[1]}: every training image of {images.where} is too small for it",
         )
     return images.subset(keep)
 
@@ -828,7 +846,10 @@ def validation_loader(
     """Centre crops of ``images`` (:func:`validation_images`), ``batch_size`` per batch, in order
     (items are :class:`Item` batches), read afresh by each pass, as CompressAI's ``train.py``
     validates: memory does not grow with the test set."""
-    dataset = PatchDataset(images.sources, patch_size, train=False, where=images.where)
+    dataset = PatchDataset(
+        images.sources, patch_size, train=False, where=images.where,
+        parameter=images.parameter or "sources",
+    )  # fmt: skip
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
         num_workers=min(num_workers, math.ceil(len(dataset) / batch_size)), pin_memory=pin_memory,

@@ -144,24 +144,27 @@ def check_resume(config: FitConfig, out: Path) -> dict:
     _, saved = resume_point(out)
     differ = config.differences(saved["config"])
     if differ:
-        raise ValueError(
-            f"--resume {out}: the checkpoint was trained with another configuration "
-            f"({', '.join(differ)} differ); only --steps, --epochs and --device may change"
+        raise InvalidValue(
+            "resume",
+            f"{out}: the checkpoint was trained with another configuration "
+            f"({', '.join(differ)} differ); only its steps, device and workers may change",
         )
     if saved.get("world_size", 1) != world_size():
-        raise ValueError(
-            f"--resume {out}: the run was trained by {saved.get('world_size', 1)} processes, "
-            f"not {world_size()}; resume it with as many"
+        raise InvalidValue(
+            "resume",
+            f"{out}: the run was trained by {saved.get('world_size', 1)} processes, not "
+            f"{world_size()}; resume it with as many",
         )
     if config.lr_schedule == "multistep" and saved["config"]["steps"] != config.steps:
-        raise ValueError(
-            f"--steps {config.steps}: the multistep milestones of the run in {out} are fractions "
-            f"of its {saved['config']['steps']} steps, so another length would move its decays; "
-            "resume it with its own length"
+        raise InvalidValue(
+            "steps",
+            f"{config.steps}: the multistep milestones of the run in {out} are fractions of its "
+            f"{saved['config']['steps']} steps, so another length would move its decays; resume "
+            "it with its own length",
         )
     if saved["step"] > config.steps:
-        raise ValueError(
-            f"--steps {config.steps}: the checkpoint in {out} is already at step {saved['step']}"
+        raise InvalidValue(
+            "steps", f"{config.steps}: the checkpoint in {out} is already at step {saved['step']}"
         )
     return saved
 

@@ -133,7 +133,7 @@ def test_bad_data_folders(tmp_path, capsys):
     assert "notes.png" in capsys.readouterr().err or "no" in line
     small = tmp_path / "small"
     write_image(small / "tiny.png", 10, 12)
-    one_line_error(capsys, [*base, "--data", str(small)], "--data")
+    one_line_error(capsys, [*base, "--data", str(small)], "--patch-size 64 64", str(small))
 
 
 def test_an_unreadable_file_is_skipped_with_a_warning_naming_it(folder, tmp_path, capsys):
@@ -385,18 +385,24 @@ def test_a_checkpoint_of_another_version_is_one_line(run, tmp_path, capsys):
         one_line_error(capsys, ["eval", str(copy)], str(copy), "configuration does not load")
 
 
-def test_compare_workers_warn_in_one_line_and_torch_jit_is_silent(folder, tmp_path, capfd):
+def test_compare_workers_warn_in_one_line_and_torch_jit_is_silent(folder, tmp_path):
     """Warnings from a comparison's run processes use the CLI's one-line format, and CompressAI's
-    torch.jit.script deprecation reaches no one (neither the CLI nor its workers)."""
+    torch.jit.script deprecation reaches no one (neither the CLI nor its workers). In a fresh
+    process: the workers fork from a server that keeps the stderr of the process that started
+    it."""
     import shutil
+    import subprocess
+    import sys
 
     data = tmp_path / "data"
     shutil.copytree(folder, data)
     (data / "train" / "broken.png").write_text("not an image")
     argv = ["compare", "--steps", "2", "--seeds", "0", "--methods", "adam", "--data", str(data),
             "--out", str(tmp_path / "compare")]  # fmt: skip
-    assert main(argv) == 0
-    err = capfd.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "lic_train", *argv], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
     assert "lic-train: warning: " in err and "broken.png" in err, err
     assert "Warning" not in err.replace("lic-train: warning:", ""), err  # no Python-format lines
     assert "jit" not in err

@@ -177,7 +177,7 @@ def test_builtin_test_images_are_validated_by_their_size():
         # coffee is 400 px tall: a 1472 patch needs ceil(1474 / 3) = 492; grace_hopper is 600x512.
         assert validation_images(test, (1472, 1472)).names == ("grace_hopper",)
     # grace_hopper is 512 px wide: a 1536 patch needs 513.
-    with pytest.raises(ValueError, match=r"^--patch-size 1536 1536: .*513x513"):
+    with pytest.raises(ValueError, match=r"^patch_size 1536 1536: .*513x513"):
         validation_images(test, (1536, 1536))
 
 
@@ -421,8 +421,8 @@ def test_train_and_test_folders_are_listed_without_decoding(tmp_path, monkeypatc
     assert train.sources == tuple(
         str(tmp_path / "train" / name) for name in ("a/z.PNG", "b.png", "broken.png")
     )
-    assert train.where == f"--data {tmp_path / 'train'}"
-    assert test.where == f"--data {tmp_path / 'test'}"
+    assert train.where == f"{tmp_path / 'train'}"
+    assert test.where == f"{tmp_path / 'test'}"
     assert torch.equal(read_image(train.sources[0]), to_tensor(b))
     assert torch.equal(read_image(train.sources[1]), to_tensor(a))
     assert test.names == ("c.jpeg",) and test.sources == (str(tmp_path / "test" / "c.jpeg"),)
@@ -447,7 +447,7 @@ def test_flat_folder_every_fifth_image_tests(tmp_path, count, test_indices):
         train, test = find_images(tmp_path)
     assert list(test.names) == [names[i] for i in test_indices]
     assert test.sources == tuple(str(tmp_path / name) for name in test.names)
-    assert train.where == test.where == f"--data {tmp_path}"
+    assert train.where == test.where == f"{tmp_path}"
     if count == 1:
         assert list(train.names) == names
         assert len(caught) == 1 and "both to train and to test" in str(caught[0].message)
@@ -497,16 +497,17 @@ def test_folder_errors_name_data_and_the_path(tmp_path, layout, match):
         write_text(data_dir / "notes.txt")
     with pytest.raises(ValueError, match=match) as info:
         find_images(data_dir)
-    assert str(info.value).startswith(f"--data {data_dir}")
+    assert str(info.value).startswith(f"data {data_dir}")
+    assert info.value.parameter == "data"  # the CLI names --data
 
 
 def test_an_empty_path_is_refused_naming_the_flag(tmp_path):
     write_png(tmp_path / "a.png", 20, 20, seed=0)
-    with pytest.raises(ValueError, match=r"^--data '': an empty path"):
+    with pytest.raises(ValueError, match=r"^data '': an empty path"):
         find_images("")
-    with pytest.raises(ValueError, match=r"^--test-data '': an empty path"):
+    with pytest.raises(ValueError, match=r"^test_data '': an empty path"):
         find_images(tmp_path, "")
-    with pytest.raises(ValueError, match=r"^--test-data '': an empty path"):
+    with pytest.raises(ValueError, match=r"^test_data '': an empty path"):
         find_images(None, "")
 
 
@@ -531,10 +532,10 @@ def test_test_data_holds_the_test_images(tmp_path, layout, no_decoding):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train, test = find_images(root, kodak)
-    assert train.names == expected and train.where == f"--data {where}"
+    assert train.names == expected and train.where == f"{where}"
     assert train.sources == tuple(str(where / name) for name in expected)
     assert test.names == ("kodim01.png", "kodim02.png", "more/kodim03.png")
-    assert test.where == f"--test-data {kodak}" and test.sources[0] == str(kodak / "kodim01.png")
+    assert test.where == f"{kodak}" and test.sources[0] == str(kodak / "kodim01.png")
 
 
 def test_test_data_with_a_single_training_image_does_not_warn(tmp_path):
@@ -551,7 +552,7 @@ def test_test_data_with_the_builtin_training_photographs(tmp_path, builtin):
     train, test = find_images(None, tmp_path)
     assert train.names == BUILTIN_TRAIN
     assert all(torch.equal(s, builtin[n]) for n, s in zip(train.names, train.sources, strict=True))
-    assert test.names == ("kodim01.png",) and test.where == f"--test-data {tmp_path}"
+    assert test.names == ("kodim01.png",) and test.where == f"{tmp_path}"
 
 
 @pytest.mark.parametrize(
@@ -568,15 +569,16 @@ def test_test_data_errors_name_test_data(tmp_path, layout, match, builtin_train)
         kodak.write_text("")
     with pytest.raises(ValueError, match=match) as info:
         find_images(None if builtin_train else tmp_path / "coco", kodak)
-    assert str(info.value).startswith(f"--test-data {kodak}: ")
+    assert str(info.value).startswith(f"test_data {kodak}: ")
+    assert info.value.parameter == "test_data"  # the CLI names --test-data
 
 
 def test_test_data_does_not_hide_a_bad_data_folder(tmp_path):
     write_png(tmp_path / "kodak" / "a.png", 20, 20, seed=0)
-    with pytest.raises(ValueError, match=r"^--data .*: no such folder"):
+    with pytest.raises(ValueError, match=r"^data .*: no such folder"):
         find_images(tmp_path / "missing", tmp_path / "kodak")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"^--data .*empty: no image files"):
+    with pytest.raises(ValueError, match=r"^data .*empty: no image files"):
         find_images(tmp_path / "empty", tmp_path / "kodak")
 
 
@@ -603,7 +605,7 @@ def test_validation_images_drop_unreadable_files_with_a_warning(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kept = validation_images(test, (64, 64))
-    assert kept.names == ("a.png", "edge.jpg") and kept.where == f"--test-data {kodak}"
+    assert kept.names == ("a.png", "edge.jpg") and kept.where == f"{kodak}"
     assert kept.sources == (str(kodak / "a.png"), str(kodak / "edge.jpg"))
     assert [w.category for w in caught] == [SkippedImage]
     message = str(caught[0].message)
@@ -616,7 +618,7 @@ def test_validation_images_all_too_small_is_an_error_naming_the_patch_size(tmp_p
     with pytest.warns(SkippedImage, match="broken"), pytest.raises(ValueError) as info:
         validation_images(test, (64, 64))
     message = str(info.value)
-    assert message.startswith("--patch-size 64 64: ") and str(tmp_path / "kodak") in message
+    assert message.startswith("patch_size 64 64: ") and str(tmp_path / "kodak") in message
     assert "22x22" in message
     assert validation_images(test.subset([1]), (32, 32)).names == ("small.png",)
 
@@ -625,7 +627,7 @@ def test_validation_images_all_unreadable_is_an_error_naming_the_folder(tmp_path
     test = kodak_images(tmp_path, {"x.png": None, "y.jpg": None})
     with pytest.warns(SkippedImage), pytest.raises(ValueError) as info:
         validation_images(test, (64, 64))
-    assert str(info.value).startswith(f"--test-data {tmp_path / 'kodak'}: no readable test image")
+    assert str(info.value).startswith(f"test_data {tmp_path / 'kodak'}: no readable test image")
 
 
 @pytest.mark.parametrize(
@@ -890,17 +892,19 @@ def test_a_data_set_without_a_patch_raises_no_readable_image(tmp_path):
         warnings.simplefilter("error")
         train, _ = find_images(tmp_path)  # listing is fine
         dataset = PatchDataset(
-            [broken, tmp_path / "small.png"], (64, 64), train=True, where=str(tmp_path)
-        )
+            [broken, tmp_path / "small.png"], (64, 64), train=True, where=str(tmp_path),
+            parameter="data",
+        )  # fmt: skip
     for index in (0, 1):
         with pytest.raises(NoReadableImage) as info:
             dataset[index]
-        assert isinstance(info.value, ValueError)
+        assert isinstance(info.value, ValueError) and info.value.parameter == "data"
         message = str(info.value)
-        assert message.startswith(f"{tmp_path}: none of its 2 images can give a 64x64 patch")
+        assert message.startswith(f"data {tmp_path}: none of its 2 images can give a 64x64 patch")
     batches = TrainBatches(train, (64, 64), batch_size=1, seed=0)
-    with pytest.raises(NoReadableImage, match=str(tmp_path)):
+    with pytest.raises(NoReadableImage, match=str(tmp_path)) as info:
         next(batches.from_step(0))
+    assert info.value.parameter == "data"  # the images' own parameter
 
 
 # ---- TrainBatches ------------------------------------------------------------------------------
@@ -1035,7 +1039,7 @@ def test_load_eval_images_decodes_the_test_images_whole(tmp_path, builtin):
     assert [name for name, _ in images] == ["small.png"]
     assert torch.equal(images[0][1], to_tensor(small))
     (tmp_path / "test" / "small.png").unlink()
-    with pytest.warns(SkippedImage), pytest.raises(ValueError, match=r"^--data .*no readable"):
+    with pytest.warns(SkippedImage), pytest.raises(ValueError, match=r"^data .*no readable"):
         load_eval_images(tmp_path)
 
 
