@@ -92,3 +92,9 @@ def test_trainer_throughput_runs_and_writes_its_files(tmp_path):
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert [run["returncode"] for run in results["runs"]] == [0] * 5
     assert (tmp_path / "results" / "report.md").stat().st_size > 0
+
+
+def test_checkpoint_bitflips_runs():
+    pytest.importorskip("torch")
+    result = json.loads(run("checkpoint_bitflips.py"))
+    assert result["flips"] == 50 and result["different"] == 0
