@@ -80,18 +80,31 @@ def check_folder(path: str | Path, parameter: str) -> None:
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
+        longest = os.pathconf(existing, "PC_NAME_MAX")
     except OSError as error:
         raise InvalidValue(
             parameter, f"{path}: cannot write in {existing} ({error.strerror or error})"
         ) from None
+    for part in path.absolute().relative_to(existing).parts:  # the folders still to create
+        if len(os.fsencode(part)) > longest:
+            raise InvalidValue(
+                parameter, f"{path}: a name longer than {longest} bytes, the file system's limit"
+            )
 
 
 def nearest_existing(path: str | Path) -> Path:
     """``path`` (absolute) or its nearest ancestor that exists."""
     path = Path(path).absolute()
-    while not path.exists():
+    while not _exists(path):
         path = path.parent
     return path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long, say: it does not exist either
+        return False
 
 
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lic_dynamics import signals
+from lic_dynamics import files, signals
 from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line, flags, subcommand
 from lic_dynamics.validation import InvalidValue
 from lic_train.experiments import PRESETS, parse_method
@@ -180,6 +180,7 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
         raise error.renamed("ema_decay") from None
     if args.sma and args.ema:
         raise UsageError("lic-train fit: error: --sma and --ema: give one (EMA is SMA with k = 1)")
+    check_sub_flags(args)
     stdet = stdet if args.stdet else None
     sma = sma if args.sma else ema if args.ema else None
     return FitConfig(
@@ -213,6 +214,39 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
     )
 
 
+def sub_flags() -> dict[str, tuple[str, ...]]:
+    """Each switch of ``fit`` (a flag, or ``--lr-schedule multistep``) -> the flags that configure
+    it, as destinations."""
+    stdet = tuple(f"stdet_{name}" for name in STDETConfig.__dataclass_fields__ if name != "seed")
+    return {
+        "sma": ("sma_k", "sma_beta", "sma_feedback"),
+        "ema": ("ema_decay",),
+        "stdet": stdet,
+        "multistep": ("lr_milestones", "lr_gamma"),
+    }
+
+
+def check_sub_flags(args: argparse.Namespace) -> None:
+    """A ``UsageError`` for a sub-flag given (other than its default) without its switch:
+    ``--sma-k 10`` without ``--sma`` would be ignored, so it is surely a mistake."""
+    fit = subcommand(build_parser(), "fit")
+    names = flags(fit)
+    for switch, dests in sub_flags().items():
+        on = args.lr_schedule == "multistep" if switch == "multistep" else getattr(args, switch)
+        for dest in () if on else dests:
+            value = getattr(args, dest)
+            if _normal(value) != _normal(fit.get_default(dest)):
+                needs = "--lr-schedule multistep" if switch == "multistep" else f"--{switch}"
+                raise UsageError(
+                    f"lic-train fit: error: {names[dest]} {_shown(value)}: given without {needs}, "
+                    "which it configures (it would be ignored)"
+                )
+
+
+def _normal(value: object) -> object:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
 def _absolute(path: str | None) -> str | None:
     """A path flag as an absolute path (a run may be resumed from elsewhere); '' stays '' so that
     the data layer can refuse it rather than read the current folder."""
@@ -234,10 +268,17 @@ def run_fit(args: argparse.Namespace) -> int:
     from lic_train.trainer.loop import check_out, fit, resume_point
 
     resume = args.resume is not None
+    if resume and args.resume and args.out != subcommand(build_parser(), "fit").get_default("out"):
+        raise UsageError(
+            f"lic-train fit: error: --out {args.out} and --resume {args.resume}: the run continues "
+            "in its own folder; give one (--resume alone continues the run in --out)"
+        )
+    files.check_folder(args.resume or args.out, "resume" if args.resume else "out")
     out = Path(args.resume or args.out)
     if resume:
         _, saved = resume_point(out)
         config = with_length(resumed_config(args, saved["config"], out), args)
+        check_out(out, "resume" if args.resume else "out")
     else:
         config = fit_config(args)  # every flag checked first: the cheapest checks
         if (out / LATEST).exists():
@@ -417,8 +458,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from lic_train.trainer.loop import resolve_device
 
     device = resolve_device(args.device)
+    images = load_eval_images(args.data)  # a bad --data fails before the model is built
     name, model = load_trained(args.target, weights=args.weights, model=args.model)
-    result = evaluate(model, load_eval_images(args.data), device=device)
+    result = evaluate(model, images, device=device)
     if args.json:
         print(json.dumps(eval_model_json(name, result), indent=2, allow_nan=False))
         return 0
@@ -452,6 +494,7 @@ def run_compare(args: argparse.Namespace) -> int:
         preset = replace(preset, lambdas=tuple(args.lambdas))
     if args.steps is not None:
         preset = replace(preset, base=replace(preset.base, steps=args.steps))
+    files.check_folder(args.out, "out")  # the raw value: Path("") would be the current folder
     out = Path(args.out)
     if (out / "runs").exists():
         raise UsageError(

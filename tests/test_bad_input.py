@@ -32,6 +32,8 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --quality 0", "--quality"),
     ("fit --quality 9", "--quality"),
     ("fit --N 0 --M 8", "--N"),
+    ("fit --N 8", "--M"),
+    ("fit --quality 3 --N 8 --M 8", "--quality"),
     ("fit --N x", "--N"),
     ("fit --N 8 --M -1", "--M"),
     # fit: loss and optimizers
@@ -40,6 +42,8 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --lambda inf", "--lambda"),
     ("fit --metric psnr", "--metric"),
     ("fit --learning-rate 0", "--learning-rate"),
+    ("fit -lr 1e300", "--learning-rate"),  # beyond float32
+    ("fit --aux-learning-rate 1e300", "--aux-learning-rate"),
     ("fit -lr nan", "--learning-rate"),
     ("fit --aux-learning-rate -1", "--aux-learning-rate"),
     ("fit --clip_max_norm -1", "--clip_max_norm"),
@@ -62,6 +66,8 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --data ''", "--data"),
     ("fit --data {text}", "--data"),
     ("fit --data {empty}", "--data"),
+    ("fit --data {corrupt}", "--data"),  # one line, not a warning per file first
+    ("fit --data {images}/train --test-data {corrupt}", "--test-data"),
     ("fit --data {images}/train --test-data {empty}", "--test-data"),
     ("fit --data {images}/train --test-data {missing}", "--test-data"),
     ("fit --patch-size 100 100", "--patch-size"),
@@ -70,10 +76,12 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --batch-size 0", "--batch-size"),
     ("fit --test-batch-size 0", "--test-batch-size"),
     ("fit --num-workers -1", "--num-workers"),
+    ("fit --num-workers 1000000", "--num-workers"),
     # fit: the run
     ("fit --steps 0", "--steps"),
     ("fit --steps 1e3", "--steps"),
     ("fit --epochs 0", "--epochs"),
+    ("fit --epochs 10000000000000000", "--epochs"),  # more than 2**53
     ("fit --epochs 1 --steps 1", "--steps"),
     ("fit --validate-every 0", "--validate-every"),
     ("fit --checkpoint-every 7", "--checkpoint-every"),
@@ -85,6 +93,9 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --out {text}/run", "--out"),
     ("fit --out /proc/run", "--out"),
     ("fit --out {run}", "--out"),  # already holds a run
+    ("fit --out ''", "--out"),
+    ("fit --out {tmp}/" + "x" * 300, "--out"),  # a name longer than the file system allows
+    ("fit --resume {run} --out {tmp}/other", "--out"),
     ("fit --resume {empty}", "--resume"),
     ("fit --resume {missing}", "--resume"),
     ("fit --resume {foreign_run}", "--resume"),
@@ -99,6 +110,13 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --ema-decay 2", "--ema-decay"),
     ("fit --ema --ema-decay nan", "--ema-decay"),
     ("fit --sma --ema", "--sma"),
+    ("fit --sma-k 10", "--sma-k"),  # valid, but without --sma it would be ignored
+    ("fit --sma-feedback", "--sma-feedback"),
+    ("fit --ema --sma-k 3", "--sma-k"),
+    ("fit --sma --ema-decay 0.5", "--ema-decay"),
+    ("fit --lr-gamma 0.5", "--lr-gamma"),  # the plateau schedule
+    ("fit --lr-milestones 0.5", "--lr-milestones"),
+    ("fit --stdet-variant true", "--stdet-variant"),
     ("fit --stdet-snapshot-every 0", "--stdet-snapshot-every"),
     ("fit --stdet-snapshots 0", "--stdet-snapshots"),
     ("fit --stdet-every 0", "--stdet-every"),
@@ -125,11 +143,14 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("eval {run} --model bmshj2018-factorized", "--model"),
     ("eval {run} --data {empty}", "--data"),
     ("eval {run} --data {missing}", "--data"),
+    ("eval {run} --data {corrupt}", "--data"),
+    ("eval ''", "target ''"),
     ("eval {run} --weights x", "--weights"),
     ("eval {run} --weights sma", "--weights"),  # the run has no average
     ("eval {run} --device tpu", "--device"),
     # export
     ("export {missing} {tmp}/out.pth.tar", "{missing}"),
+    ("export '' {tmp}/out.pth.tar", "target ''"),
     ("export {foreign} {tmp}/out.pth.tar", "{foreign}"),
     ("export {run} {empty}", "{empty}"),
     ("export {run} {run}/checkpoint.pth.tar", "checkpoint.pth.tar"),
@@ -141,6 +162,8 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("compare --preset x", "--preset"),
     ("compare --out {text}", "--out"),
     ("compare --out /proc/compare", "--out"),
+    ("compare --out ''", "--out"),
+    ("compare --data {corrupt}", "--data"),
     ("compare --data {missing}", "--data"),
     ("compare --data {empty}", "--data"),
     ("compare --seeds -1", "--seeds"),
@@ -154,10 +177,14 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("compare --methods sma", "--methods"),  # no baseline
     ("compare --methods adam sma:k=0", "--methods"),
     ("compare --methods adam sma:nope=1", "--methods"),
+    ("compare --methods adam sma:k=1,k=2", "--methods"),
     ("compare --jobs 0", "--jobs"),
     ("compare --steps 0", "--steps"),
     ("compare --device tpu", "--device"),
 ]
+if not torch.cuda.is_available():  # CUDA asked for where there is none
+    LIC_TRAIN += [(f"{command} --device cuda", "--device") for command in ("fit", "compare")]
+    LIC_TRAIN += [("eval {run} --device cuda", "--device")]
 
 NQM: list[tuple[str, str]] = [
     ("verify --out {text}", "--out"),
@@ -212,6 +239,9 @@ def files(tmp_path_factory) -> dict[str, str]:
     argv = ["fit", *tiny, "--data", str(root / "images"), "--steps", "1", "--out", str(run)]
     assert lic_train.cli.main(argv) == 0
     (root / "empty").mkdir()
+    for name in ("a.png", "b.png"):  # image files that do not decode
+        (root / "corrupt" / name).parent.mkdir(exist_ok=True)
+        (root / "corrupt" / name).write_bytes(rng.bytes(100))
     (root / "text").write_text("not a checkpoint\n")
     (root / "noise.pth.tar").write_bytes(rng.bytes(3000))
     from lic_train.trainer.models import build_model
@@ -227,7 +257,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "flipped.pth.tar").write_bytes(bytes(data))
     (root / "damaged_run").mkdir()
     (root / "damaged_run" / "checkpoint.pth.tar").write_bytes(bytes(data))
-    names = ("images", "run", "empty", "text", "noise.pth.tar", "foreign.pth.tar", "foreign_run",
+    names = ("images", "run", "empty", "corrupt", "text", "noise.pth.tar", "foreign.pth.tar", "foreign_run",
              "evil.pth.tar", "flipped.pth.tar", "damaged_run")  # fmt: skip
     paths = {name.split(".")[0]: str(root / name) for name in names}
     return {**paths, "missing": str(root / "missing"), "folder": str(root / "empty")}
@@ -284,7 +314,7 @@ def test_lic_train_bad_input(
     argv = shlex.split(row)
     if argv[0] == "fit" and "--resume" not in argv:  # a tiny model, local data and folder
         defaults = {**TINY, "--out": [str(tmp_path / "run")], "--data": ["{images}"]}
-        if {"--quality", "--model"} & set(argv):
+        if {"--quality", "--model", "--N", "--M"} & set(argv):
             del defaults["--N"], defaults["--M"]
         aliases = {"-n": "--num-workers", "-lr": "--learning-rate", "-e": "--epochs"}
         given = {aliases.get(word, word) for word in argv}

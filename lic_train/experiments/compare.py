@@ -41,7 +41,7 @@ from lic_train.experiments.presets import Preset, preset_dict
 from lic_train.experiments.report import write_report
 from lic_train.experiments.stats import summarise
 from lic_train.trainer.data import load_eval_images
-from lic_train.trainer.loop import check_out
+from lic_train.trainer.loop import check_out, resolve_device
 
 
 def _planned(preset: Preset, methods: list[str]) -> list[tuple[str, str, int, float]]:
@@ -94,6 +94,7 @@ def compare(
     preset = replace(preset, base=base)
     load_eval_images(data)  # bad --data fails here, before any training
     check_out(out)
+    resolve_device(preset.base.device)  # "cuda" without a GPU, here and not in every run
 
     planned = _planned(preset, methods)
     configs = [

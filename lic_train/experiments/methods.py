@@ -105,6 +105,8 @@ def parse_method(spec: str) -> Method:
                 "method",
                 f"{spec!r}: {item!r} must be FIELD=VALUE with a field of {name} ({allowed})",
             )
+        if field_name in overrides:
+            raise InvalidValue("method", f"{spec!r}: {field_name} given twice")
         overrides[field_name] = _value(spec, field_name, type(fields[field_name].default), text)
     return Method(name, overrides, spec)
 

@@ -210,7 +210,10 @@ def check_architecture(
 
 
 def run_checkpoint(target: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best checkpoint (else its latest)."""
+    """A checkpoint file, or a run folder's best checkpoint (else its latest); ``InvalidValue``
+    about ``target`` for an empty path (which ``Path`` would read as the current folder)."""
+    if not str(target).strip():
+        raise InvalidValue("target", "'': an empty path (give a run folder or a checkpoint file)")
     target = Path(target)
     if target.is_dir():
         best = target / BEST

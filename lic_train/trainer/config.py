@@ -19,6 +19,7 @@ EMA_DECAY = 0.999
 # The fields that may change when a run is resumed: its length and where it runs (the batches do not
 # depend on the number of DataLoader workers).
 RESUMABLE = ("steps", "device", "num_workers")
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ class FitConfig:
     extra: dict = field(default_factory=dict)  # free-form labels (e.g. the compare preset)
 
     def __post_init__(self) -> None:
-        positive = {"low": 0, "high": math.inf, "low_open": True}
+        # Finite in float32, the precision of the weights and of Adam's state.
+        positive = {"low": 0, "high": FLOAT32_MAX, "low_open": True}
         for name in ("lmbda", "learning_rate", "aux_learning_rate"):
-            value = validation.real(name, getattr(self, name), "(0, inf)", **positive)
+            value = validation.real(name, getattr(self, name), "(0, 3.4e38)", **positive)
             object.__setattr__(self, name, value)
         clip = validation.real(
             "clip_max_norm", self.clip_max_norm, "[0, inf) (0: no clipping)", low=0, high=math.inf,

@@ -480,18 +480,22 @@ def validation_images(test: Images, patch_size: tuple[int, int]) -> Images:
     Raises:
         ValueError: no test image is left.
     """
-    patch, keep, readable = _patch_size(patch_size), [], 0
+    patch, keep, readable, unreadable = _patch_size(patch_size), [], 0, []
     for i, source in enumerate(test.sources):
         try:
             shape = tuple(source.shape) if isinstance(source, torch.Tensor) else image_size(source)
         except ValueError as error:
-            warnings.warn(f"{error}; skipped", SkippedImage, stacklevel=2)
+            unreadable.append(str(error))
             continue
         readable += 1
         if fits(shape, patch):
             keep.append(i)
-    if not readable:
-        raise test.error(f"no readable test image ({len(test)} image files)")
+    if not readable:  # one line, not a warning per file before it
+        raise test.error(
+            f"no readable test image ({len(test)} image files; the first: {unreadable[0]})"
+        )
+    for reason in unreadable:
+        warnings.warn(f"{reason}; skipped", SkippedImage, stacklevel=2)
     if not keep:
         raise InvalidValue(
             "patch_size",
@@ -515,14 +519,19 @@ def load_eval_images(data: str | Path | None) -> list[tuple[str, torch.Tensor]]:
         return [(name, images[name]) for name in BUILTIN_TEST]
     root = _folder(data, "data")
     listed = _listed(root / "test" if (root / "test").is_dir() else root, "data")
-    decoded = []
+    decoded, unreadable = [], []
     for name, path in zip(listed.names, listed.sources, strict=True):
         try:
             decoded.append((name, read_image(path)))
         except ValueError as error:
-            warnings.warn(f"{error}; skipped", SkippedImage, stacklevel=2)
-    if not decoded:
-        raise InvalidValue("data", f"{root}: no readable images ({len(listed)} image files)")
+            unreadable.append(str(error))
+    if not decoded:  # one line, not a warning per file before it
+        raise InvalidValue(
+            "data",
+            f"{root}: no readable images ({len(listed)} image files; the first: {unreadable[0]})",
+        )
+    for reason in unreadable:
+        warnings.warn(f"{reason}; skipped", SkippedImage, stacklevel=2)
     return decoded
 
 

@@ -42,6 +42,7 @@ from lic_train.rules.parameters import is_quantiles
 from lic_train.trainer import checkpoint
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.data import (
+    Images,
     TrainBatches,
     batches_per_epoch,
     default_workers,
@@ -108,7 +109,11 @@ def steps_for_epochs(config: FitConfig, epochs: int) -> int:
     epochs = validation.integer("epochs", epochs, minimum=1)
     train_images, _ = find_images(config.data, config.test_data)
     count = len(training_images(train_images, config.patch_size, warn=False))
-    return epochs * batches_per_epoch(count, config.batch_size, world_size())
+    per_epoch = batches_per_epoch(count, config.batch_size, world_size())
+    return (
+        validation.integer("epochs", epochs, minimum=1, maximum=validation.MAX_INTEGER // per_epoch)
+        * per_epoch
+    )
 
 
 def resume_point(out: Path) -> tuple[Path, dict]:
@@ -169,14 +174,25 @@ def check_resume(config: FitConfig, out: Path) -> dict:
     return saved
 
 
-def check_out(out: Path) -> None:
+def check_out(out: str | Path, parameter: str = "out") -> None:
     """Check, before any expensive work, that ``out`` is or can become a folder this process can
-    write (:func:`lic_dynamics.files.check_folder`; ``InvalidValue`` about ``out``), and remove
-    the temporary files a killed run left in it
+    write (:func:`lic_dynamics.files.check_folder`; ``InvalidValue`` about ``parameter``), and
+    remove the temporary files a killed run left in it
     (:func:`lic_dynamics.files.remove_stale_temporaries`)."""
-    files.check_folder(out, "out")
-    if out.is_dir():
+    files.check_folder(out, parameter)
+    if Path(out).is_dir():
         files.remove_stale_temporaries(out)
+
+
+def check_workers(workers: int | None) -> None:
+    """``InvalidValue`` about ``num_workers`` beyond 8 per CPU core (at least 64): each is a
+    process; a million would not start (the limit is this machine's, so it is checked here and
+    not in the configuration, which a resume on another machine reads)."""
+    limit = max(64, 8 * (os.cpu_count() or 1))
+    if workers is not None and workers > limit:
+        raise InvalidValue(
+            "num_workers", f"must be at most {limit} here (8 per CPU core), got {workers}"
+        )
 
 
 def check_space(out: Path, state: TrainingState) -> None:
@@ -194,14 +210,21 @@ def check_space(out: Path, state: TrainingState) -> None:
 
 
 def build(
-    config: FitConfig, device: torch.device, *, initial_weights: bool = True
+    config: FitConfig,
+    device: torch.device,
+    *,
+    initial_weights: bool | dict[str, torch.Tensor] = True,
 ) -> tuple[TrainingState, nn.Module]:
     """A fresh training state (the same initial weights on every rank) and the module to train
-    through (``DistributedDataParallel`` under ``torchrun``, else the model itself)."""
+    through (``DistributedDataParallel`` under ``torchrun``, else the model itself).
+    ``initial_weights``: True to start from ``config.checkpoint`` (if any), the weights already
+    read from it (:func:`initial_state_dict`), or False for a fresh initialisation."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
-    if config.checkpoint is not None and initial_weights:
-        load_initial_weights(model, config.checkpoint)
+    if initial_weights is True and config.checkpoint is not None:
+        initial_weights = initial_state_dict(config.checkpoint)
+    if isinstance(initial_weights, dict):
+        load_initial_weights(model, initial_weights, config.checkpoint or "initial weights")
     model.to(device)
     named = list(model.named_parameters())
     # CompressAI's own split and order (parameters sorted by name), so that optimizer states
@@ -237,12 +260,17 @@ def build(
     return state, trained
 
 
-def load_initial_weights(model: nn.Module, path: str) -> None:
-    """Start from the weights of any CompressAI checkpoint (``--checkpoint``): ours (the weights
-    it recommends), one of CompressAI's ``train.py``, or a bare state dict; as CompressAI users
-    fine-tune. The optimizers start afresh."""
-    saved = checkpoint.load(path)  # errors name the parameter "checkpoint": --checkpoint
-    state_dict = current_names(checkpoint.weights_of(saved, path), model)
+def initial_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The weights of any CompressAI checkpoint (``--checkpoint``): ours (the weights it
+    recommends), one of CompressAI's ``train.py``, or a bare state dict. Errors are about the
+    parameter ``checkpoint``."""
+    return checkpoint.weights_of(checkpoint.load(path), path)
+
+
+def load_initial_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str) -> None:
+    """Start ``model`` from ``state_dict`` (read from ``path``), as CompressAI users fine-tune;
+    the optimizers start afresh."""
+    state_dict = current_names(state_dict, model)
     checkpoint.check_architecture(state_dict, model, path)
     model.load_state_dict(state_dict)
 
@@ -333,15 +361,25 @@ def fit(
     """
     out, device = Path(out), resolve_device(config.device)
     rank = start_processes(device)
+    # Every check before the expensive work: the folder, the data (listed, headers read), the
+    # checkpoints read; then the model is built and the first image decoded.
     if rank == 0:
         check_out(out)
+    check_workers(config.num_workers)
     saved = check_resume(config, out) if resume else None
+    train, test = find_images(config.data, config.test_data)
+    test = validation_images(test, config.patch_size)
+    train = training_images(train, config.patch_size)
     # A resumed run takes its weights from its checkpoint, not from --checkpoint again.
-    state, trained = build(config, device, initial_weights=saved is None)
+    initial = saved is None and config.checkpoint is not None
+    state, trained = build(
+        config, device, initial_weights=initial_state_dict(config.checkpoint) if initial else False
+    )
     if rank == 0:
         check_space(out, state)
-    batches, test = load_data(config, device, rank)
+    batches, test = load_data(config, train, test, device, rank)
     per_step_schedule = config.lr_schedule in PER_STEP
+    created = rank == 0 and not out.exists()
     if saved is not None:
         checkpoint.check_architecture(saved["state_dict"], state.model, out, parameter="resume")
         state.load(saved, rank=rank)
@@ -380,6 +418,13 @@ def fit(
                 if done % (config.checkpoint_every or config.validate_every) == 0 or last:
                     save_checkpoints(state, config, out, batches.per_epoch, device)
                 tick = time.perf_counter()  # checkpoint writes are not the run's time
+    except BaseException:
+        if created and not (out / LATEST).exists():
+            # A new run that ends before its first checkpoint cannot be resumed: its log and
+            # TensorBoard files would only be strays (and the folder would look like a run).
+            log.close()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:  # also when stopped by a non-finite loss or an interrupt
         training_batches.close()  # stops the DataLoader's workers
         log.close()  # flushes TensorBoard
@@ -416,12 +461,12 @@ class Validation:
 
 
 def load_data(
-    config: FitConfig, device: torch.device, rank: int
+    config: FitConfig, train: Images, test: Images, device: torch.device, rank: int
 ) -> tuple[TrainBatches, Validation]:
-    """This rank's training batches and the validation data. Nothing is decoded but the first
+    """This rank's training batches of ``train`` and the validation data of ``test`` (the images
+    :func:`~lic_train.trainer.data.training_images` and
+    :func:`~lic_train.trainer.data.validation_images` keep). Nothing is decoded but the first
     training item, read here so that a data set without one readable image fails at once."""
-    train, test = find_images(config.data, config.test_data)
-    test = validation_images(test, config.patch_size)
     workers = config.num_workers
     if workers is None:  # images already in memory (the built-in ones) need no decoding workers
         in_memory = all(isinstance(source, torch.Tensor) for source in train.sources)

@@ -103,12 +103,13 @@ def model_spec(
     cls = MODELS[name]  # the zoo names are registered under the same names
     widths_given = N is not None or M is not None
     if quality is not None and widths_given:
-        raise ValueError(
-            f"give either quality or N and M, not both; got quality={quality!r}, N={N!r}, M={M!r}"
+        raise InvalidValue(
+            "quality", f"{quality!r}: give either a quality or N and M, not both (N={N!r}, M={M!r})"
         )
     if widths_given:
         if N is None or M is None:
-            raise ValueError(f"N and M must be given together, got N={N!r}, M={M!r}")
+            missing = "M" if M is None else "N"
+            raise InvalidValue(missing, f"missing: N and M are given together (N={N!r}, M={M!r})")
         N = validation.integer("N", N, minimum=1)
         M = validation.integer("M", M, minimum=1)
         if not _takes(cls, "N"):
