@@ -67,6 +67,7 @@ def main() -> int:
         start = time.perf_counter()
         counts = flips(path, 50 if args.quick else args.flips, args.seed, Path(scratch))
         result = {
+            "benchmark": "checkpoint_bitflips",
             "checkpoint_bytes": path.stat().st_size,
             "flips": sum(counts.values()),
             "seed": args.seed,
@@ -77,6 +78,16 @@ def main() -> int:
     if not args.quick:
         files.write_json(result, args.out / "results.json")
     return 0 if counts["different"] == 0 else 1
+
+
+def table(result: dict) -> list[str]:
+    """The README's table of a ``results.json``."""
+    return [
+        "| checkpoint | single-bit flips | refused | loaded the content written | loaded other content |",
+        "|---|---|---|---|---|",
+        f"| {result['checkpoint_bytes'] / 1000:.0f} kB | {result['flips']} | {result['refused']} "
+        f"| {result['same']} | {result['different']} |",
+    ]
 
 
 if __name__ == "__main__":

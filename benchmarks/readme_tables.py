@@ -12,7 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
-import trainer_throughput  # benchmarks/ is on sys.path when a script runs
+import checkpoint_bitflips  # benchmarks/ is on sys.path when a script runs
+import trainer_throughput
 
 from lic_train.experiments import format_stat
 
@@ -75,6 +76,9 @@ def tables() -> dict[str, list[str]]:
         results = json.loads(path.read_text())
         if results.get("benchmark") == "trainer_throughput":
             out[path.parent.name] = throughput_tables(results)
+            continue
+        if results.get("benchmark") == "checkpoint_bitflips":
+            out[path.parent.name] = checkpoint_bitflips.table(results)
             continue
         out[path.parent.name] = method_table(results)
         if len(results["preset"]["lambdas"]) > 1:

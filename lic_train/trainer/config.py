@@ -106,11 +106,13 @@ class FitConfig:
                 f"must exceed 160 on both sides for --metric ms-ssim (MS-SSIM's five scales need "
                 f"it), got {patch}",
             )
-        if self.quality is None and self.N is None and self.M is None:
-            from lic_train.trainer.models import quality_range  # imports CompressAI
+        from lic_train.trainer.models import model_spec, quality_range  # imports CompressAI
 
+        if self.quality is None and self.N is None and self.M is None:
             if quality_range(self.model) is not None:  # a zoo model with qualities
                 object.__setattr__(self, "quality", 3)  # as CompressAI's train.py
+        # The model's own checks (name, quality, N and M), without building it.
+        model_spec(self.model, quality=self.quality, N=self.N, M=self.M)
 
     def _check_schedule(self) -> None:
         gamma = validation.real("lr_gamma", self.lr_gamma, "(0, 1]", low=0, high=1, high_open=False)

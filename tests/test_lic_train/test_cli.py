@@ -87,9 +87,9 @@ def test_resume_extends_a_run(run, tmp_path, capsys):
         (["--model", "bmshj2018-hyperprio"], ("model", "bmshj2018-hyperprior")),
         (["--model", "bmshj2018-hyperprior", "--quality", "9"], ("quality", "[1, 8]")),
         (["--model", "cheng2020-anchor", "--quality", "7"], ("quality", "[1, 6]")),
-        (["--lambda", "-0.01"], ("--lambda", "(0, inf)", "-0.01")),
+        (["--lambda", "-0.01"], ("--lambda", "(0, 3.4e38)", "-0.01")),
         (["--lambda", "nan"], ("--lambda", "nan")),
-        (["--learning-rate=-1e-4"], ("--learning-rate", "(0, inf)")),
+        (["--learning-rate=-1e-4"], ("--learning-rate", "(0, 3.4e38)")),
         (["--learning-rate", "nan"], ("--learning-rate",)),
         (["--aux-learning-rate", "0"], ("--aux-learning-rate",)),
         (["--sma", "--sma-k", "0"], ("--sma-k", "[1,")),
@@ -163,7 +163,7 @@ def test_resume_takes_only_steps_epochs_and_device(run, tmp_path, capsys):
     )  # fmt: skip
     # Only the flags given are compared, each with the run's own value; the run's own flags pass.
     one_line_error(
-        capsys, ["fit", "--resume", "--sma-k", "3", "--batch-size", "2", "--out", str(copy)],
+        capsys, ["fit", "--resume", "--sma", "--sma-k", "3", "--batch-size", "2", "--out", str(copy)],
         "differ from it: --sma-k 3 (the run's: 1)",
     )  # fmt: skip
     one_line_error(capsys, ["fit", "--resume", "--sma-k", "0", "--out", str(copy)], "--sma-k")

@@ -625,9 +625,12 @@ def test_validation_images_all_too_small_is_an_error_naming_the_patch_size(tmp_p
 
 def test_validation_images_all_unreadable_is_an_error_naming_the_folder(tmp_path):
     test = kodak_images(tmp_path, {"x.png": None, "y.jpg": None})
-    with pytest.warns(SkippedImage), pytest.raises(ValueError) as info:
-        validation_images(test, (64, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one error line, no warning per file before it
+        with pytest.raises(ValueError) as info:
+            validation_images(test, (64, 64))
     assert str(info.value).startswith(f"test_data {tmp_path / 'kodak'}: no readable test image")
+    assert "the first: " in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -1039,8 +1042,10 @@ def test_load_eval_images_decodes_the_test_images_whole(tmp_path, builtin):
     assert [name for name, _ in images] == ["small.png"]
     assert torch.equal(images[0][1], to_tensor(small))
     (tmp_path / "test" / "small.png").unlink()
-    with pytest.warns(SkippedImage), pytest.raises(ValueError, match=r"^data .*no readable"):
-        load_eval_images(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one error line, no warning per file before it
+        with pytest.raises(ValueError, match=r"^data .*no readable images .*the first: .*broken"):
+            load_eval_images(tmp_path)
 
 
 # ---- the crop property -------------------------------------------------------------------------
