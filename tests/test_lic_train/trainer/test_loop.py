@@ -337,3 +337,23 @@ def test_fit_on_cuda_resumes_and_its_checkpoint_loads_on_the_cpu(images, tmp_pat
     whole = weights(tmp_path / "whole")
     for name, value in saved["state_dict"].items():
         assert torch.allclose(value, whole[name], atol=1e-4), name
+
+
+def test_a_new_run_stopped_before_its_first_checkpoint_leaves_no_folder(
+    images, tmp_path, monkeypatch
+):
+    """It could not be resumed: its log and TensorBoard files would be strays. A folder that
+    existed before the run is kept."""
+    import lic_train.trainer.loop as loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(images), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(images), tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
