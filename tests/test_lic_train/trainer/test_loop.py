@@ -242,6 +242,9 @@ def test_a_crash_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
     done = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert done.returncode == -signal.SIGKILL
     assert checkpoint.load(path)["step"] == 1
+    (stale,) = tmp_path.glob(".checkpoint.pth.tar.*.tmp")  # what SIGKILL leaves
+    checkpoint.save({"state_dict": {"w": torch.ones(3)}, "step": 2}, path)
+    assert not stale.exists()  # the next write of the same file removes it
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
