@@ -567,7 +567,8 @@ def out_of_memory(error: BaseException) -> str:
             else f" allocating {asked[2]}"
         )
     return (
-        f"out of {where}{size}; lower --batch-size or --patch-size (or --test-batch-size, --jobs)"
+        f"out of {where}{size}; lower --batch-size or --patch-size, or the model's size "
+        "(--quality, --N, --M; and --test-batch-size, --jobs)"
     )
 
 

@@ -361,7 +361,7 @@ def test_a_batch_too_large_for_memory_is_one_line(folder, tmp_path, capsys, monk
     assert code == 1
     assert lines == [
         "lic-train fit: error: out of memory allocating 37.3 GiB; lower --batch-size or "
-        "--patch-size (or --test-batch-size, --jobs)"
+        "--patch-size, or the model's size (--quality, --N, --M; and --test-batch-size, --jobs)"
     ]
     assert not list((tmp_path / "run").glob(".*.tmp"))
 
