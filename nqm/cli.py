@@ -370,11 +370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
     except ValueError as err:
         print(error_line(command, err, subcommand(parser, name), ALIASES), file=sys.stderr)
-    except MemoryError:
+    except MemoryError:  # not the input's fault: status 1
         print(
             f"{command}: error: out of memory; ask for a smaller --dim, --points or --chains",
             file=sys.stderr,
         )
+        return 1
     except (KeyboardInterrupt, signals.Terminated) as err:
         how = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated (SIGTERM)"
         print(f"{command}: {how}", file=sys.stderr)

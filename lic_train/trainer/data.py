@@ -23,6 +23,7 @@ import itertools
 import math
 import numbers
 import os
+import signal
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -755,6 +756,14 @@ class _Epochs(torch.utils.data.Sampler):
             epoch, skip = epoch + 1, 0
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGTERM, as torch makes it ignore SIGINT: a SIGTERM to the
+    whole process group (a scheduler, ``timeout``) is for the main process, which stops its
+    workers itself as it cleans up. Killed first, a worker's death would raise a second error in
+    the main process (torch's SIGCHLD handler) in the middle of that clean-up."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def default_workers() -> int:
     """DataLoader workers when none are asked for: one per core this process may use beyond the
     one that trains, at most 4 (CompressAI's ``train.py`` default); 0 on a single core."""
@@ -804,7 +813,7 @@ class TrainBatches:
             collate_fn=collate, pin_memory=pin_memory, drop_last=True,
             # Its own generator for the workers' base seed: drawing it from torch's global one
             # when the loader starts would shift the training noise of a resumed run.
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(seed), worker_init_fn=_ignore_sigterm,
         )  # fmt: skip
         self.reported: set[str] = set()
 
