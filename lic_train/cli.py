@@ -267,7 +267,7 @@ def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
 def run_fit(args: argparse.Namespace) -> int:
     from lic_train.trainer.loop import check_out, fit, resume_point
 
-    resume = args.resume is not None
+    resume: bool | dict = args.resume is not None
     if resume and args.resume and args.out != subcommand(build_parser(), "fit").get_default("out"):
         raise UsageError(
             f"lic-train fit: error: --out {args.out} and --resume {args.resume}: the run continues "
@@ -276,8 +276,8 @@ def run_fit(args: argparse.Namespace) -> int:
     files.check_folder(args.resume or args.out, "resume" if args.resume else "out")
     out = Path(args.resume or args.out)
     if resume:
-        _, saved = resume_point(out)
-        config = with_length(resumed_config(args, saved["config"], out), args)
+        _, resume = resume_point(out)  # read once: fit continues from it
+        config = with_length(resumed_config(args, resume["config"], out), args)
         check_out(out, "resume" if args.resume else "out")
     else:
         config = fit_config(args)  # every flag checked first: the cheapest checks

@@ -141,12 +141,13 @@ def resume_point(out: Path) -> tuple[Path, dict]:
     return max(found, key=lambda pair: pair[1]["step"])
 
 
-def check_resume(config: FitConfig, out: Path) -> dict:
-    """The checkpoint of the run in ``out`` to continue (:func:`resume_point`), if ``config`` may
-    continue it: the same configuration but for :data:`~lic_train.trainer.config.RESUMABLE`
-    fields, as many processes, not past ``config.steps``, and the same length for a multistep
-    schedule."""
-    _, saved = resume_point(out)
+def check_resume(config: FitConfig, out: Path, saved: dict | None = None) -> dict:
+    """The checkpoint of the run in ``out`` to continue (``saved``, else :func:`resume_point`'s),
+    if ``config`` may continue it: the same configuration but for
+    :data:`~lic_train.trainer.config.RESUMABLE` fields, as many processes, not past
+    ``config.steps``, and the same length for a multistep schedule."""
+    if saved is None:
+        _, saved = resume_point(out)
     differ = config.differences(saved["config"])
     if differ:
         raise InvalidValue(
@@ -349,12 +350,13 @@ def fit(
     config: FitConfig,
     out: str | Path,
     *,
-    resume: bool = False,
+    resume: bool | dict = False,
     on_log: Callable[[dict], None] | None = None,
 ) -> Trained:
     """Train as ``config`` says, writing ``out/metrics.jsonl``, ``out/tb/`` (TensorBoard),
     ``out/checkpoint.pth.tar`` (latest), ``out/checkpoint_best_loss.pth.tar`` and
-    ``out/summary.json``. With ``resume`` continue from ``out/checkpoint.pth.tar``.
+    ``out/summary.json``. With ``resume`` continue the run in ``out`` from its checkpoint
+    (:func:`resume_point`; pass the checkpoint itself when it was read already).
 
     Raises ``ValueError`` for bad input (one line) and :class:`NonFiniteLoss` when the training
     loss or a validation stops being finite (the last good checkpoint stays).
@@ -366,7 +368,9 @@ def fit(
     if rank == 0:
         check_out(out)
     check_workers(config.num_workers)
-    saved = check_resume(config, out) if resume else None
+    saved = None
+    if resume is not False:
+        saved = check_resume(config, out, resume if isinstance(resume, dict) else None)
     train, test = find_images(config.data, config.test_data)
     test = validation_images(test, config.patch_size)
     train = training_images(train, config.patch_size)
