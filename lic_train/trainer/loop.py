@@ -363,17 +363,7 @@ def fit(
     """
     out, device = Path(out), resolve_device(config.device)
     rank = start_processes(device)
-    # Every check before the expensive work: the folder, the data (listed, headers read), the
-    # checkpoints read; then the model is built and the first image decoded.
-    if rank == 0:
-        check_out(out)
-    check_workers(config.num_workers)
-    saved = None
-    if resume is not False:
-        saved = check_resume(config, out, resume if isinstance(resume, dict) else None)
-    train, test = find_images(config.data, config.test_data)
-    test = validation_images(test, config.patch_size)
-    train = training_images(train, config.patch_size)
+    saved, train, test = checked_inputs(config, out, resume, rank)
     # A resumed run takes its weights from its checkpoint, not from --checkpoint again.
     initial = saved is None and config.checkpoint is not None
     state, trained = build(
@@ -437,6 +427,24 @@ def fit(
     if rank == 0:
         files.write_json(asdict(summary), out / "summary.json")
     return Trained(summary, state.model, state.rules.get("sma"), state.rules.get("stdet"))
+
+
+def checked_inputs(
+    config: FitConfig, out: Path, resume: bool | dict, rank: int
+) -> tuple[dict | None, Images, Images]:
+    """Every check before the expensive work (the model built, an image decoded): the run folder,
+    the workers, the checkpoint to resume from (read, if not given), the data (listed, test
+    headers read). Returns that checkpoint (None for a new run) and the training and test images
+    that fit the patch."""
+    if rank == 0:
+        check_out(out)
+    check_workers(config.num_workers)
+    saved = None
+    if resume is not False:
+        saved = check_resume(config, out, resume if isinstance(resume, dict) else None)
+    train, test = find_images(config.data, config.test_data)
+    test = validation_images(test, config.patch_size)
+    return saved, training_images(train, config.patch_size), test
 
 
 def start_processes(device: torch.device) -> int:
