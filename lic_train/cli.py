@@ -268,7 +268,12 @@ def run_fit(args: argparse.Namespace) -> int:
     from lic_train.trainer.loop import check_out, fit, resume_point
 
     resume: bool | dict = args.resume is not None
-    if resume and args.resume and args.out != subcommand(build_parser(), "fit").get_default("out"):
+    default_out = subcommand(build_parser(), "fit").get_default("out")
+    if (
+        args.resume
+        and args.out != default_out
+        and Path(args.out).resolve() != Path(args.resume).resolve()
+    ):
         raise UsageError(
             f"lic-train fit: error: --out {args.out} and --resume {args.resume}: the run continues "
             "in its own folder; give one (--resume alone continues the run in --out)"
@@ -538,10 +543,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: error: {out_of_memory(err)}", file=sys.stderr)
     except (KeyboardInterrupt, signals.Terminated) as err:
         how = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated (SIGTERM)"
-        hint = "; resume with --resume" if command == "lic-train fit" else ""
+        hint = "; resume with --resume" if name == "fit" and can_resume(args) else ""
         print(f"{command}: {how}{hint}", file=sys.stderr)
         return 130 if isinstance(err, KeyboardInterrupt) else signals.EXIT_STATUS
     return 1
+
+
+def can_resume(args: argparse.Namespace) -> bool:
+    """Whether the run ``fit`` was given now has a checkpoint to resume from."""
+    from lic_train.trainer.loop import resumable
+
+    return resumable(Path(args.resume or args.out))
 
 
 COMMANDS = {"fit": run_fit, "compare": run_compare, "export": run_export, "eval": run_eval}

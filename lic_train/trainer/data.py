@@ -756,12 +756,13 @@ class _Epochs(torch.utils.data.Sampler):
             epoch, skip = epoch + 1, 0
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """A DataLoader worker ignores SIGTERM, as torch makes it ignore SIGINT: a SIGTERM to the
-    whole process group (a scheduler, ``timeout``) is for the main process, which stops its
-    workers itself as it cleans up. Killed first, a worker's death would raise a second error in
-    the main process (torch's SIGCHLD handler) in the middle of that clean-up."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _quiet_on_sigterm(worker_id: int) -> None:
+    """A DataLoader worker exits with status 0 on SIGTERM. Killed by the signal, as by default,
+    its death makes torch's SIGCHLD handler raise a second error in the main process, in the
+    middle of the main process's own clean-up, when SIGTERM goes to the whole process group (a
+    scheduler, ``kill -TERM -PGID``). Unlike ignoring it (torch's choice for SIGINT), the
+    loader's ``terminate()`` of a worker that does not stop still works."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
 def default_workers() -> int:
@@ -813,7 +814,7 @@ class TrainBatches:
             collate_fn=collate, pin_memory=pin_memory, drop_last=True,
             # Its own generator for the workers' base seed: drawing it from torch's global one
             # when the loader starts would shift the training noise of a resumed run.
-            generator=torch.Generator().manual_seed(seed), worker_init_fn=_ignore_sigterm,
+            generator=torch.Generator().manual_seed(seed), worker_init_fn=_quiet_on_sigterm,
         )  # fmt: skip
         self.reported: set[str] = set()
 

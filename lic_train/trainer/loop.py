@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,15 +117,27 @@ def steps_for_epochs(config: FitConfig, epochs: int) -> int:
     )
 
 
+def resumable(out: Path) -> bool:
+    """Whether ``out`` holds a checkpoint that ``--resume`` could continue from."""
+    return (out / LATEST).exists() or (out / BEST).exists()
+
+
 def resume_point(out: Path) -> tuple[Path, dict]:
     """The checkpoint a resumed run continues from: the latest, or the best one when that is
     further on (a write of the latest failed after the best was written, say on a full disk),
-    and its content. ``ValueError`` when the run has none, or one is damaged."""
-    found = [
-        (path, checkpoint.load(path, parameter="resume"))
-        for path in (out / LATEST, out / BEST)
-        if path.exists()
-    ]
+    and its content. A damaged one is refused with a warning when the other is intact;
+    ``InvalidValue`` about ``resume`` when the run has none, or none intact."""
+    found, damaged = [], []
+    for path in (out / LATEST, out / BEST):
+        if path.exists():
+            try:
+                found.append((path, checkpoint.load(path, parameter="resume")))
+            except ValueError as error:
+                damaged.append(error)
+    if damaged and not found:
+        raise damaged[0]
+    for error in damaged:
+        warnings.warn(f"{error}; resuming from {found[0][0].name}", stacklevel=2)
     if not found:
         raise InvalidValue(
             "resume",
@@ -373,20 +386,20 @@ def fit(
         check_space(out, state)
     batches, test = load_data(config, train, test, device, rank)
     per_step_schedule = config.lr_schedule in PER_STEP
-    created = rank == 0 and not out.exists()
     if saved is not None:
         checkpoint.check_architecture(saved["state_dict"], state.model, out, parameter="resume")
         state.load(saved, rank=rank)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
-    log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
-    log.configuration(config)
     criterion = rate_distortion_loss(config.lmbda, config.metric)
 
-    memory_baseline = reset_peak_memory(device)
-    tick = time.perf_counter()
-    training_batches = batches.from_step(state.step)
+    created, log, training_batches = rank == 0 and not out.exists(), None, None
     try:
+        log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
+        log.configuration(config)
+        memory_baseline = reset_peak_memory(device)
+        tick = time.perf_counter()
+        training_batches = batches.from_step(state.step)
         for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
             x = batch.to(device, non_blocking=True)
             began = time.perf_counter()
@@ -412,16 +425,19 @@ def fit(
                 if done % (config.checkpoint_every or config.validate_every) == 0 or last:
                     save_checkpoints(state, config, out, batches.per_epoch, device)
                 tick = time.perf_counter()  # checkpoint writes are not the run's time
-    except BaseException:
-        if created and not (out / LATEST).exists():
-            # A new run that ends before its first checkpoint cannot be resumed: its log and
-            # TensorBoard files would only be strays (and the folder would look like a run).
-            log.close()
+    except BaseException as error:
+        # A new run stopped before it has a checkpoint cannot be resumed: its log and TensorBoard
+        # files would only be strays. A diverged run keeps them: they show how it diverged.
+        if created and not isinstance(error, NonFiniteLoss) and not resumable(out):
+            if log is not None:
+                log.close()
             shutil.rmtree(out, ignore_errors=True)
         raise
     finally:  # also when stopped by a non-finite loss or an interrupt
-        training_batches.close()  # stops the DataLoader's workers
-        log.close()  # flushes TensorBoard
+        if training_batches is not None:
+            training_batches.close()  # stops the DataLoader's workers
+        if log is not None:
+            log.close()  # flushes TensorBoard
 
     summary = summarise(state, config, out, *peak_memory(device, memory_baseline))
     if rank == 0:

@@ -167,8 +167,11 @@ def test_resume_takes_only_steps_epochs_and_device(run, tmp_path, capsys):
         "differ from it: --sma-k 3 (the run's: 1)",
     )  # fmt: skip
     one_line_error(capsys, ["fit", "--resume", "--sma-k", "0", "--out", str(copy)], "--sma-k")
+    one_line_error(capsys, ["fit", "--resume", str(copy), "--out", str(tmp_path / "other")],
+                   "--out", "give one")  # fmt: skip
     # 3 training images, batch 2: one batch per epoch (the last image waits for the next epoch).
-    assert main(["fit", "--resume", "--epochs", "6", "--out", str(copy)]) == 0
+    # The run's own --out may be given with --resume RUN.
+    assert main(["fit", "--resume", str(copy), "--epochs", "6", "--out", str(copy)]) == 0
     assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 6
 
 

@@ -362,3 +362,24 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_no_folder(
     with pytest.raises(KeyboardInterrupt):
         fit(tiny(images), tmp_path / "mine")
     assert (tmp_path / "mine").is_dir()
+
+    def diverged(*args, **kwargs):  # a diverged run keeps its log: it shows the divergence
+        return {"loss": torch.tensor(float("nan"))}, torch.tensor(0.0)
+
+    monkeypatch.setattr(loop, "train_step", diverged)
+    with pytest.raises(NonFiniteLoss):
+        fit(tiny(images, log_every=1), tmp_path / "nan")
+    assert (tmp_path / "nan").is_dir()
+
+
+def test_resume_continues_from_the_intact_checkpoint_when_one_is_damaged(images, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny(images, steps=4, stdet=None), run)
+    data = bytearray((run / checkpoint.BEST).read_bytes())
+    data[len(data) // 2] ^= 1
+    (run / checkpoint.BEST).write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged.*resuming from checkpoint.pth.tar"):
+        assert resume_point(run)[0] == run / checkpoint.LATEST
+    (run / checkpoint.LATEST).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="damaged"):
+        resume_point(run)
