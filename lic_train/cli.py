@@ -278,20 +278,19 @@ def run_fit(args: argparse.Namespace) -> int:
             f"lic-train fit: error: --out {args.out} and --resume {args.resume}: the run continues "
             "in its own folder; give one (--resume alone continues the run in --out)"
         )
-    files.check_folder(args.resume or args.out, "resume" if args.resume else "out")
+    # The raw value: Path("") would be the current folder.
+    check_out(args.resume or args.out, "resume" if args.resume else "out")
     out = Path(args.resume or args.out)
     if resume:
         _, resume = resume_point(out)  # read once: fit continues from it
         config = with_length(resumed_config(args, resume["config"], out), args)
-        check_out(out, "resume" if args.resume else "out")
     else:
-        config = fit_config(args)  # every flag checked first: the cheapest checks
+        config = fit_config(args)
         if (out / LATEST).exists():
             raise UsageError(
                 f"lic-train fit: error: --out {out} already holds a run; pass --resume to continue "
                 "it or choose another --out"
             )
-        check_out(out)
         config = with_length(config, args)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     progress = Progress("fit", config.steps) if main_rank else (lambda record: None)
