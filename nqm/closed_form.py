@@ -39,15 +39,16 @@ def checked_rho(base: Base, h: np.ndarray) -> np.ndarray:
         ValueError: no steady state: rho = lr*h must be in (0, 2), got rho = 2.0 at coordinate 1 ...
     """
     h = validation.array("h", h, positive=True)
-    rho = base.lr * h
+    rho = base.step_size(h) * h
     high = 2.0 * (1.0 + base.mu) if isinstance(base, Momentum) else 2.0
     bad = ~(rho < high)
     if bad.any():
         i = int(np.flatnonzero(np.atleast_1d(bad))[0])
         at = f" at coordinate {i}" if np.size(h) > 1 else ""
         bound = f"2*(1+mu)) = (0, {high:g}" if isinstance(base, Momentum) else "2"
+        name = "lr*P*h" if base.precondition else "lr*h"
         raise ValueError(
-            f"no steady state: rho = lr*h must be in (0, {bound}), got "
+            f"no steady state: rho = {name} must be in (0, {bound}), got "
             f"rho = {float(np.atleast_1d(rho)[i])!r}{at} (lr={base.lr!r}, h={float(np.atleast_1d(h)[i])!r})"
         )
     return rho
@@ -86,10 +87,14 @@ def sgd_variance(lr: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
         >>> sgd_variance(0.5, np.array([1.0, 0.5]), 1.0).round(6)  # 0.5 / 1.5, 0.5 / (0.5 * 1.75)
         array([0.333333, 0.571429])
     """
-    base = SGD(lr)
-    r = checked_rho(base, h)
+    return _sgd_variance(SGD(lr), h, sigma2)
+
+
+def _sgd_variance(base: SGD, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """:func:`sgd_variance` with the base's step per coordinate, ``lr * P``."""
+    rho = checked_rho(base, h)
     sigma2 = validation.array("sigma2", sigma2, positive=False)
-    return base.lr * sigma2 / (np.asarray(h) * (2.0 - r))
+    return base.step_size(h) * sigma2 / (np.asarray(h) * (2.0 - rho))
 
 
 def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
@@ -102,10 +107,15 @@ def momentum_variance(lr: float, mu: float, h: np.ndarray, sigma2: np.ndarray) -
         >>> round(float(momentum_variance(0.5, 0.0, 1.0, 1.0)), 6)  # mu = 0 is SGD
         0.333333
     """
-    base = Momentum(lr, mu)
-    r = checked_rho(base, h)
+    return _momentum_variance(Momentum(lr, mu), h, sigma2)
+
+
+def _momentum_variance(base: Momentum, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """:func:`momentum_variance` with the base's step per coordinate, ``lr * P``."""
+    rho = checked_rho(base, h)
     sigma2 = validation.array("sigma2", sigma2, positive=False)
-    return lr * sigma2 * (1 + mu) / ((1 - mu) * np.asarray(h) * (2 * (1 + mu) - r))
+    mu = base.mu
+    return base.step_size(h) * sigma2 * (1 + mu) / ((1 - mu) * np.asarray(h) * (2 * (1 + mu) - rho))
 
 
 def sma_ratio(beta: np.ndarray | float, rho: np.ndarray, k: np.ndarray | int) -> np.ndarray:
@@ -184,8 +194,8 @@ def base_variance(base: Base, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
         2.878788
     """
     if isinstance(base, Momentum):
-        return momentum_variance(base.lr, base.mu, h, sigma2)
-    return sgd_variance(base.lr, h, sigma2)
+        return _momentum_variance(base, h, sigma2)
+    return _sgd_variance(base, h, sigma2)
 
 
 def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
@@ -217,7 +227,7 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
             f"no closed form for {rule.label()}; use nqm.moments.stationary_variance"
         )
     if feedback:
-        return lookahead_variance(1 - beta, rule.base.lr, h, sigma2, k)
+        return _lookahead_variance(1 - beta, rule.base, h, sigma2, k)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
         return v * sma_ratio(beta, checked_rho(rule.base, h), k)
@@ -242,17 +252,25 @@ def lookahead_variance(
         >>> round(float(lookahead_variance(0.5, 2.5, 1.0, 1.0, 1)), 6)  # rho = 2.5: SGD diverges
         1.666667
     """
-    alpha = validation.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
     lr = validation.real("lr", lr, "(0, inf)", low=0, high=np.inf)
+    return _lookahead_variance(alpha, SGD(lr), h, sigma2, k)
+
+
+def _lookahead_variance(
+    alpha: float, base: SGD, h: np.ndarray, sigma2: np.ndarray, k: int
+) -> np.ndarray:
+    """:func:`lookahead_variance` with the base's step per coordinate, ``lr * P``."""
+    alpha = validation.real("alpha", alpha, "(0, 1]", low=0, high=1, high_open=False)
     h = validation.array("h", h, positive=True)
     sigma2 = validation.array("sigma2", sigma2, positive=False)
     shape = np.broadcast_shapes(h.shape, sigma2.shape)
     h, sigma2 = np.broadcast_arrays(np.atleast_1d(h), np.atleast_1d(sigma2))
+    lr = base.step_size(h)
     rho = lr * h
     inside = rho < 2
     out = np.empty(h.shape)
     if inside.any():
-        out[inside] = sgd_variance(lr, h[inside], sigma2[inside]) * lookahead_ratio(
+        out[inside] = _sgd_variance(base, h[inside], sigma2[inside]) * lookahead_ratio(
             alpha, rho[inside], k
         )
     if not inside.all():
@@ -270,15 +288,15 @@ def lookahead_variance(
                 )
             r2 = r * r
             s_k = np.where(r2 == 1, float(k), np.expm1(k * np.log(r2)) / (r2 - 1))
-            out[~inside] = alpha * lr**2 * sigma2[~inside] * s_k / ((1 - u) * (2 - shrink))
+            out[~inside] = alpha * lr[~inside] ** 2 * sigma2[~inside] * s_k / ((1 - u) * (2 - shrink))
     if not np.isfinite(out).all():
         raise ValueError("no steady state in float64: the Lookahead variance overflows")
     return out.reshape(shape)
 
 
 def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
-    """Steady variance of the readout over SGD's at the same learning rate; independent of sigma2
-    (both are proportional to it), so it is formed at ``sigma2 = 1``.
+    """Steady variance of the readout over SGD's at the same learning rate (and preconditioner);
+    independent of sigma2 (both are proportional to it), so it is formed at ``sigma2 = 1``.
 
     Examples:
         >>> steady_ratio(SMA(SGD(1.0), k=5, beta=0.9), np.array([1.0, 0.5])).round(6)
@@ -286,7 +304,8 @@ def steady_ratio(rule: Rule, h: np.ndarray) -> np.ndarray:
     """
     h = np.asarray(h, dtype=np.float64)
     unit = np.ones_like(h)
-    return steady_variance(rule, h, unit) / sgd_variance(rule.base.lr, h, unit)
+    sgd = SGD(rule.base.lr, precondition=rule.base.precondition)
+    return steady_variance(rule, h, unit) / _sgd_variance(sgd, h, unit)
 
 
 def steady_loss(problem: Problem, rule: Rule, tie: Tie | None = None) -> float:

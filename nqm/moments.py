@@ -301,7 +301,8 @@ def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.n
         i = int(np.flatnonzero(~(radius < 1))[0])
         raise ValueError(
             f"no steady state: the period-{rule.period} map of {rule.label()} has spectral radius "
-            f"{radius[i]:.6g} >= 1 at h = {float(h[i])!r} (rho = lr*h = {float(rule.base.lr * h[i])!r})"
+            f"{radius[i]:.6g} >= 1 at h = {float(h[i])!r} "
+            f"(rho = lr*h = {float(rule.base.step_size(h[i]) * h[i])!r})"
         )
     return np.stack(
         [

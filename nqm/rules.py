@@ -41,9 +41,36 @@ class State(NamedTuple):
 STATE_NAMES = State._fields
 
 
+def _check_precondition(value: object) -> float:
+    return validation.real(
+        "precondition", value, "[0, 1]", low=0, high=1, low_open=False, high_open=False
+    )
+
+
+def _precondition_label(power: float) -> str:
+    return f", P=h^-{power:g}" if power else ""
+
+
+class _Preconditioned:
+    """What the base optimizers share: a diagonal preconditioner ``P = h^(-precondition)`` (Zhang
+    et al. 2019 and their notebook: ``precondition = 0`` is plain SGD, 1 is Newton's method, values
+    in between stand for preconditioners of increasing quality such as Adam or K-FAC). The step of
+    coordinate i is ``lr * P_i``, so every formula for the plain optimizer holds with
+    ``lr -> lr * h_i^(-precondition)`` (``proofs/09-preconditioning.md``)."""
+
+    lr: float
+    precondition: float
+
+    def step_size(self, h: np.ndarray) -> np.ndarray:
+        """``lr * h^(-precondition)``, the effective learning rate of each coordinate, shape of h."""
+        h = np.asarray(h, dtype=np.float64)
+        return self.lr * h ** (-self.precondition) if self.precondition else self.lr * np.ones_like(h)
+
+
 @dataclass(frozen=True)
-class SGD:
-    """``x <- x - lr * g``.
+class SGD(_Preconditioned):
+    """``x <- x - lr * P * g`` with the diagonal preconditioner ``P = h^(-precondition)``
+    (``precondition = 0``, the default, is plain SGD).
 
     Examples:
         >>> rule = SGD(0.1)
@@ -56,9 +83,15 @@ class SGD:
         Traceback (most recent call last):
         ...
         lic_dynamics.validation.InvalidValue: lr must be in (0, inf), got -1.0
+        >>> rule = SGD(0.1, precondition=0.5)  # P = h^-0.5: step 0.1 * 4**-0.5 = 0.05 at h = 4
+        >>> rule.label(), rule.step_size(np.array([4.0, 1.0])).tolist()
+        ('SGD(lr=0.1, P=h^-0.5)', [0.05, 0.1])
+        >>> rule.step(1, s, h=np.array([4.0]), noise=np.array([0.0])).x.tolist()  # 1 - 0.05 * 4
+        [0.8]
     """
 
     lr: float
+    precondition: float = 0.0
     states: ClassVar[tuple[str, ...]] = ("x",)
     readout: ClassVar[str] = "x"
     period: ClassVar[int] = 1
@@ -67,22 +100,23 @@ class SGD:
         object.__setattr__(
             self, "lr", validation.real("lr", self.lr, "(0, inf)", low=0, high=np.inf)
         )
+        object.__setattr__(self, "precondition", _check_precondition(self.precondition))
 
     @property
     def base(self) -> SGD:
         return self
 
     def label(self) -> str:
-        return f"SGD(lr={self.lr:g})"
+        return f"SGD(lr={self.lr:g}{_precondition_label(self.precondition)})"
 
     def step(self, t: int, s: State, h: np.ndarray, noise: np.ndarray) -> State:
-        return s._replace(x=s.x - self.lr * (h * s.x + noise))
+        return s._replace(x=s.x - self.step_size(h) * (h * s.x + noise))
 
 
 @dataclass(frozen=True)
-class Momentum:
-    """Heavy ball: ``v <- mu*v - lr*g``, ``x <- x + v`` (PyTorch's SGD with momentum, up to the
-    scaling of v).
+class Momentum(_Preconditioned):
+    """Heavy ball: ``v <- mu*v - lr*P*g``, ``x <- x + v`` (PyTorch's SGD with momentum, up to the
+    scaling of v), with the diagonal preconditioner ``P = h^(-precondition)`` (default 0: none).
 
     Examples:
         >>> rule = Momentum(0.1, 0.9)
@@ -94,6 +128,7 @@ class Momentum:
 
     lr: float
     mu: float
+    precondition: float = 0.0
     states: ClassVar[tuple[str, ...]] = ("x", "v")
     readout: ClassVar[str] = "x"
     period: ClassVar[int] = 1
@@ -103,16 +138,17 @@ class Momentum:
             self, "lr", validation.real("lr", self.lr, "(0, inf)", low=0, high=np.inf)
         )
         object.__setattr__(self, "mu", validation.real("mu", self.mu, "(-1, 1)", low=-1, high=1))
+        object.__setattr__(self, "precondition", _check_precondition(self.precondition))
 
     @property
     def base(self) -> Momentum:
         return self
 
     def label(self) -> str:
-        return f"Momentum(lr={self.lr:g}, mu={self.mu:g})"
+        return f"Momentum(lr={self.lr:g}, mu={self.mu:g}{_precondition_label(self.precondition)})"
 
     def step(self, t: int, s: State, h: np.ndarray, noise: np.ndarray) -> State:
-        v = self.mu * s.v - self.lr * (h * s.x + noise)
+        v = self.mu * s.v - self.step_size(h) * (h * s.x + noise)
         return s._replace(x=s.x + v, v=v)
 
 

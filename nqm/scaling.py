@@ -1,0 +1,658 @@
+"""Steps to a target loss versus batch size: Zhang et al. (2019, arXiv 1907.04164) computed exactly
+and extended to SMA, Lookahead and preconditioned averaging.
+
+The expected loss of a rule's readout after t steps, ``E[L_t] = sum_i w_i E[s_i^2]`` with
+``w_i = h_i / 2``, is summed over every coordinate (no binning unless asked for, no sampling), from the
+same per-step maps as :mod:`nqm.moments`:
+
+- :class:`Ladder` holds the maps of 1, 2, 4, ..., 2^J periods of a rule on the second moments
+  ``S = E[s s^T]`` (``S <- M S M^T + sigma2 N``); :meth:`Ladder.crossing` finds the smallest t with
+  ``E[L_t] <= C`` by binary lifting over them, O(d log t) for any batch size.
+- :func:`tune` minimises the steps over the learning rate for each batch size (a log grid, then
+  Brent's method on log lr, to a relative tolerance of 1e-6) and over a grid of the rule's other
+  hyperparameters, as Zhang et al.'s notebook does for momentum and the EMA decay.
+- :func:`critical_batch` is the batch size at which the tuned steps are twice the fewest any batch
+  size can reach (McCandlish et al. 2018, arXiv 1812.06162: there doubling the batch saves a quarter
+  of the steps instead of half).
+- :func:`binned` is the notebook's approximation: 100 geometric bins of curvatures.
+
+A target is *reached* when the loss falls to C and its limit (the steady-state loss) is below C; a
+rule whose steady-state loss is C or more, or which diverges, never reaches it, whatever a transient
+does. Binary lifting finds a step t with ``E[L_t] <= C < E[L_{t-1}]``; it is the smallest such t
+whenever ``E[L]`` does not dip below C and come back before it, which holds for a loss that
+decreases until it crosses (``tests/test_nqm/test_scaling.py`` checks it against a step-by-step scan,
+momentum included).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import scipy.optimize
+
+from lic_dynamics import validation
+from nqm import closed_form
+from nqm.moments import transition
+from nqm.problem import Problem, standard
+from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule, State
+
+# A level's map is converged when every entry of M^(2^J) is below this: the initial condition then
+# contributes at most 1e-18 of itself to the loss, and the noise sum has reached its limit.
+CONVERGED = 1e-9
+DIVERGED = 1e30  # an entry of M^(2^j) this large: |eigenvalue| >= 1 (squaring again would overflow)
+MAX_LEVELS = 62  # 2^62 periods: beyond any count of steps worth reporting
+# Learning rates of the coarse grid, as fractions of the base optimizer's stability limit.
+COARSE = tuple(10.0 ** np.linspace(-8, -0.01, 9))
+# Relative tolerance of the tuned learning rate. At an interior optimum the steps are flat in lr, so
+# an error of 1e-3 in lr costs about tau'' * 1e-6 / 2 steps, where tau'' = d^2 steps / d(log lr)^2
+# is of the order of the steps themselves: under one step for any count up to about 10^6.
+LR_TOLERANCE = 1e-3
+
+
+# ---- per-coordinate small matrices: n x n nested lists of (d,) arrays ----------------------------
+# One numpy operation per entry: for n <= 3 this is several times faster than a batched matmul over
+# (d, n, n), whose per-matrix overhead dominates at these sizes. An entry that is zero at every
+# coordinate is None and costs nothing (the period map of an average over SGD is triangular); a
+# symmetric matrix stores each off-diagonal array once, under both of its positions.
+
+Matrix = list[list[np.ndarray | None]]
+
+
+def _dot(terms: Iterable[tuple[np.ndarray | None, np.ndarray | None]]) -> np.ndarray | None:
+    """``sum a * b`` over the pairs with neither factor None; None if there are none."""
+    acc = None
+    for a, b in terms:
+        if a is not None and b is not None:
+            if acc is None:
+                acc = a * b
+            else:
+                acc += a * b
+    return acc
+
+
+def _mul(a: Matrix, b: Matrix) -> Matrix:
+    """``a @ b`` per coordinate."""
+    return [[_dot((row[k], b[k][j]) for k in range(len(b))) for j in range(len(b[0]))] for row in a]
+
+
+def _sandwich(m: Matrix, s: Matrix, plus: Matrix | None = None, scale=None) -> Matrix:
+    """``m s m^T + scale * plus`` per coordinate (``scale`` None: 1), for symmetric s and plus:
+    only the upper triangle is computed."""
+    ms = _mul(m, s)
+    n = len(m)
+    out: Matrix = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i, n):
+            acc = _dot((ms[i][k], m[j][k]) for k in range(n))
+            extra = None if plus is None else plus[i][j]
+            if extra is not None:
+                extra = extra if scale is None else scale * extra
+                acc = extra if acc is None else acc + extra
+            out[i][j] = out[j][i] = acc
+    return out
+
+
+def _quadratic(row: list[np.ndarray | None], s: Matrix) -> np.ndarray | float:
+    """``row s row^T`` per coordinate: one diagonal entry of :func:`_sandwich`."""
+    n = len(row)
+    acc = _dot((row[a], row[a] * s[a][a] if row[a] is not None and s[a][a] is not None else None)
+               for a in range(n))  # fmt: skip
+    for a in range(n):
+        for b in range(a + 1, n):
+            cross = _dot([(row[a], row[b])])
+            term = _dot([(cross, s[a][b])])
+            if term is not None:
+                term *= 2.0
+                acc = term if acc is None else acc + term
+    return 0.0 if acc is None else acc
+
+
+def _matrix(array: np.ndarray) -> Matrix:
+    """Nested lists from an array (d, n, n), entries that are zero everywhere as None."""
+    n = array.shape[1]
+    return [[np.ascontiguousarray(array[:, i, j]) if array[:, i, j].any() else None
+             for j in range(n)] for i in range(n)]  # fmt: skip
+
+
+def _largest(m: Matrix) -> float:
+    return max((float(np.abs(entry).max()) for row in m for entry in row if entry is not None),
+               default=0.0)  # fmt: skip
+
+
+def _period_maps(rule: Rule, h: np.ndarray) -> tuple[Matrix, Matrix]:
+    """``(M, N)`` of one period on the second moments over ``rule.states``:
+    ``S <- M S M^T + sigma2 N``. Built from :func:`nqm.moments.transition` (the rule's own step),
+    the k - 1 plain steps by repeated squaring."""
+    idx = [State._fields.index(s) for s in rule.states]
+
+    def step(t: int) -> tuple[Matrix, Matrix]:
+        a, b = transition(rule, t, h)
+        b = b[:, idx]
+        return _matrix(a[:, idx][:, :, idx]), _matrix(b[:, :, None] * b[:, None, :])
+
+    plain = step(1)
+    sample = step(rule.period) if rule.period > 1 else plain
+    count = rule.period - 1
+    power = None
+    while count:
+        if count & 1:
+            power = plain if power is None else _then(power, plain)
+        count >>= 1
+        if count:
+            plain = _then(plain, plain)
+    return sample if power is None else _then(power, sample)
+
+
+def _then(first: tuple[Matrix, Matrix], second: tuple[Matrix, Matrix]) -> tuple[Matrix, Matrix]:
+    """The map ``first`` followed by ``second``: ``(M2 M1, M2 N1 M2^T + N2)``."""
+    m1, n1 = first
+    m2, n2 = second
+    return _mul(m2, m1), _sandwich(m2, n1, plus=n2)
+
+
+# ---- steps to target for fixed hyperparameters ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """When a rule's expected loss reaches a target C.
+
+    ``steps``: the smallest t with ``E[L_t] <= C`` (a multiple of the rule's period: an average only
+    moves on sampling steps), or None when C is never reached. ``fractional``: the crossing
+    interpolated linearly between the last period above C and the first at or below it, in steps; it
+    is continuous in the learning rate, which the tuner needs (inf when never reached).
+    ``steady_loss``: the limit of ``E[L_t]`` (inf when the rule diverges). ``reason``: why C is never
+    reached, else ''.
+    """
+
+    steps: int | None
+    fractional: float
+    steady_loss: float
+    reason: str = ""
+
+
+class Ladder:
+    """The expected loss of one rule on one problem at any step, through the maps of 2^j periods.
+
+    ``weight`` (d,) multiplies each coordinate's ``E[s^2]`` in the loss: ``h / 2`` by default, times
+    a bin's count for the binned approximation. The noise variance per step is given per call, so one
+    ladder serves every batch size.
+
+    Examples:
+        >>> problem = standard(100, batch=8)
+        >>> ladder = Ladder(SGD(0.5), problem)
+        >>> crossing = ladder.crossing(problem.sigma2, target=0.1)
+        >>> crossing.steps, round(crossing.steady_loss, 6)
+        (258, 0.088961)
+        >>> from nqm.moments import loss_curve  # the exact moments, step by step, agree
+        >>> loss = loss_curve(problem, SGD(0.5), 258, record=[257, 258]).loss
+        >>> bool(loss[0] > 0.1 >= loss[1])
+        True
+        >>> ladder.crossing(problem.sigma2, target=0.08).reason  # below the steady-state loss
+        'the steady-state loss 0.089 is above the target 0.08'
+        >>> ladder.crossing(problem.sigma2 / 2, target=0.08).steps  # B = 16, the same ladder
+        173
+    """
+
+    def __init__(self, rule: Rule, problem: Problem, weight: np.ndarray | None = None) -> None:
+        if isinstance(rule, Polyak):
+            raise ValueError(
+                "rule: Polyak averaging has no steps to target here: its weights change with every "
+                "sample, so its steps have no fixed period map"
+            )
+        self.rule = rule
+        self.weight = 0.5 * problem.h if weight is None else np.asarray(weight, dtype=np.float64)
+        self.readout = rule.states.index(rule.readout)
+        # E[s s^T] at t = 0 (nqm.moments.initial_moments): x_0 = y_0 ~ N(mean0, var0), v_0 = 0.
+        position = problem.var0 + problem.mean0**2
+        self.start = [[position if a != "v" and b != "v" else None for b in rule.states]
+                      for a in rule.states]  # fmt: skip
+        self.levels = [_period_maps(rule, problem.h)]
+        self.unit_variance = self._steady_variance(problem.h)
+
+    def _steady_variance(self, h: np.ndarray) -> np.ndarray | None:
+        """The readout's stationary variance at unit noise, per coordinate (the variance is
+        proportional to sigma2), or None when the rule has no steady state. The closed forms where
+        they exist; otherwise the noise sum of the converged ladder (a doubling solution of the
+        Lyapunov equation)."""
+        try:
+            return closed_form.steady_variance(self.rule, h, np.ones_like(h))
+        except ValueError:
+            return None
+        except NotImplementedError:
+            pass
+        with np.errstate(over="ignore", invalid="ignore"):  # a divergent map is caught below
+            while (biggest := _largest(self.levels[-1][0])) >= CONVERGED:
+                if not biggest < DIVERGED or len(self.levels) > MAX_LEVELS:
+                    return None
+                self._double()
+        i = self.readout
+        noise = self.levels[-1][1][i][i]
+        return np.zeros_like(h) if noise is None else noise
+
+    def _double(self) -> None:
+        self.levels.append(_then(self.levels[-1], self.levels[-1]))
+
+    def loss(self, second: Matrix) -> float:
+        """``sum_i w_i E[readout_i^2]`` of second moments."""
+        i = self.readout
+        return 0.0 if second[i][i] is None else float(self.weight @ second[i][i])
+
+    def steady_loss(self, sigma2: np.ndarray) -> float:
+        """The limit of ``E[L_t]`` for noise variance ``sigma2`` (d,) per step; inf when the rule has
+        no steady state."""
+        if self.unit_variance is None:
+            return math.inf
+        return float(self.weight @ (sigma2 * self.unit_variance))
+
+    def crossing(self, sigma2: np.ndarray, target: float) -> Crossing:
+        """The first step at which ``E[L_t] <= target`` for noise variance ``sigma2`` (d,) per step."""
+        steady = self.steady_loss(sigma2)
+        if not math.isfinite(steady):
+            return Crossing(None, math.inf, steady, f"{self.rule.label()} has no steady state")
+        if not steady < target:
+            return Crossing(
+                None,
+                math.inf,
+                steady,
+                f"the steady-state loss {steady:.3g} is above the target {target:.3g}",
+            )
+        second = self.start
+        if self.loss(second) <= target:
+            return Crossing(0, 0.0, steady)
+        # The loss tends to steady < target, so some 2^top periods reach the target.
+        top = 0
+        while self._loss_after(top, second, sigma2) > target:
+            top += 1
+            if top > MAX_LEVELS:
+                return Crossing(None, math.inf, steady, f"not reached within 2^{MAX_LEVELS} periods")
+            if top == len(self.levels):
+                self._double()
+        # Binary lifting. Invariant: E[L] > target after `periods`, <= after periods + 2^(j+1).
+        periods = 0
+        for j in range(top - 1, -1, -1):
+            if self._loss_after(j, second, sigma2) > target:
+                m, n = self.levels[j]
+                second = _sandwich(m, second, plus=n, scale=sigma2)
+                periods += 1 << j
+        above = self.loss(second)
+        below = self._loss_after(0, second, sigma2)
+        # Between two periods the loss falls about geometrically: interpolating log L makes the
+        # fractional crossing smooth in lr, which the tuner's Brent steps rely on.
+        fraction = math.log(above / target) / math.log(above / below) if below > 0 else 1.0
+        k = self.rule.period
+        return Crossing((periods + 1) * k, (periods + fraction) * k, steady)
+
+    def _loss_after(self, level: int, second: Matrix, sigma2: np.ndarray) -> float:
+        """The loss 2^level periods after second moments ``second``, computing only the readout."""
+        m, n = self.levels[level]
+        i = self.readout
+        noise = 0.0 if n[i][i] is None else sigma2 * n[i][i]
+        return float(self.weight @ (_quadratic(m[i], second) + noise))
+
+
+def steps_to_target(
+    problem: Problem, rule: Rule, target: float, weight: np.ndarray | None = None
+) -> Crossing:
+    """The smallest t with ``E[L_t] <= target`` for the rule as given (see :class:`Ladder`).
+
+    Examples:
+        >>> problem = standard(1000, batch=64)
+        >>> steps_to_target(problem, SGD(0.5), 0.05).steps
+        1755
+        >>> steps_to_target(problem, SMA(SGD(0.5), k=5, beta=0.9), 0.05).steps  # a multiple of k
+        1655
+        >>> steps_to_target(problem, SGD(2.5), 0.05).reason  # rho = 2.5 > 2 at h = 1
+        'SGD(lr=2.5) has no steady state'
+    """
+    target = validation.real("target", target, "(0, inf)", low=0, high=math.inf)
+    return Ladder(rule, problem, weight).crossing(problem.sigma2, target)
+
+
+# ---- the rule families of the sweep ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """A rule with its learning rate tuned and its other hyperparameters taken from ``grid``.
+
+    ``build(lr, precondition, **point)`` makes the rule; ``grid`` lists the points (dicts of
+    hyperparameters); ``preconditioned`` says whether the family's base uses ``P = h^-precondition``.
+    """
+
+    name: str
+    description: str
+    build: Callable[..., Rule]
+    grid: tuple[dict[str, float], ...] = ({},)
+    preconditioned: bool = False
+
+    def rule(self, lr: float, precondition: float, point: dict[str, float]) -> Rule:
+        return self.build(lr, precondition if self.preconditioned else 0.0, **point)
+
+    def lr_limit(self, h: np.ndarray, precondition: float, point: dict[str, float]) -> float:
+        """The base optimizer's stability limit: ``lr * P_i h_i < 2 (1 + mu)`` at every i."""
+        p = precondition if self.preconditioned else 0.0
+        return 2.0 * (1.0 + point.get("mu", 0.0)) / float(np.max(h ** (1.0 - p)))
+
+
+# Grids in the notebook's spirit (it used 1 - logspace(-5, 0, 20) for momentum and the EMA decay):
+# coarser here, so that the default sweep of seven families stays under a minute on 2 cores.
+DECAYS = (0.5, 0.9, 0.97, 0.99, 0.997, 0.999)
+SMA_GRID = tuple({"k": k, "beta": b} for k in (4, 16) for b in (0.5, 0.9, 0.99))
+LOOKAHEAD_GRID = tuple({"k": k, "alpha": a} for k in (4, 16) for a in (0.2, 0.5, 0.8))
+
+
+
+# Module-level builders (not lambdas), so that a family can be sent to a worker process.
+def _sgd(lr: float, p: float) -> Rule:
+    return SGD(lr, precondition=p)
+
+
+def _momentum(lr: float, p: float, mu: float) -> Rule:
+    return Momentum(lr, mu, precondition=p)
+
+
+def _ema(lr: float, p: float, beta: float) -> Rule:
+    return EMA(SGD(lr, precondition=p), beta)
+
+
+def _sma(lr: float, p: float, k: float, beta: float) -> Rule:
+    return SMA(SGD(lr, precondition=p), int(k), beta)
+
+
+def _lookahead(lr: float, p: float, k: float, alpha: float) -> Rule:
+    return Lookahead(SGD(lr, precondition=p), int(k), alpha)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("sgd", "SGD", _sgd),
+        Family("momentum", "heavy-ball momentum, mu tuned", _momentum,
+               tuple({"mu": mu} for mu in DECAYS)),
+        Family("precond-sgd", "SGD with P = h^-p", _sgd, preconditioned=True),
+        Family("ema", "per-step EMA of SGD, decay tuned", _ema,
+               tuple({"beta": b} for b in DECAYS)),
+        Family("sma", "SMA of SGD, k and beta tuned", _sma, SMA_GRID),
+        Family("lookahead", "Lookahead over SGD, k and alpha tuned", _lookahead, LOOKAHEAD_GRID),
+        Family("precond-sma", "SMA of SGD with P = h^-p, k and beta tuned", _sma, SMA_GRID,
+               preconditioned=True),
+    )
+}  # fmt: skip
+
+
+# ---- tuning -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The best of a family at one batch size (``batch`` None: infinite, no gradient noise).
+
+    ``steps`` is None when no learning rate reaches the target; ``lr`` and ``point`` are then None
+    and empty.
+    """
+
+    family: str
+    batch: int | None
+    steps: int | None
+    lr: float | None
+    point: dict[str, float] = field(default_factory=dict)
+    label: str = ""
+    evaluations: int = 0
+
+    def record(self) -> dict:
+        """A JSON-ready dict: ``rule``, ``batch``, ``steps``, ``lr`` and the tuned hyperparameters."""
+        return {
+            "rule": self.family,
+            "batch": self.batch,
+            "steps": self.steps,
+            "lr": self.lr,
+            **self.point,
+            "label": self.label,
+        }
+
+
+@dataclass(frozen=True)
+class Instance:
+    """The problem a sweep runs on: curvatures ``h`` with per-example noise ``c``, x_0 ~ N(0, var0)
+    (as :func:`nqm.problem.standard`), and the loss weight of each coordinate (a bin's count)."""
+
+    h: np.ndarray
+    c: np.ndarray
+    counts: np.ndarray
+    var0: float = 1.0
+
+    def problem(self, batch: int | None) -> Problem:
+        c = self.c if batch is not None else 0.0
+        return Problem(h=self.h, c=c, batch=batch or 1, var0=self.var0)
+
+    @property
+    def weight(self) -> np.ndarray:
+        return 0.5 * self.h * self.counts
+
+
+def exact(dim: int = 10_000) -> Instance:
+    """Zhang et al.'s instance, every coordinate: ``h_i = c_i = 1/i``, i = 1..dim.
+
+    Examples:
+        >>> exact(4).h.round(3).tolist(), exact(4).counts.tolist()
+        ([1.0, 0.5, 0.333, 0.25], [1.0, 1.0, 1.0, 1.0])
+    """
+    problem = standard(dim)
+    return Instance(problem.h, problem.c, np.ones(problem.dim))
+
+
+def binned(dim: int = 10_000, bins: int = 100) -> Instance:
+    """The notebook's approximation of :func:`exact`: ``bins`` geometric values from h_1 = 1 to
+    h_d = 1/d; each ``h_i`` is replaced by the largest bin value not above it and counted there
+    (``toy_problem`` in Zhang et al.'s ``nqm.ipynb``); empty bins are dropped.
+
+    Examples:
+        >>> instance = binned(10_000, 100)
+        >>> int(instance.counts.sum()), instance.h.size, round(float(instance.h[1]), 6)
+        (10000, 84, 0.475081)
+    """
+    dim = validation.integer("dim", dim, minimum=1)
+    bins = validation.integer("bins", bins, minimum=2)
+    h = 1.0 / np.arange(1, dim + 1, dtype=np.float64)
+    values = np.geomspace(h[0], h[-1], bins)
+    # h_i goes to the first bin (in decreasing order) whose value it reaches.
+    which = np.searchsorted(-values, -h, side="left")
+    counts = np.bincount(which, minlength=bins).astype(np.float64)
+    keep = counts > 0
+    return Instance(values[keep], values[keep], counts[keep])
+
+
+def tune(
+    instance: Instance,
+    family: Family,
+    batches: Iterable[int | None],
+    target: float,
+    precondition: float = 0.5,
+) -> list[Tuned]:
+    """For each batch size, the fewest steps to ``target`` over the learning rate and the family's
+    grid (the best of :func:`tune_point` over the grid's points).
+
+    Examples:
+        >>> [t.steps for t in tune(exact(100), FAMILIES["sgd"], [1, 64, None], target=0.1)]
+        [1719, 51, 28]
+        >>> [t.point for t in tune(exact(100), FAMILIES["ema"], [1, 64], target=0.1)]
+        [{'beta': 0.997}, {'beta': 0.5}]
+    """
+    batches = list(batches)
+    results = [tune_point(instance, family, point, batches, target, precondition)
+               for point in family.grid]  # fmt: skip
+    return best_of(results)
+
+
+def best_of(results: list[list[Tuned]]) -> list[Tuned]:
+    """Per batch size, the result with the fewest steps among the grid points' (ties: the first);
+    its ``evaluations`` count every point's."""
+    out = []
+    for column in zip(*results, strict=True):
+        reached = [t for t in column if t.steps is not None]
+        chosen = min(reached, key=lambda t: t.steps) if reached else column[0]
+        out.append(replace(chosen, evaluations=sum(t.evaluations for t in column)))
+    return out
+
+
+def tune_point(
+    instance: Instance,
+    family: Family,
+    point: dict[str, float],
+    batches: list[int | None],
+    target: float,
+    precondition: float = 0.5,
+    tolerance: float = LR_TOLERANCE,
+) -> list[Tuned]:
+    """The fewest steps to ``target`` over the learning rate alone, at one grid point, per batch
+    size (results in the order of ``batches``).
+
+    The learning rate is searched on a log grid (``COARSE`` fractions of the stability limit, one
+    ladder per value serving every batch size), then refined by Brent's method on log lr between
+    the neighbours of the best grid value, to a relative ``tolerance``, minimising the interpolated
+    crossing (:class:`Crossing`, continuous in lr). The steps reported are the exact integer count at
+    the tuned lr. Noise only adds to the loss, so at any lr a larger batch needs at most the steps of
+    a smaller one; the lr tuned at the next smaller batch is tried too, which keeps the tuned steps
+    non-increasing in the batch size even where the steps are not unimodal in lr.
+
+    Examples:
+        >>> [(t.steps, round(t.lr, 4)) for t in tune_point(exact(100), FAMILIES["sgd"], {}, [1, 64], 0.1)]
+        [(1719, 0.0556), (51, 1.4686)]
+    """
+    target = validation.real("target", target, "(0, inf)", low=0, high=math.inf)
+    tolerance = validation.real("tolerance", tolerance, "(0, 1)", low=0, high=1)
+    problem = instance.problem(1)
+
+    def crossing(lr: float, sigma2: np.ndarray) -> tuple[Crossing, Rule]:
+        rule = family.rule(lr, precondition, point)
+        return Ladder(rule, problem, instance.weight).crossing(sigma2, target), rule
+
+    limit = family.lr_limit(instance.h, precondition, point)
+    coarse = [limit * f for f in COARSE]
+    ladders = [Ladder(family.rule(lr, precondition, point), problem, instance.weight)
+               for lr in coarse]  # fmt: skip
+    found: dict[int | None, Tuned] = {}
+    previous: float | None = None  # the lr tuned at the next smaller batch
+    for batch in sorted(set(batches), key=lambda b: math.inf if b is None else b):
+        sigma2 = instance.c / batch if batch is not None else np.zeros_like(instance.h)
+        scores = [ladder.crossing(sigma2, target).fractional for ladder in ladders]
+        evaluations = len(coarse)
+        candidates = [] if previous is None else [previous]
+        i = int(np.argmin(scores))
+        if math.isfinite(scores[i]):
+
+            def objective(log_lr: float, sigma2=sigma2) -> float:
+                nonlocal evaluations
+                evaluations += 1
+                crossed, _ = crossing(math.exp(log_lr), sigma2)
+                return crossed.fractional if crossed.steps is not None else 1e300
+
+            low = math.log(coarse[max(i - 1, 0)])
+            high = math.log(coarse[i + 1] if i + 1 < len(coarse) else limit)
+            search = scipy.optimize.minimize_scalar(
+                objective, bounds=(low, high), method="bounded", options={"xatol": tolerance}
+            )
+            candidates.append(math.exp(search.x) if search.fun <= scores[i] else coarse[i])
+        best = Tuned(family.name, batch, None, None, dict(point))
+        for lr in candidates:
+            crossed, rule = crossing(lr, sigma2)
+            evaluations += 1
+            if crossed.steps is not None and (best.steps is None or crossed.steps < best.steps):
+                best = Tuned(family.name, batch, crossed.steps, lr, dict(point), rule.label())
+        found[batch] = replace(best, evaluations=evaluations)
+        previous = best.lr if best.lr is not None else previous
+    return [found[b] for b in batches]
+
+
+def sweep(
+    instance: Instance,
+    families: Iterable[Family],
+    batches: Iterable[int | None],
+    target: float,
+    precondition: float = 0.5,
+    workers: int = 1,
+) -> dict[str, list[Tuned]]:
+    """:func:`tune` for several families, their grid points spread over ``workers`` processes
+    (results do not depend on the number of workers).
+
+    Examples:
+        >>> result = sweep(exact(100), [FAMILIES["sgd"], FAMILIES["momentum"]], [1, 64], 0.1)
+        >>> {name: [t.steps for t in tuned] for name, tuned in result.items()}
+        {'sgd': [1719, 51], 'momentum': [1658, 32]}
+    """
+    families = list(families)
+    batches = list(batches)
+    workers = validation.integer("workers", workers, minimum=1)
+    tasks = [(family, point) for family in families for point in family.grid]
+    arguments = [(instance, f, p, batches, target, precondition) for f, p in tasks]
+    if workers == 1:
+        results = [tune_point(*a) for a in arguments]
+    else:
+        with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(tune_point, *a) for a in arguments]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    out = {}
+    for family in families:
+        mine = [r for (f, _), r in zip(tasks, results, strict=True) if f is family]
+        out[family.name] = best_of(mine)
+    return out
+
+
+# ---- the critical batch size ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CriticalBatch:
+    """Where a family stops scaling: ``min_steps`` is S_min, the tuned steps with no gradient noise
+    (B -> infinity), and ``batch`` the batch size at which the tuned steps S(B) fall to 2 S_min,
+    interpolated log-log between the two swept batch sizes around it. ``where`` is 'inside' the
+    sweep, or 'below' / 'above' it (then ``batch`` is the sweep's end, a bound).
+
+    Under the model ``S(B) = S_min (1 + B_noise / B)`` of McCandlish et al. (2018), which the NQM
+    follows closely, this is B_noise: below it doubling B nearly halves the steps, at it doubling
+    saves a quarter of them, and beyond it little.
+    """
+
+    batch: float | None
+    min_steps: int | None
+    where: str
+
+
+def critical_batch(tuned: list[Tuned]) -> CriticalBatch:
+    """The critical batch size of one family's sweep, which must include ``batch=None``.
+
+    Examples:
+        >>> sweep = [Tuned("sgd", b, s, 0.1) for b, s in [(1, 800), (2, 400), (4, 220), (None, 100)]]
+        >>> critical_batch(sweep)  # S(4) = 220 > 200 = 2 S_min: above the sweep
+        CriticalBatch(batch=4, min_steps=100, where='above')
+        >>> sweep[2] = Tuned("sgd", 4, 150, 0.1)  # S crosses 200 between B = 2 and 4
+        >>> round(critical_batch(sweep).batch, 3)
+        3.264
+    """
+    infinite = [t for t in tuned if t.batch is None]
+    if not infinite or infinite[0].steps is None:
+        return CriticalBatch(None, None, "unknown: no steps without noise")
+    floor = 2 * infinite[0].steps
+    finite = sorted((t for t in tuned if t.batch is not None), key=lambda t: t.batch)
+    if not finite:
+        return CriticalBatch(None, infinite[0].steps, "unknown: no finite batch size")
+    previous = None
+    for t in finite:
+        if t.steps is not None and t.steps <= floor:
+            if previous is None or previous.steps is None:
+                return CriticalBatch(t.batch, infinite[0].steps, "below")
+            x0, x1 = math.log(previous.batch), math.log(t.batch)
+            y0, y1 = math.log(previous.steps), math.log(t.steps)
+            at = x0 + (math.log(floor) - y0) * (x1 - x0) / (y1 - y0) if y1 != y0 else x1
+            return CriticalBatch(math.exp(at), infinite[0].steps, "inside")
+        previous = t
+    return CriticalBatch(finite[-1].batch, infinite[0].steps, "above")
