@@ -4,6 +4,8 @@
     nqm steady --rule RULE --lr A --h H [--c C] [--batch B] [--k K] [--beta B] [--feedback]
                [--alpha A] [--mu MU] [--window N] [--json]
     nqm simulate --rule RULE --lr A [rule flags] [--dim D] [--steps T] [--chains M] [--seed S] [--json]
+    nqm scaling [--rules R ...] [--target C] [--batch B ...] [--precondition P] [--dim D]
+                [--bins N] [--workers N] [--out DIR] [--json]
 
 Bad input prints one line on stderr naming the flag, the value and what is allowed, and exits 2.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 import time
@@ -23,7 +26,7 @@ import numpy as np
 
 from lic_dynamics import files, signals, validation
 from lic_dynamics.cli import Parser, UsageError, error_line, subcommand
-from nqm import closed_form, moments, montecarlo, verify
+from nqm import closed_form, moments, montecarlo, scaling, verify
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
 
@@ -74,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="heavy-ball momentum in (-1, 1); with an averaging rule it "
         "becomes the base optimizer (required for --rule momentum)",
     )
+    rule_flags.add_argument(
+        "--precondition",
+        type=float,
+        default=0.0,
+        help="the base optimizer's diagonal preconditioner P = h^-p, p in [0, 1] (default 0: none)",
+    )
     rule_flags.add_argument("--batch", type=int, default=1, help="batch size B (default 1)")
     rule_flags.add_argument("--json", action="store_true", help="print JSON")
 
@@ -102,6 +111,50 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--points", type=int, default=20, help="log-spaced steps reported (default 20)"
     )
+
+    scale = commands.add_parser(
+        "scaling",
+        help="steps to a target loss versus batch size, learning rate tuned per batch size",
+    )
+    scale.add_argument(
+        "--rules",
+        nargs="+",
+        default=list(scaling.FAMILIES),
+        metavar="RULE",
+        help=f"among {', '.join(scaling.FAMILIES)} (default: all)",
+    )
+    scale.add_argument(
+        "--target", type=float, default=0.01, help="target expected loss C > 0 (default 0.01)"
+    )
+    scale.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=list(scaling.DEFAULT_BATCHES),
+        metavar="B",
+        help="batch sizes (default 4, 8, ..., 2^21)",
+    )
+    scale.add_argument(
+        "--precondition",
+        type=float,
+        default=0.5,
+        help="p of P = h^-p for the precond-* rules, in [0, 1] (default 0.5)",
+    )
+    scale.add_argument("--dim", type=int, default=10_000, help="d of the standard NQM (default 10^4)")
+    scale.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        help="the notebook's approximation: N geometric bins of curvatures (default: exact, no bins)",
+    )
+    scale.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 8),
+        help="processes (default: the CPU count, at most 8; results do not depend on it)",
+    )
+    scale.add_argument("--out", help="folder for scaling.json, report.md and plots")
+    scale.add_argument("--json", action="store_true", help="print the records as JSON")
     return parser
 
 
@@ -113,7 +166,7 @@ USES = {
     "ema": {"beta", "mu"},
     "lookahead": {"k", "alpha", "mu"},
     "polyak": {"k", "mu", "window"},
-}
+}  # every rule also reads --precondition, its base optimizer's
 DEFAULTS = {"k": 5, "beta": 0.9, "alpha": 0.5, "feedback": False, "window": 100}
 
 
@@ -130,13 +183,14 @@ def make_rule(args: argparse.Namespace) -> Rule:
             )
         if given is None and flag in DEFAULTS:
             setattr(args, flag, DEFAULTS[flag])
+    p = args.precondition
     if args.rule == "sgd":
-        return SGD(args.lr)
+        return SGD(args.lr, precondition=p)
     if args.rule == "momentum":
         if args.mu is None:
             raise validation.InvalidValue("mu", "must be given with --rule momentum, in (-1, 1)")
-        return Momentum(args.lr, args.mu)
-    base = SGD(args.lr) if args.mu is None else Momentum(args.lr, args.mu)
+        return Momentum(args.lr, args.mu, precondition=p)
+    base = SGD(args.lr, precondition=p) if args.mu is None else Momentum(args.lr, args.mu, precondition=p)
     if args.rule == "sma":
         return SMA(base, args.k, args.beta, feedback=args.feedback)
     if args.rule == "ema":
@@ -172,10 +226,11 @@ def _steady_result(args: argparse.Namespace) -> dict:
             return engine(rule, h, sigma2)
 
     variance = float(variance_at(problem.sigma2)[0])
+    sgd = SGD(args.lr, precondition=args.precondition)  # the same step and preconditioner
     try:
-        sgd_variance = float(closed_form.sgd_variance(args.lr, h, problem.sigma2)[0])
+        sgd_variance = float(closed_form.base_variance(sgd, h, problem.sigma2)[0])
         # Both are proportional to sigma2: the ratio at sigma2 = 1 stays defined for c = 0.
-        ratio = float(variance_at(np.ones(1))[0] / closed_form.sgd_variance(args.lr, h, 1.0)[0])
+        ratio = float(variance_at(np.ones(1))[0] / closed_form.base_variance(sgd, h, np.ones(1))[0])
     except ValueError:  # momentum and Lookahead can be stable where SGD at the same lr is not
         sgd_variance = ratio = None
     for value in (variance, sgd_variance, ratio):
@@ -186,7 +241,7 @@ def _steady_result(args: argparse.Namespace) -> dict:
     return {
         "rule": args.rule,
         "label": rule.label(),
-        "rho": args.lr * args.h,
+        "rho": float(sgd.step_size(h)[0] * args.h),
         "variance": variance,
         "sgd_variance": sgd_variance,
         "ratio": ratio,
@@ -201,7 +256,8 @@ def _check_finite(values: np.ndarray, record: np.ndarray, args, rule: Rule, prob
         raise validation.InvalidValue(
             "steps",
             f"{args.steps}: the moments overflow float64 by step {first}: rho = lr*h reaches "
-            f"{args.lr * problem.h.max():g}, where {rule.label()} has no steady state and its "
+            f"{float((rule.base.step_size(problem.h) * problem.h).max()):g}, where {rule.label()} "
+            "has no steady state and its "
             "variance grows geometrically; ask for fewer steps",
         )
 
@@ -302,6 +358,67 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def run_scaling(args: argparse.Namespace) -> int:
+    checked = scaling.check_study(args.rules, args.batch, args.target, args.precondition,
+                                  args.dim, args.bins, args.workers)  # fmt: skip
+    if args.out is not None:
+        files.check_folder(args.out, "out")  # before a minute of work
+    rules, batches, target, precondition, dim, bins, workers = checked
+    print(
+        f"nqm scaling: {len(rules)} rules x {len(batches) + 1} batch sizes on {workers} "
+        f"worker{'s' if workers > 1 else ''}...",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = scaling.study(rules, batches, target, precondition, dim, bins, workers)
+    if args.out is not None:
+        from nqm import report  # matplotlib is only needed here
+
+        try:
+            paths = report.write_scaling(Path(args.out), result)
+        except OSError as err:
+            raise UsageError(f"nqm scaling: error: --out {args.out!r}: {err.strerror}") from err
+    if args.json:
+        print(json.dumps(result.records(), allow_nan=False))
+    else:
+        _print_scaling(result)
+        if args.out is not None:
+            print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _print_scaling(result: scaling.Study) -> None:
+    source = "exact" if result.bins is None else f"{result.bins} bins"
+    print(
+        f"steps to E[L] <= {result.target:g} on the standard NQM (d = {result.dim}, {source}), "
+        f"learning rate tuned per batch size; p = {result.precondition:g} for precond-*; "
+        f"{result.seconds:.1f} s, {result.evaluations} searches"
+    )
+    names = list(result.tuned)
+    width = max(12, *(len(n) + 2 for n in names))
+    labels = [str(b) for b in result.batches] + ["inf"]
+    for title, cell in (
+        ("steps", lambda t: "unreachable" if t.steps is None else str(t.steps)),
+        ("tuned lr", lambda t: "-" if t.lr is None else f"{t.lr:.4g}"),
+    ):
+        print(f"\n{title:>9}" + "".join(f"{n:>{width}}" for n in names))
+        for row, label in enumerate(labels):
+            cells = "".join(f"{cell(result.tuned[n][row]):>{width}}" for n in names)
+            print(f"{'B = ' + label:>9}{cells}")
+    print("\ncritical batch size (where the tuned steps reach 2x the noiseless minimum):")
+    for name, crit in result.critical().items():
+        print(f"  {name:<13} {report_critical(crit)}")
+
+
+def report_critical(crit: scaling.CriticalBatch) -> str:
+    if crit.batch is None:
+        return crit.where
+    if crit.where == "inside":
+        return f"{crit.batch:.3g} (S_min = {crit.min_steps})"
+    bound = "<=" if crit.where == "below" else ">"
+    return f"{bound} {crit.batch:g}, {crit.where} the sweep (S_min = {crit.min_steps})"
+
+
 def _table(rows: list[tuple[str, str, str]], width: int = 118) -> str:
     widths = (34, width - 34 - 8 - 6, 8)
     header = ("claim", "evidence", "verdict")
@@ -359,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command, name = f"nqm {args.command}", args.command
             if args.command == "verify":
                 return run_verify(args)
+            if args.command == "scaling":
+                return run_scaling(args)
             if args.command == "steady":
                 result = steady_result(args)
                 print(json.dumps(result, allow_nan=False)) if args.json else _print_steady(result)
@@ -372,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error_line(command, err, subcommand(parser, name), ALIASES), file=sys.stderr)
     except MemoryError:  # not the input's fault: status 1
         print(
-            f"{command}: error: out of memory; ask for a smaller --dim, --points or --chains",
+            f"{command}: error: out of memory; ask for a smaller --dim, --points, --chains or "
+            "--workers",
             file=sys.stderr,
         )
         return 1

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 
 from lic_dynamics.files import write_atomic
-from nqm import closed_form
+from nqm import closed_form, scaling
 from nqm.verify import Claim, Curves, Settings
 
 HEATMAP_KS = (1, 2, 5, 20)
@@ -125,4 +125,119 @@ def _loss_figure(curves: Curves) -> plt.Figure:
         fontsize=9,
     )
     ax.legend(fontsize=7)
+    return fig
+
+
+# ---- nqm scaling ------------------------------------------------------------------------------------
+
+
+def write_scaling(out: Path, study: scaling.Study) -> list[Path]:
+    """Writes ``scaling.json`` (settings and records), ``report.md`` and the plots ``steps.png``
+    and ``lr.png`` into ``out`` (created if needed); returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    bound = scaling.examples_needed(_instance(study), study.target)
+    paths = [
+        write_atomic(out / "steps.png", lambda f: _steps_figure(study, bound).savefig(f, dpi=110)),
+        write_atomic(out / "lr.png", lambda f: _lr_figure(study).savefig(f, dpi=110)),
+    ]
+    plt.close("all")
+    payload = {"settings": study.settings(), "examples_needed": bound, "records": study.records()}
+    paths.append(
+        write_atomic(out / "scaling.json", lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    )
+    paths.append(
+        write_atomic(out / "report.md", lambda f: f.write(scaling_markdown(study, bound).encode()))
+    )
+    return paths
+
+
+def _instance(study: scaling.Study) -> scaling.Instance:
+    return scaling.exact(study.dim) if study.bins is None else scaling.binned(study.dim, study.bins)
+
+
+def _batch_label(batch: int | None) -> str:
+    return "inf" if batch is None else str(batch)
+
+
+def scaling_markdown(study: scaling.Study, bound: int) -> str:
+    """The tables of ``nqm scaling``: steps and tuned hyperparameters per batch size, and each
+    family's critical batch size."""
+    names = list(study.tuned)
+    source = "every coordinate (exact)" if study.bins is None else f"{study.bins} bins"
+    lines = [
+        "# nqm scaling: steps to a target loss versus batch size",
+        "",
+        f"Standard NQM, d = {study.dim}, {source}; target E[L] <= {study.target:g}; learning rate "
+        f"tuned per batch size; preconditioner P = h^-{study.precondition:g} for `precond-*`. "
+        f"{study.evaluations} steps-to-target searches in {study.seconds:.1f} s on "
+        f"{study.workers} worker(s). Any algorithm needs at least {bound} examples "
+        "(the information bound), so at least that many divided by B steps.",
+        "",
+        "| B | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for row, batch in enumerate([*study.batches, None]):
+        cells = []
+        for n in names:
+            t = study.tuned[n][row]
+            cells.append("unreachable" if t.steps is None else str(t.steps))
+        lines.append(f"| {_batch_label(batch)} | " + " | ".join(cells) + " |")
+    lines += ["", "Tuned hyperparameters (lr and the grid's choice):", "",
+              "| B | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]  # fmt: skip
+    for row, batch in enumerate([*study.batches, None]):
+        cells = []
+        for n in names:
+            t = study.tuned[n][row]
+            extra = ", ".join(f"{k}={v:g}" for k, v in t.point.items())
+            cells.append("-" if t.lr is None else f"{t.lr:.4g}" + (f" ({extra})" if extra else ""))
+        lines.append(f"| {_batch_label(batch)} | " + " | ".join(cells) + " |")
+    lines += ["", "| rule | noiseless minimum S_min | critical batch (S = 2 S_min) |", "|---|---|---|"]
+    for name, crit in study.critical().items():
+        if crit.batch is None:
+            where = crit.where
+        elif crit.where == "inside":
+            where = f"{crit.batch:.3g}"
+        else:
+            where = f"{'<=' if crit.where == 'below' else '>'} {crit.batch:g} ({crit.where} the sweep)"
+        lines.append(f"| {name} | {crit.min_steps} | {where} |")
+    lines += ["", "![steps versus batch size](steps.png)", "", "![tuned lr](lr.png)", ""]
+    return "\n".join(lines)
+
+
+def _steps_figure(study: scaling.Study, bound: int) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    batches = np.array(study.batches, dtype=float)
+    for name, column in study.tuned.items():
+        steps = np.array([np.nan if t.steps is None else t.steps for t in column[:-1]], dtype=float)
+        (line,) = ax.plot(batches, steps, marker="o", markersize=3, label=name)
+        crit = scaling.critical_batch(column)
+        if crit.where == "inside":
+            ax.plot([crit.batch], [2 * crit.min_steps], marker="*", markersize=11,
+                    color=line.get_color(), linestyle="none")  # fmt: skip
+    first = study.tuned[next(iter(study.tuned))][0]
+    if first.steps is not None:
+        ax.plot(batches, first.steps * batches[0] / batches, "k:", linewidth=1,
+                label="perfect scaling (1/B)")  # fmt: skip
+    ax.plot(batches, np.maximum(bound / batches, 1), "k-.", linewidth=1,
+            label="information bound N*/B")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel(f"steps to E[L] <= {study.target:g} (lr tuned)")
+    ax.set_title("stars: critical batch size (steps = 2x the noiseless minimum)", fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _lr_figure(study: scaling.Study) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    batches = np.array(study.batches, dtype=float)
+    for name, column in study.tuned.items():
+        lr = np.array([np.nan if t.lr is None else t.lr for t in column[:-1]], dtype=float)
+        ax.plot(batches, lr, marker="o", markersize=3, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("tuned learning rate")
+    ax.legend(fontsize=8)
     return fig

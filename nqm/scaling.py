@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -648,11 +649,149 @@ def critical_batch(tuned: list[Tuned]) -> CriticalBatch:
     previous = None
     for t in finite:
         if t.steps is not None and t.steps <= floor:
-            if previous is None or previous.steps is None:
+            if previous is None:
                 return CriticalBatch(t.batch, infinite[0].steps, "below")
+            if previous.steps is None:  # unreachable just before: the crossing is in (prev, t]
+                return CriticalBatch(t.batch, infinite[0].steps, "inside")
             x0, x1 = math.log(previous.batch), math.log(t.batch)
             y0, y1 = math.log(previous.steps), math.log(t.steps)
             at = x0 + (math.log(floor) - y0) * (x1 - x0) / (y1 - y0) if y1 != y0 else x1
             return CriticalBatch(math.exp(at), infinite[0].steps, "inside")
         previous = t
     return CriticalBatch(finite[-1].batch, infinite[0].steps, "above")
+
+
+# ---- a whole study, as the command line runs it ---------------------------------------------------
+
+DEFAULT_BATCHES = tuple(2**j for j in range(2, 22))  # the notebook's 2^2 ... 2^21
+
+
+@dataclass(frozen=True)
+class Study:
+    """Tuned steps to ``target`` for several families over batch sizes, on the standard NQM of
+    dimension ``dim`` (every coordinate, or the notebook's ``bins``). ``tuned[name]`` lists one
+    :class:`Tuned` per batch size of ``batches``, then the noiseless limit (``batch`` None)."""
+
+    dim: int
+    bins: int | None
+    target: float
+    precondition: float
+    batches: tuple[int, ...]
+    tuned: dict[str, list[Tuned]]
+    seconds: float
+    workers: int
+
+    @property
+    def evaluations(self) -> int:
+        """Steps-to-target searches run (each builds one ladder or reuses one)."""
+        return sum(t.evaluations for column in self.tuned.values() for t in column)
+
+    def critical(self) -> dict[str, CriticalBatch]:
+        return {name: critical_batch(column) for name, column in self.tuned.items()}
+
+    def records(self) -> list[dict]:
+        """One dict per family and batch size (``batch`` None: no noise), with the family's
+        critical batch size."""
+        out = []
+        for name, column in self.tuned.items():
+            crit = critical_batch(column)
+            extra = {"critical_batch": crit.batch, "critical_where": crit.where,
+                     "min_steps": crit.min_steps}  # fmt: skip
+            out.extend({**t.record(), **extra} for t in column)
+        return out
+
+    def settings(self) -> dict:
+        return {"dim": self.dim, "bins": self.bins, "target": self.target,
+                "precondition": self.precondition, "batches": list(self.batches),
+                "seconds": self.seconds, "workers": self.workers,
+                "evaluations": self.evaluations}  # fmt: skip
+
+
+def check_study(
+    rules: Iterable[str], batches: Iterable[int], target: float, precondition: float,
+    dim: int, bins: int | None, workers: int,
+) -> tuple[list[str], tuple[int, ...], float, float, int, int | None, int]:  # fmt: skip
+    """Every argument of :func:`study` checked (cheap, before any work); raises InvalidValue."""
+    rules = list(rules)
+    for i, name in enumerate(rules):
+        if name not in FAMILIES:
+            raise validation.InvalidValue(
+                "rules", f"must be among {', '.join(FAMILIES)}, got {name!r}", index=i
+            )
+    if not rules or len(set(rules)) != len(rules):
+        raise validation.InvalidValue("rules", f"must be distinct and at least one, got {rules}")
+    batches = tuple(validation.integer_array("batch", list(batches), minimum=1).tolist())
+    if not batches or len(set(batches)) != len(batches):
+        raise validation.InvalidValue("batch", f"must be distinct and at least one, got {list(batches)}")
+    target = validation.real("target", target, "(0, inf)", low=0, high=math.inf)
+    precondition = validation.real(
+        "precondition", precondition, "[0, 1]", low=0, high=1, low_open=False, high_open=False
+    )
+    dim = validation.integer("dim", dim, minimum=1, maximum=MAX_DIM)
+    if bins is not None:
+        bins = validation.integer("bins", bins, minimum=2, maximum=dim)
+    workers = validation.integer("workers", workers, minimum=1, maximum=256)
+    return rules, tuple(sorted(batches)), target, precondition, dim, bins, workers
+
+
+MAX_DIM = 10**6  # memory: a ladder holds about 40 levels of a few (d,) arrays
+
+
+def study(
+    rules: Iterable[str] = tuple(FAMILIES),
+    batches: Iterable[int] = DEFAULT_BATCHES,
+    target: float = 0.01,
+    precondition: float = 0.5,
+    dim: int = 10_000,
+    bins: int | None = None,
+    workers: int = 1,
+) -> Study:
+    """:func:`sweep` of the named families (:data:`FAMILIES`) over ``batches`` and the noiseless
+    limit, on the standard NQM (``bins``: the notebook's binned approximation of it).
+
+    Examples:
+        >>> result = study(["sgd", "precond-sgd"], batches=[4, 64, 1024], dim=100, target=0.1)
+        >>> [(r["rule"], r["batch"], r["steps"]) for r in result.records()][:4]
+        [('sgd', 4, 442), ('sgd', 64, 51), ('sgd', 1024, 30), ('sgd', None, 28)]
+        >>> {name: c.where for name, c in result.critical().items()}
+        {'sgd': 'inside', 'precond-sgd': 'inside'}
+    """
+    checked = check_study(rules, batches, target, precondition, dim, bins, workers)
+    rules, batches, target, precondition, dim, bins, workers = checked
+    instance = exact(dim) if bins is None else binned(dim, bins)
+    start = time.perf_counter()
+    tuned = sweep(instance, [FAMILIES[r] for r in rules], [*batches, None], target,
+                  precondition, workers)  # fmt: skip
+    seconds = time.perf_counter() - start
+    return Study(dim, bins, target, precondition, batches, tuned, seconds, workers)
+
+
+def examples_needed(instance: Instance, target: float) -> int:
+    """The fewest examples N with which any estimator reaches ``E[L] <= target``: one example is an
+    observation of the optimum with noise variance ``c_i / h_i^2`` per coordinate, so with the
+    prior x_0 ~ N(0, var0) the best (posterior-mean) loss after N examples is
+    ``sum_i w_i / (1/var0 + N h_i^2 / c_i)``, decreasing in N. Steps at batch B are at least N / B.
+    (The notebook draws ``d / (2 C B)``, this bound without the prior.)
+
+    Examples:
+        >>> examples_needed(exact(10_000), 0.01)  # about d / (2C) = 500000
+        495017
+    """
+    target = validation.real("target", target, "(0, inf)", low=0, high=math.inf)
+    precision = instance.h**2 / np.where(instance.c > 0, instance.c, np.inf)
+
+    def loss(n: float) -> float:
+        return float(instance.weight @ (1.0 / (1.0 / instance.var0 + n * precision)))
+
+    if loss(0) <= target:
+        return 0
+    high = 1
+    while loss(high) > target:
+        high *= 2
+        if high > 2**62:
+            raise ValueError(f"target: {target:g} is below what any number of examples reaches")
+    low = high // 2  # loss(low) > target >= loss(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if loss(mid) > target else (low, mid)
+    return high
