@@ -36,6 +36,13 @@ ALIASES = {"n": "window"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nqm`` parser and its subcommands.
+
+    Examples:
+        >>> args = build_parser().parse_args(["steady", "--rule", "sma", "--lr", "0.5", "--h", "1"])
+        >>> args.command, args.rule, args.lr, args.precondition
+        ('steady', 'sma', 0.5, 0.0)
+    """
     parser = Parser(
         prog="nqm",
         description="Variance of SGD, momentum and averaging (SMA, EMA, "
@@ -171,7 +178,17 @@ DEFAULTS = {"k": 5, "beta": 0.9, "alpha": 0.5, "feedback": False, "window": 100}
 
 
 def make_rule(args: argparse.Namespace) -> Rule:
-    """The rule the flags describe; a flag the rule would ignore is an error, not a silent no-op."""
+    """The rule the flags describe; a flag the rule would ignore is an error, not a silent no-op.
+
+    Examples:
+        >>> parse = build_parser().parse_args
+        >>> make_rule(parse(["steady", "--rule", "ema", "--lr", "0.5", "--h", "1", "--mu", "0.9"])).label()
+        'EMA(beta=0.9) over Momentum(lr=0.5, mu=0.9)'
+        >>> make_rule(parse(["steady", "--rule", "sgd", "--lr", "0.5", "--h", "1", "--k", "3"]))
+        Traceback (most recent call last):
+        ...
+        lic_dynamics.cli.UsageError: nqm steady: error: --k does not apply to --rule sgd (it takes no hyperparameter flags)
+    """
     used = USES[args.rule]
     for flag in ("k", "beta", "alpha", "feedback", "mu", "window"):
         given = getattr(args, flag, None)
@@ -201,6 +218,14 @@ def make_rule(args: argparse.Namespace) -> Rule:
 
 
 def steady_result(args: argparse.Namespace) -> dict:
+    """What ``nqm steady`` reports, as a dict.
+
+    Examples:
+        >>> args = build_parser().parse_args(["steady", "--rule", "sma", "--lr", "1", "--h", "1"])
+        >>> result = steady_result(args)
+        >>> result["label"], round(result["ratio"], 6), result["method"]
+        ('SMA(k=5, beta=0.9) over SGD(lr=1)', 0.052632, 'closed form')
+    """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # overflow is checked below
         return _steady_result(args)
 
@@ -242,6 +267,7 @@ def _steady_result(args: argparse.Namespace) -> dict:
         "rule": args.rule,
         "label": rule.label(),
         "rho": float(sgd.step_size(h)[0] * args.h),
+        "precondition": args.precondition,
         "variance": variance,
         "sgd_variance": sgd_variance,
         "ratio": ratio,
@@ -263,6 +289,15 @@ def _check_finite(values: np.ndarray, record: np.ndarray, args, rule: Rule, prob
 
 
 def simulate_result(args: argparse.Namespace) -> dict:
+    """What ``nqm simulate`` reports, as a dict: exact and Monte Carlo loss at log-spaced steps.
+
+    Examples:
+        >>> argv = ["simulate", "--rule", "sgd", "--lr", "0.5", "--dim", "10", "--steps", "50",
+        ...         "--chains", "400", "--points", "3"]
+        >>> result = simulate_result(build_parser().parse_args(argv))
+        >>> [row["step"] for row in result["steps"]], all(abs(r["z_loss"]) < 4 for r in result["steps"])
+        ([0, 1, 7, 50], True)
+    """
     rule = make_rule(args)
     problem = standard(args.dim, batch=args.batch)
     if args.points < 2:
@@ -310,7 +345,14 @@ def simulate_result(args: argparse.Namespace) -> dict:
 
 class ChainsProgress:
     """A line on stderr when the chains will take more than ``quiet`` seconds, then one every
-    ``every`` seconds: chains done and the time left, so that a long run is never silent."""
+    ``every`` seconds: chains done and the time left, so that a long run is never silent.
+
+    Examples:
+        >>> progress = ChainsProgress(1000, quiet=3600.0)
+        >>> progress(500)  # half done, far less than an hour left: silent
+        >>> progress.first
+        True
+    """
 
     def __init__(self, chains: int, *, quiet: float = 10.0, every: float = 60.0) -> None:
         self.chains, self.quiet, self.every = chains, quiet, every
@@ -338,6 +380,15 @@ def _duration(seconds: float) -> str:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    """``nqm verify``: every claim, the table on stdout, the report in ``--out``; 0 if all hold.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     run_verify(build_parser().parse_args(["verify", "--quick", "--out", folder]))
+        claim ...
+        0
+    """
     from nqm import report  # matplotlib is only needed here
 
     files.check_folder(args.out, "out")  # before minutes of work
@@ -359,14 +410,23 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_scaling(args: argparse.Namespace) -> int:
+    """``nqm scaling``: the tuned steps per rule and batch size, as tables or ``--json`` records.
+
+    Examples:
+        >>> argv = ["scaling", "--rules", "sgd", "--batch", "4", "--dim", "100", "--target", "0.1",
+        ...         "--workers", "1", "--json"]
+        >>> run_scaling(build_parser().parse_args(argv))
+        [{"rule": "sgd", "batch": 4, "steps": 442, ...}, {"rule": "sgd", "batch": null, "steps": 28, ...}]
+        0
+    """
     checked = scaling.check_study(args.rules, args.batch, args.target, args.precondition,
                                   args.dim, args.bins, args.workers)  # fmt: skip
     if args.out is not None:
         files.check_folder(args.out, "out")  # before a minute of work
     rules, batches, target, precondition, dim, bins, workers = checked
     print(
-        f"nqm scaling: {len(rules)} rules x {len(batches) + 1} batch sizes on {workers} "
-        f"worker{'s' if workers > 1 else ''}...",
+        f"nqm scaling: {len(rules)} rule{'s' if len(rules) > 1 else ''} x {len(batches) + 1} "
+        f"batch sizes on {workers} worker{'s' if workers > 1 else ''}...",
         file=sys.stderr,
         flush=True,
     )
@@ -411,6 +471,14 @@ def _print_scaling(result: scaling.Study) -> None:
 
 
 def report_critical(crit: scaling.CriticalBatch) -> str:
+    """One family's critical batch size in words.
+
+    Examples:
+        >>> report_critical(scaling.CriticalBatch(1234.5, 190, "inside"))
+        '1.23e+03 (S_min = 190)'
+        >>> report_critical(scaling.CriticalBatch(4, 28, "above"))
+        '> 4, above the sweep (S_min = 28)'
+    """
     if crit.batch is None:
         return crit.where
     if crit.where == "inside":
@@ -440,7 +508,8 @@ def _table(rows: list[tuple[str, str, str]], width: int = 118) -> str:
 def _print_steady(result: dict) -> None:
     sgd = result["sgd_variance"]
     print(f"rule          {result['label']}")
-    print(f"rho = lr*h    {result['rho']:.6g}")
+    name = "rho = lr*P*h" if result["precondition"] else "rho = lr*h  "
+    print(f"{name}  {result['rho']:.6g}")
     print(f"variance      {result['variance']:.10g}  ({result['method']})")
     print(f"SGD variance  {'no steady state at this lr' if sgd is None else f'{sgd:.10g}'}")
     if result["ratio"] is not None:
@@ -468,6 +537,19 @@ def _print_simulate(result: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``nqm`` command line; returns the exit status (2 for bad input, one line on stderr).
+
+    Examples:
+        >>> main(["steady", "--rule", "sgd", "--lr", "0.5", "--h", "4", "--precondition", "0.5"])
+        rule          SGD(lr=0.5, P=h^-0.5)
+        rho = lr*P*h  1
+        variance      0.0625  (closed form)
+        SGD variance  0.0625
+        ratio         1  (reduction 1 - ratio = 0)
+        0
+        >>> main(["steady", "--rule", "sgd", "--lr", "-1", "--h", "1"])  # the line goes to stderr
+        2
+    """
     parser = build_parser()
     command, name = "nqm", None
     try:

@@ -24,7 +24,17 @@ HEATMAP_KS = (1, 2, 5, 20)
 
 
 def write(out: Path, claims: list[Claim], curves: Curves, settings: Settings) -> list[Path]:
-    """Writes every file of the report into ``out`` (created if needed); returns their paths."""
+    """Writes every file of the report into ``out`` (created if needed); returns their paths.
+
+    Examples:
+        >>> import tempfile
+        >>> from nqm.verify import Claim, Settings, standard_curves
+        >>> claims = [Claim("demo", "1 + 1 = 2", holds=True, evidence="by hand")]
+        >>> curves = standard_curves(Settings(quick=True))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sorted(p.name for p in write(Path(folder), claims, curves, Settings(quick=True)))
+        ['claims.json', 'loss_curves.png', 'ratio_heatmap.png', 'report.md']
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = [
         write_atomic(out / "ratio_heatmap.png", lambda f: _heatmap().savefig(f, dpi=110)),
@@ -46,10 +56,23 @@ def write(out: Path, claims: list[Claim], curves: Curves, settings: Settings) ->
 
 
 def table_rows(claims: list[Claim]) -> list[tuple[str, str, str]]:
+    """``(statement, evidence, verdict)`` per claim.
+
+    Examples:
+        >>> table_rows([Claim("demo", "1 + 1 = 2", holds=False, evidence="3")])
+        [('1 + 1 = 2', '3', 'FAILS')]
+    """
     return [(c.statement, c.evidence, "holds" if c.holds else "FAILS") for c in claims]
 
 
 def markdown(claims: list[Claim], settings: Settings) -> str:
+    """``report.md`` of ``nqm verify``.
+
+    Examples:
+        >>> text = markdown([Claim("demo", "1 + 1 = 2", True, "by hand")], Settings(quick=True))
+        >>> text.splitlines()[0], "| 1 + 1 = 2 | by hand | holds |" in text
+        ('# nqm verify: the variance claims on the noisy quadratic model', True)
+    """
     mode = "quick" if settings.quick else "default"
     lines = [
         "# nqm verify: the variance claims on the noisy quadratic model",
@@ -133,7 +156,15 @@ def _loss_figure(curves: Curves) -> plt.Figure:
 
 def write_scaling(out: Path, study: scaling.Study) -> list[Path]:
     """Writes ``scaling.json`` (settings and records), ``report.md`` and the plots ``steps.png``
-    and ``lr.png`` into ``out`` (created if needed); returns their paths."""
+    and ``lr.png`` into ``out`` (created if needed); returns their paths.
+
+    Examples:
+        >>> import tempfile
+        >>> result = scaling.study(["sgd"], batches=[4, 64], dim=100, target=0.1)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sorted(p.name for p in write_scaling(Path(folder), result))
+        ['lr.png', 'report.md', 'scaling.json', 'steps.png']
+    """
     out.mkdir(parents=True, exist_ok=True)
     bound = scaling.examples_needed(_instance(study), study.target)
     paths = [
@@ -161,7 +192,13 @@ def _batch_label(batch: int | None) -> str:
 
 def scaling_markdown(study: scaling.Study, bound: int) -> str:
     """The tables of ``nqm scaling``: steps and tuned hyperparameters per batch size, and each
-    family's critical batch size."""
+    family's critical batch size.
+
+    Examples:
+        >>> result = scaling.study(["sgd"], batches=[4, 64], dim=100, target=0.1)
+        >>> [line for line in scaling_markdown(result, 999).splitlines() if line.startswith("| 4 |")]
+        ['| 4 | 442 |', '| 4 | 0.2143 |']
+    """
     names = list(study.tuned)
     source = "every coordinate (exact)" if study.bins is None else f"{study.bins} bins"
     lines = [

@@ -63,8 +63,8 @@ class _Preconditioned:
 
     def step_size(self, h: np.ndarray) -> np.ndarray:
         """``lr * h^(-precondition)``, the effective learning rate of each coordinate, shape of h."""
-        h = np.asarray(h, dtype=np.float64)
-        return self.lr * h ** (-self.precondition) if self.precondition else self.lr * np.ones_like(h)
+        # h**0 keeps h's shape (and lets sympy run the rules on symbols, as proofs/ does)
+        return self.lr * (h ** (-self.precondition) if self.precondition else h**0)
 
 
 @dataclass(frozen=True)

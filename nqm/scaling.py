@@ -168,6 +168,11 @@ class Crossing:
     is continuous in the learning rate, which the tuner needs (inf when never reached).
     ``steady_loss``: the limit of ``E[L_t]`` (inf when the rule diverges). ``reason``: why C is never
     reached, else ''.
+
+    Examples:
+        >>> crossing = steps_to_target(standard(100, batch=16), EMA(SGD(0.5), 0.9), 0.1)
+        >>> crossing.steps, round(crossing.fractional, 2), crossing.reason
+        (131, 130.96, '')
     """
 
     steps: int | None
@@ -323,6 +328,13 @@ class Family:
 
     ``build(lr, precondition, **point)`` makes the rule; ``grid`` lists the points (dicts of
     hyperparameters); ``preconditioned`` says whether the family's base uses ``P = h^-precondition``.
+
+    Examples:
+        >>> family = FAMILIES["precond-sma"]
+        >>> family.rule(0.1, 0.5, family.grid[0]).label()
+        'SMA(k=4, beta=0.5) over SGD(lr=0.1, P=h^-0.5)'
+        >>> round(family.lr_limit(np.array([1.0, 0.01]), 0.5, family.grid[0]), 6)  # 2 / max h^0.5
+        2.0
     """
 
     name: str
@@ -393,8 +405,11 @@ FAMILIES: dict[str, Family] = {
 class Tuned:
     """The best of a family at one batch size (``batch`` None: infinite, no gradient noise).
 
-    ``steps`` is None when no learning rate reaches the target; ``lr`` and ``point`` are then None
-    and empty.
+    ``steps`` is None when no learning rate reaches the target (``lr`` is then None).
+
+    Examples:
+        >>> Tuned("ema", 64, 510, 1.989, {"beta": 0.97}, "EMA(...)").record()
+        {'rule': 'ema', 'batch': 64, 'steps': 510, 'lr': 1.989, 'beta': 0.97, 'label': 'EMA(...)'}
     """
 
     family: str
@@ -420,7 +435,13 @@ class Tuned:
 @dataclass(frozen=True)
 class Instance:
     """The problem a sweep runs on: curvatures ``h`` with per-example noise ``c``, x_0 ~ N(0, var0)
-    (as :func:`nqm.problem.standard`), and the loss weight of each coordinate (a bin's count)."""
+    (as :func:`nqm.problem.standard`), and the loss weight of each coordinate (a bin's count).
+
+    Examples:
+        >>> instance = Instance(h=np.array([1.0, 0.5]), c=np.array([1.0, 0.5]), counts=np.array([1.0, 3.0]))
+        >>> instance.weight.tolist(), instance.problem(4).sigma2.tolist(), instance.problem(None).sigma2.tolist()
+        ([0.5, 0.75], [0.25, 0.125], [0.0, 0.0])
+    """
 
     h: np.ndarray
     c: np.ndarray
@@ -492,7 +513,14 @@ def tune(
 
 def best_of(results: list[list[Tuned]]) -> list[Tuned]:
     """Per batch size, the result with the fewest steps among the grid points' (ties: the first);
-    its ``evaluations`` count every point's."""
+    its ``evaluations`` count every point's.
+
+    Examples:
+        >>> a = [Tuned("ema", 4, 900, 0.1, {"beta": 0.9}, evaluations=20)]
+        >>> b = [Tuned("ema", 4, 700, 0.2, {"beta": 0.99}, evaluations=25)]
+        >>> best_of([a, b])
+        [Tuned(family='ema', batch=4, steps=700, lr=0.2, point={'beta': 0.99}, label='', evaluations=45)]
+    """
     out = []
     for column in zip(*results, strict=True):
         reached = [t for t in column if t.steps is not None]
@@ -621,6 +649,10 @@ class CriticalBatch:
     Under the model ``S(B) = S_min (1 + B_noise / B)`` of McCandlish et al. (2018), which the NQM
     follows closely, this is B_noise: below it doubling B nearly halves the steps, at it doubling
     saves a quarter of them, and beyond it little.
+
+    Examples:
+        >>> CriticalBatch(1024.0, 190, "inside").where
+        'inside'
     """
 
     batch: float | None
@@ -670,7 +702,13 @@ DEFAULT_BATCHES = tuple(2**j for j in range(2, 22))  # the notebook's 2^2 ... 2^
 class Study:
     """Tuned steps to ``target`` for several families over batch sizes, on the standard NQM of
     dimension ``dim`` (every coordinate, or the notebook's ``bins``). ``tuned[name]`` lists one
-    :class:`Tuned` per batch size of ``batches``, then the noiseless limit (``batch`` None)."""
+    :class:`Tuned` per batch size of ``batches``, then the noiseless limit (``batch`` None).
+
+    Examples:
+        >>> result = study(["sgd"], batches=[4, 64], dim=100, target=0.1)
+        >>> result.settings()["batches"], [t.steps for t in result.tuned["sgd"]]
+        ([4, 64], [442, 51, 28])
+    """
 
     dim: int
     bins: int | None
@@ -711,7 +749,16 @@ def check_study(
     rules: Iterable[str], batches: Iterable[int], target: float, precondition: float,
     dim: int, bins: int | None, workers: int,
 ) -> tuple[list[str], tuple[int, ...], float, float, int, int | None, int]:  # fmt: skip
-    """Every argument of :func:`study` checked (cheap, before any work); raises InvalidValue."""
+    """Every argument of :func:`study` checked (cheap, before any work); raises InvalidValue.
+
+    Examples:
+        >>> check_study(["sgd"], [64, 4], 0.01, 0.5, 1000, None, 2)[1]  # batches come back sorted
+        (4, 64)
+        >>> check_study(["adam"], [4], 0.01, 0.5, 1000, None, 2)
+        Traceback (most recent call last):
+        ...
+        lic_dynamics.validation.InvalidValue: rules[0] must be among sgd, momentum, precond-sgd, ema, sma, lookahead, precond-sma, got 'adam'
+    """
     rules = list(rules)
     for i, name in enumerate(rules):
         if name not in FAMILIES:

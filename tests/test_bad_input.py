@@ -216,6 +216,23 @@ NQM: list[tuple[str, str]] = [
     ("simulate --rule sgd --lr 0.5 --seed -1", "--seed"),
     ("simulate --rule sgd --lr 0.5 --points 1", "--points"),
     ("simulate --rule sgd --lr 3 --steps 100000", "--steps"),  # no steady state: overflows
+    ("steady --rule sgd --lr 0.5 --h 1 --precondition 1.5", "--precondition"),
+    ("simulate --rule sma --lr 0.5 --precondition -0.5", "--precondition"),
+    ("scaling --rules adam", "--rules"),
+    ("scaling --rules sgd sgd", "--rules"),
+    ("scaling --target 0", "--target"),
+    ("scaling --target nan", "--target"),
+    ("scaling --batch 0", "--batch"),
+    ("scaling --batch 4 4", "--batch"),
+    ("scaling --batch x", "--batch"),
+    ("scaling --precondition 2", "--precondition"),
+    ("scaling --dim 0", "--dim"),
+    ("scaling --dim 100000000", "--dim"),
+    ("scaling --bins 1", "--bins"),
+    ("scaling --dim 50 --bins 100", "--bins"),
+    ("scaling --workers 0", "--workers"),
+    ("scaling --out {text}", "--out"),
+    ("scaling --out ''", "--out"),
 ]
 
 # Flags that take a value yet cannot be bad on their own.
@@ -279,6 +296,7 @@ def nothing_expensive(monkeypatch):
     import lic_train.trainer.evaluate
     import lic_train.trainer.loop
     import nqm.montecarlo
+    import nqm.scaling
     import nqm.verify
 
     compare = importlib.import_module("lic_train.experiments.compare")  # not the function
@@ -287,6 +305,7 @@ def nothing_expensive(monkeypatch):
     monkeypatch.setattr(lic_train.trainer.evaluate, "evaluate", started)
     monkeypatch.setattr(nqm.montecarlo, "simulate", started)
     monkeypatch.setattr(nqm.verify, "run", started)
+    monkeypatch.setattr(nqm.scaling, "sweep", started)
 
 
 def _check(main, prefix: str, argv: list[str], named: str, files, tmp_path, monkeypatch, capsys):

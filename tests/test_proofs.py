@@ -20,6 +20,7 @@ RESULTS = (
     "counterexamples",
     "embedding",
     "loss",
+    "preconditioning",
 )
 
 sys.path.insert(0, str(PROOFS))

@@ -320,3 +320,58 @@ def test_extreme_input_is_one_line_not_a_traceback_or_nan(capsys, argv, needle):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and needle in err
+
+
+# ---- nqm scaling ------------------------------------------------------------------------------------
+
+SMALL_SCALING = ["scaling", "--dim", "100", "--batch", "4", "64", "--target", "0.1", "--workers", "1"]
+
+
+def test_scaling_json_records(capsys):
+    assert main([*SMALL_SCALING, "--rules", "sgd", "momentum", "sma", "--json"]) == 0
+    out, err = capsys.readouterr()
+    records = json.loads(out)
+    assert [(r["rule"], r["batch"]) for r in records] == [
+        (rule, batch) for rule in ("sgd", "momentum", "sma") for batch in (4, 64, None)
+    ]
+    for r in records:
+        assert {"rule", "batch", "steps", "lr", "critical_batch", "min_steps"} <= set(r)
+        assert isinstance(r["steps"], int) and r["lr"] > 0
+    assert all("mu" in r for r in records if r["rule"] == "momentum")
+    assert all({"k", "beta"} <= set(r) for r in records if r["rule"] == "sma")
+    assert err.count("\n") == 1 and err.startswith("nqm scaling: 3 rules x 3 batch sizes")
+
+
+def test_scaling_text_and_report(capsys, tmp_path):
+    out_dir = tmp_path / "scaling"
+    assert main([*SMALL_SCALING, "--rules", "sgd", "precond-sgd", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "B = 4" in out and "B = inf" in out and "critical batch size" in out
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "lr.png", "report.md", "scaling.json", "steps.png"
+    ]  # fmt: skip
+    payload = json.loads((out_dir / "scaling.json").read_text())
+    assert payload["settings"]["batches"] == [4, 64] and payload["examples_needed"] > 0
+    assert "| precond-sgd |" in (out_dir / "report.md").read_text()
+
+
+def test_scaling_reports_an_unreachable_target_as_such(capsys):
+    """A target below every learning rate's steady state at B = 4 (down to 1e-8 of the stability
+    limit): 'unreachable' in the table, null in JSON, never a number of steps."""
+    argv = ["scaling", "--dim", "100", "--batch", "4", "--target", "1e-12", "--rules", "sgd",
+            "--workers", "1"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records[0]["batch"] == 4 and records[0]["steps"] is None and records[0]["lr"] is None
+    assert records[1]["batch"] is None and records[1]["steps"] > 0  # no noise: reachable
+    assert main(argv) == 0
+    assert "unreachable" in capsys.readouterr().out
+
+
+def test_scaling_binned_differs_from_exact(capsys):
+    base = ["scaling", "--rules", "sgd", "--batch", "256", "--workers", "1", "--json"]
+    assert main(base) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert main([*base, "--bins", "100"]) == 0
+    binned = json.loads(capsys.readouterr().out)
+    assert exact[0]["steps"] != binned[0]["steps"]
