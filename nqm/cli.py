@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="p of P = h^-p for the precond-* rules, in [0, 1] (default 0.5)",
     )
-    scale.add_argument("--dim", type=int, default=10_000, help="d of the standard NQM (default 10^4)")
+    scale.add_argument(
+        "--dim", type=int, default=10_000, help="d of the standard NQM (default 10^4)"
+    )
     scale.add_argument(
         "--bins",
         type=int,
@@ -187,7 +189,7 @@ def make_rule(args: argparse.Namespace) -> Rule:
         >>> make_rule(parse(["steady", "--rule", "sgd", "--lr", "0.5", "--h", "1", "--k", "3"]))
         Traceback (most recent call last):
         ...
-        lic_dynamics.cli.UsageError: nqm steady: error: --k does not apply to --rule sgd (it takes no hyperparameter flags)
+        lic_dynamics.cli.UsageError: nqm steady: error: --k does not apply to --rule sgd (it ...
     """
     used = USES[args.rule]
     for flag in ("k", "beta", "alpha", "feedback", "mu", "window"):
@@ -207,7 +209,11 @@ def make_rule(args: argparse.Namespace) -> Rule:
         if args.mu is None:
             raise validation.InvalidValue("mu", "must be given with --rule momentum, in (-1, 1)")
         return Momentum(args.lr, args.mu, precondition=p)
-    base = SGD(args.lr, precondition=p) if args.mu is None else Momentum(args.lr, args.mu, precondition=p)
+    base = (
+        SGD(args.lr, precondition=p)
+        if args.mu is None
+        else Momentum(args.lr, args.mu, precondition=p)
+    )
     if args.rule == "sma":
         return SMA(base, args.k, args.beta, feedback=args.feedback)
     if args.rule == "ema":

@@ -288,7 +288,9 @@ def _lookahead_variance(
                 )
             r2 = r * r
             s_k = np.where(r2 == 1, float(k), np.expm1(k * np.log(r2)) / (r2 - 1))
-            out[~inside] = alpha * lr[~inside] ** 2 * sigma2[~inside] * s_k / ((1 - u) * (2 - shrink))
+            out[~inside] = (
+                alpha * lr[~inside] ** 2 * sigma2[~inside] * s_k / ((1 - u) * (2 - shrink))
+            )
     if not np.isfinite(out).all():
         raise ValueError("no steady state in float64: the Lookahead variance overflows")
     return out.reshape(shape)

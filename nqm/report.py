@@ -174,7 +174,9 @@ def write_scaling(out: Path, study: scaling.Study) -> list[Path]:
     plt.close("all")
     payload = {"settings": study.settings(), "examples_needed": bound, "records": study.records()}
     paths.append(
-        write_atomic(out / "scaling.json", lambda f: f.write(json.dumps(payload, indent=2).encode()))
+        write_atomic(
+            out / "scaling.json", lambda f: f.write(json.dumps(payload, indent=2).encode())
+        )
     )
     paths.append(
         write_atomic(out / "report.md", lambda f: f.write(scaling_markdown(study, bound).encode()))
@@ -228,14 +230,20 @@ def scaling_markdown(study: scaling.Study, bound: int) -> str:
             extra = ", ".join(f"{k}={v:g}" for k, v in t.point.items())
             cells.append("-" if t.lr is None else f"{t.lr:.4g}" + (f" ({extra})" if extra else ""))
         lines.append(f"| {_batch_label(batch)} | " + " | ".join(cells) + " |")
-    lines += ["", "| rule | noiseless minimum S_min | critical batch (S = 2 S_min) |", "|---|---|---|"]
+    lines += [
+        "",
+        "| rule | noiseless minimum S_min | critical batch (S = 2 S_min) |",
+        "|---|---|---|",
+    ]
     for name, crit in study.critical().items():
         if crit.batch is None:
             where = crit.where
         elif crit.where == "inside":
             where = f"{crit.batch:.3g}"
         else:
-            where = f"{'<=' if crit.where == 'below' else '>'} {crit.batch:g} ({crit.where} the sweep)"
+            where = (
+                f"{'<=' if crit.where == 'below' else '>'} {crit.batch:g} ({crit.where} the sweep)"
+            )
         lines.append(f"| {name} | {crit.min_steps} | {where} |")
     lines += ["", "![steps versus batch size](steps.png)", "", "![tuned lr](lr.png)", ""]
     return "\n".join(lines)

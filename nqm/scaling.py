@@ -275,7 +275,9 @@ class Ladder:
         while self._loss_after(top, second, sigma2) > target:
             top += 1
             if top > MAX_LEVELS:
-                return Crossing(None, math.inf, steady, f"not reached within 2^{MAX_LEVELS} periods")
+                return Crossing(
+                    None, math.inf, steady, f"not reached within 2^{MAX_LEVELS} periods"
+                )
             if top == len(self.levels):
                 self._double()
         # Binary lifting. Invariant: E[L] > target after `periods`, <= after periods + 2^(j+1).
@@ -359,7 +361,6 @@ SMA_GRID = tuple({"k": k, "beta": b} for k in (4, 16) for b in (0.5, 0.9, 0.99))
 LOOKAHEAD_GRID = tuple({"k": k, "alpha": a} for k in (4, 16) for a in (0.2, 0.5, 0.8))
 
 
-
 # Module-level builders (not lambdas), so that a family can be sent to a worker process.
 def _sgd(lr: float, p: float) -> Rule:
     return SGD(lr, precondition=p)
@@ -438,9 +439,12 @@ class Instance:
     (as :func:`nqm.problem.standard`), and the loss weight of each coordinate (a bin's count).
 
     Examples:
-        >>> instance = Instance(h=np.array([1.0, 0.5]), c=np.array([1.0, 0.5]), counts=np.array([1.0, 3.0]))
-        >>> instance.weight.tolist(), instance.problem(4).sigma2.tolist(), instance.problem(None).sigma2.tolist()
-        ([0.5, 0.75], [0.25, 0.125], [0.0, 0.0])
+        >>> h = np.array([1.0, 0.5])
+        >>> instance = Instance(h=h, c=h, counts=np.array([1.0, 3.0]))
+        >>> instance.weight.tolist(), instance.problem(4).sigma2.tolist()
+        ([0.5, 0.75], [0.25, 0.125])
+        >>> instance.problem(None).sigma2.tolist()  # no batch: no noise
+        [0.0, 0.0]
     """
 
     h: np.ndarray
@@ -731,7 +735,7 @@ class Study:
         """One dict per family and batch size (``batch`` None: no noise), with the family's
         critical batch size."""
         out = []
-        for name, column in self.tuned.items():
+        for column in self.tuned.values():
             crit = critical_batch(column)
             extra = {"critical_batch": crit.batch, "critical_where": crit.where,
                      "min_steps": crit.min_steps}  # fmt: skip
@@ -757,7 +761,7 @@ def check_study(
         >>> check_study(["adam"], [4], 0.01, 0.5, 1000, None, 2)
         Traceback (most recent call last):
         ...
-        lic_dynamics.validation.InvalidValue: rules[0] must be among sgd, momentum, precond-sgd, ema, sma, lookahead, precond-sma, got 'adam'
+        lic_dynamics.validation.InvalidValue: rules[0] must be among sgd, momentum, ..., got 'adam'
     """
     rules = list(rules)
     for i, name in enumerate(rules):
@@ -769,7 +773,9 @@ def check_study(
         raise validation.InvalidValue("rules", f"must be distinct and at least one, got {rules}")
     batches = tuple(validation.integer_array("batch", list(batches), minimum=1).tolist())
     if not batches or len(set(batches)) != len(batches):
-        raise validation.InvalidValue("batch", f"must be distinct and at least one, got {list(batches)}")
+        raise validation.InvalidValue(
+            "batch", f"must be distinct and at least one, got {list(batches)}"
+        )
     target = validation.real("target", target, "(0, inf)", low=0, high=math.inf)
     precondition = validation.real(
         "precondition", precondition, "[0, 1]", low=0, high=1, low_open=False, high_open=False

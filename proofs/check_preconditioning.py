@@ -16,7 +16,9 @@ from nqm.problem import standard
 from nqm.rules import SGD, SMA, Momentum, State
 
 # ---- symbols -----------------------------------------------------------------------------------------
-a, h, sigma2, P = sp.symbols("a h sigma2 P", positive=True)  # step, curvature, noise, preconditioner
+a, h, sigma2, P = sp.symbols(
+    "a h sigma2 P", positive=True
+)  # step, curvature, noise, preconditioner
 p = sp.Symbol("p", nonnegative=True)  # the power of P = h^(-p)
 x, eps, v = sp.symbols("x epsilon v", real=True)
 beta, u, mu, alpha = sp.symbols("beta u mu alpha", real=True)
@@ -58,15 +60,20 @@ Vs = sp.Symbol("V_star", positive=True)
 q = Vs * (1 - u**2)
 F = sp.Matrix([[u, 0], [(1 - beta) * u, beta]])
 g = sp.Matrix([1, 1 - beta])
-Sigma = sp.Matrix([[Vs, (1 - beta) * Vs / (1 - beta * u)], [(1 - beta) * Vs / (1 - beta * u), Vs * R]])
+Sigma = sp.Matrix(
+    [[Vs, (1 - beta) * Vs / (1 - beta * u)], [(1 - beta) * Vs / (1 - beta * u), Vs * R]]
+)
 residual = F * Sigma * F.T + q * g * g.T - Sigma
 for i, j in ((0, 0), (0, 1), (1, 1)):
-    identity(f"3a: (V*, Cov, V* R) is the SMA fixed point for any V*, entry ({i},{j})", residual[i, j], 0)
+    identity(
+        f"3a: (V*, Cov, V* R) is the SMA fixed point for any V*, entry ({i},{j})", residual[i, j], 0
+    )
 identity("3b: with V* = V*_P and u = (1 - aPh)^k: Var y = V*_P R(beta, (1 - aPh)^k)",
          (Vs * R).subs({Vs: V_P, u: (1 - rho_P) ** k}),
          V_P * R.subs(u, (1 - rho_P) ** k))  # fmt: skip
 R_LA = alpha * (1 + u) / (alpha * (1 + u) + 2 * (1 - alpha))
-phi_var = alpha**2 * q / (1 - (1 - alpha * (1 - u)) ** 2)  # Lookahead: phi' = (1 - alpha(1-u)) phi + alpha eta
+# Lookahead: phi' = (1 - alpha(1-u)) phi + alpha eta, stationary variance alpha^2 q / (1 - c^2)
+phi_var = alpha**2 * q / (1 - (1 - alpha * (1 - u)) ** 2)
 identity("3c: Lookahead's fixed point is V* R_LA(alpha, u) for any V* (so V*_P R_LA(alpha, u_P))",
          phi_var, Vs * R_LA)  # fmt: skip
 # Heavy ball: Result 5's V with a -> aP is the fixed point of the preconditioned AR(2).
@@ -78,7 +85,9 @@ gamma1 = phi1 * V_mom / (1 + mu)
 Pm = sp.Matrix([[V_mom, gamma1], [gamma1, V_mom]])
 residual = A * Pm * A.T + sigma2 * b * b.T - Pm
 for i, j in ((0, 0), (0, 1), (1, 1)):
-    identity(f"3d: momentum's stationary covariance with a -> aP, entry ({i},{j})", residual[i, j], 0)
+    identity(
+        f"3d: momentum's stationary covariance with a -> aP, entry ({i},{j})", residual[i, j], 0
+    )
 
 # ---- Step 4: what changes for the averages -----------------------------------------------------------
 # Coordinate i enters R only through rho_i = a h_i^(1-p): the spread of rho over the spectrum shrinks
@@ -96,7 +105,9 @@ positive("4c: d rho_P / dp > 0 for h in (0, 1)", drho_dp.subs(h, hh))
 dR_du = sp.diff(R, u)
 positive("4d: dR/du > 0 for beta in (0, 1), u in (-1, 1)", dR_du,
          {beta: unit_interval(s), u: symmetric_interval(w)})  # fmt: skip
-du_drho = sp.diff((1 - sp.Symbol("r_")) ** k, sp.Symbol("r_")).subs(sp.Symbol("r_"), unit_interval(t))
+du_drho = sp.diff((1 - sp.Symbol("r_")) ** k, sp.Symbol("r_")).subs(
+    sp.Symbol("r_"), unit_interval(t)
+)
 positive("4e: du/drho = -k (1 - rho)^(k-1) < 0 for rho in (0, 1)", -du_drho)
 # The Newton limit p = 1: every coordinate has rho = a and the same R; its steady risk is a/(2B(2-a)).
 identity("4f: p = 1: the standard NQM risk per coordinate is a / (2B(2 - a)), the same for all h",
@@ -123,10 +134,11 @@ table = {
 }
 for (lr, power), (sgd, sma) in table.items():
     got = (loss(lr, power), loss(lr, power, 0.9))
+    close = abs(got[0] - sgd) < 5e-7 and abs(got[1] - sma) < 5e-7
     numeric(f"5a: lr = {lr}, p = {power}: L*_SGD = {sgd}, L*_SMA(k=5, beta=0.9) = {sma}",
-            abs(got[0] - sgd) < 5e-7 and abs(got[1] - sma) < 5e-7, f"got {got[0]:.6f}, {got[1]:.6f}")  # fmt: skip
+            close, f"got {got[0]:.6f}, {got[1]:.6f}")  # fmt: skip
 problem = standard(10_000)
-for (lr, power), (sgd, sma) in table.items():
+for (lr, power), (_, sma) in table.items():
     rule = SMA(SGD(lr, precondition=power), 5, 0.9)
     got = steady_loss(problem, rule)
     numeric(f"5b: nqm.closed_form.steady_loss agrees at lr = {lr}, p = {power}",

@@ -324,7 +324,18 @@ def test_extreme_input_is_one_line_not_a_traceback_or_nan(capsys, argv, needle):
 
 # ---- nqm scaling ------------------------------------------------------------------------------------
 
-SMALL_SCALING = ["scaling", "--dim", "100", "--batch", "4", "64", "--target", "0.1", "--workers", "1"]
+SMALL_SCALING = [
+    "scaling",
+    "--dim",
+    "100",
+    "--batch",
+    "4",
+    "64",
+    "--target",
+    "0.1",
+    "--workers",
+    "1",
+]
 
 
 def test_scaling_json_records(capsys):

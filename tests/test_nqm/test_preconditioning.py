@@ -121,7 +121,9 @@ def test_precondition_zero_is_the_plain_rule():
         (Momentum(0.3, 0.5, precondition=0.0), Momentum(0.3, 0.5)),
     ):
         assert rule == plain and rule.label() == plain.label()
-        np.testing.assert_array_equal(cf.steady_variance(rule, h, 1.0), cf.steady_variance(plain, h, 1.0))
+        np.testing.assert_array_equal(
+            cf.steady_variance(rule, h, 1.0), cf.steady_variance(plain, h, 1.0)
+        )
 
 
 def test_newton_preconditioning_gives_every_coordinate_the_same_rho():
@@ -157,8 +159,11 @@ def test_monte_carlo_agrees_with_the_exact_moments_under_preconditioning_and_a_t
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True])
 def test_bad_precondition_is_refused_naming_it(value):
-    for make in (lambda: SGD(0.1, precondition=value), lambda: Momentum(0.1, 0.5, precondition=value)):
-        with pytest.raises(InvalidValue, match="^precondition "):
+    for make in (
+        lambda: SGD(0.1, precondition=value),
+        lambda: Momentum(0.1, 0.5, precondition=value),
+    ):
+        with pytest.raises(InvalidValue, match=r"^precondition "):
             make()
 
 

@@ -41,7 +41,11 @@ def rules(draw, h: np.ndarray, momentum: bool = True):
     rho = draw(st.floats(0.02, 1.9))
     lr = rho / float(np.max(h ** (1 - p)))
     use_momentum = momentum and draw(st.booleans())
-    base = Momentum(lr, draw(mus(0.0, 0.9)), precondition=p) if use_momentum else SGD(lr, precondition=p)
+    base = (
+        Momentum(lr, draw(mus(0.0, 0.9)), precondition=p)
+        if use_momentum
+        else SGD(lr, precondition=p)
+    )
     kind = draw(st.sampled_from(["base", "sma", "ema", "lookahead"]))
     k, beta, alpha = draw(ks(8)), draw(betas(0.0, 0.95)), draw(alphas(0.1, 1.0))
     return {"base": base, "sma": SMA(base, k, beta), "ema": EMA(base, beta),
@@ -123,7 +127,7 @@ def test_unreachable_targets_say_why():
     assert scaling.steps_to_target(problem, SGD(0.5), 100.0).steps == 0  # already below
     with pytest.raises(ValueError, match="Polyak"):
         scaling.steps_to_target(problem, Polyak(SGD(0.5)), 0.5)
-    with pytest.raises(InvalidValue, match="^target "):
+    with pytest.raises(InvalidValue, match=r"^target "):
         scaling.steps_to_target(problem, SGD(0.5), 0.0)
 
 
