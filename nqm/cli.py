@@ -474,6 +474,12 @@ def _print_scaling(result: scaling.Study) -> None:
     print("\ncritical batch size (where the tuned steps reach 2x the noiseless minimum):")
     for name, crit in result.critical().items():
         print(f"  {name:<13} {report_critical(crit)}")
+    claims = scaling.findings(result.records())
+    if claims:
+        print("\nfindings:")
+        for claim in claims:
+            verdict = "holds" if claim.holds else "does NOT hold"
+            print(f"  [{verdict}] {claim.statement}\n      {claim.evidence}")
 
 
 def report_critical(crit: scaling.CriticalBatch) -> str:

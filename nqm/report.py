@@ -245,6 +245,10 @@ def scaling_markdown(study: scaling.Study, bound: int) -> str:
                 f"{'<=' if crit.where == 'below' else '>'} {crit.batch:g} ({crit.where} the sweep)"
             )
         lines.append(f"| {name} | {crit.min_steps} | {where} |")
+    claims = scaling.findings(study.records(), examples=bound)
+    if claims:
+        lines += ["", "| finding | evidence | verdict |", "|---|---|---|"]
+        lines += [f"| {s} | {e} | {v} |" for s, e, v in table_rows(claims)]
     lines += ["", "![steps versus batch size](steps.png)", "", "![tuned lr](lr.png)", ""]
     return "\n".join(lines)
 

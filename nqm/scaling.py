@@ -27,7 +27,9 @@ momentum included).
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -40,6 +42,7 @@ from nqm import closed_form
 from nqm.moments import transition
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule, State
+from nqm.verify import Claim
 
 # A level's map is converged when every entry of M^(2^J) is below this: the initial condition then
 # contributes at most 1e-18 of itself to the loss, and the noise sum has reached its limit.
@@ -63,21 +66,23 @@ LR_TOLERANCE = 1e-3
 Matrix = list[list[np.ndarray | None]]
 
 
-def _dot(terms: Iterable[tuple[np.ndarray | None, np.ndarray | None]]) -> np.ndarray | None:
+def _dot(pairs: list[tuple[np.ndarray | None, np.ndarray | None]]) -> np.ndarray | None:
     """``sum a * b`` over the pairs with neither factor None; None if there are none."""
     acc = None
-    for a, b in terms:
-        if a is not None and b is not None:
-            if acc is None:
-                acc = a * b
-            else:
-                acc += a * b
+    for a, b in pairs:
+        if a is None or b is None:
+            continue
+        if acc is None:
+            acc = a * b
+        else:
+            acc += a * b
     return acc
 
 
 def _mul(a: Matrix, b: Matrix) -> Matrix:
     """``a @ b`` per coordinate."""
-    return [[_dot((row[k], b[k][j]) for k in range(len(b))) for j in range(len(b[0]))] for row in a]
+    columns = range(len(b[0]))
+    return [[_dot([(row[k], b[k][j]) for k in range(len(b))]) for j in columns] for row in a]
 
 
 def _sandwich(m: Matrix, s: Matrix, plus: Matrix | None = None, scale=None) -> Matrix:
@@ -88,7 +93,7 @@ def _sandwich(m: Matrix, s: Matrix, plus: Matrix | None = None, scale=None) -> M
     out: Matrix = [[None] * n for _ in range(n)]
     for i in range(n):
         for j in range(i, n):
-            acc = _dot((ms[i][k], m[j][k]) for k in range(n))
+            acc = _dot([(ms[i][k], m[j][k]) for k in range(n)])
             extra = None if plus is None else plus[i][j]
             if extra is not None:
                 extra = extra if scale is None else scale * extra
@@ -97,19 +102,15 @@ def _sandwich(m: Matrix, s: Matrix, plus: Matrix | None = None, scale=None) -> M
     return out
 
 
-def _quadratic(row: list[np.ndarray | None], s: Matrix) -> np.ndarray | float:
-    """``row s row^T`` per coordinate: one diagonal entry of :func:`_sandwich`."""
-    n = len(row)
-    acc = _dot((row[a], row[a] * s[a][a] if row[a] is not None and s[a][a] is not None else None)
-               for a in range(n))  # fmt: skip
-    for a in range(n):
-        for b in range(a + 1, n):
-            cross = _dot([(row[a], row[b])])
-            term = _dot([(cross, s[a][b])])
-            if term is not None:
-                term *= 2.0
-                acc = term if acc is None else acc + term
-    return 0.0 if acc is None else acc
+def _probe(weight: np.ndarray, row: list[np.ndarray | None]) -> list[tuple[int, int, np.ndarray]]:
+    """``sum_i w_i (row S row^T)_i = sum_(a<=b) c_ab . S_ab`` with ``c_ab = w row_a row_b``
+    (doubled off the diagonal): the loss after a map, as a few dot products with S."""
+    out = []
+    for a in range(len(row)):
+        for b in range(a, len(row)):
+            if row[a] is not None and row[b] is not None:
+                out.append((a, b, weight * row[a] * row[b] * (1.0 if a == b else 2.0)))
+    return out
 
 
 def _matrix(array: np.ndarray) -> Matrix:
@@ -218,6 +219,7 @@ class Ladder:
         self.start = [[position if a != "v" and b != "v" else None for b in rule.states]
                       for a in rule.states]  # fmt: skip
         self.levels = [_period_maps(rule, problem.h)]
+        self._probes: list = []  # per level, what _loss_after needs
         self.unit_variance = self._steady_variance(problem.h)
 
     def _steady_variance(self, h: np.ndarray) -> np.ndarray | None:
@@ -295,12 +297,41 @@ class Ladder:
         k = self.rule.period
         return Crossing((periods + 1) * k, (periods + fraction) * k, steady)
 
+    def losses(self, sigma2: np.ndarray, periods: int) -> np.ndarray:
+        """``E[L]`` after 0, 1, ..., ``periods`` periods, one period at a time: O(d periods), the
+        step-by-step reference that :meth:`crossing` avoids (the benchmark checks crossings with it).
+
+        Examples:
+            >>> problem = standard(100, batch=8)
+            >>> ladder = Ladder(SGD(0.5), problem)
+            >>> loss = ladder.losses(problem.sigma2, 258)
+            >>> int(np.argmax(loss <= 0.1)), ladder.crossing(problem.sigma2, 0.1).steps
+            (258, 258)
+        """
+        periods = validation.integer("periods", periods, minimum=0)
+        m, n = self.levels[0]
+        second = self.start
+        out = np.empty(periods + 1)
+        out[0] = self.loss(second)
+        for t in range(1, periods + 1):
+            second = _sandwich(m, second, plus=n, scale=sigma2)
+            out[t] = self.loss(second)
+        return out
+
     def _loss_after(self, level: int, second: Matrix, sigma2: np.ndarray) -> float:
-        """The loss 2^level periods after second moments ``second``, computing only the readout."""
-        m, n = self.levels[level]
-        i = self.readout
-        noise = 0.0 if n[i][i] is None else sigma2 * n[i][i]
-        return float(self.weight @ (_quadratic(m[i], second) + noise))
+        """The loss 2^level periods after second moments ``second``: a few dot products with the
+        level's probes (``_probe``), nothing of size d allocated."""
+        while len(self._probes) <= level:
+            m, n = self.levels[len(self._probes)]
+            i = self.readout
+            noise = None if n[i][i] is None else self.weight * n[i][i]
+            self._probes.append((_probe(self.weight, m[i]), noise))
+        probes, noise = self._probes[level]
+        total = 0.0 if noise is None else float(noise @ sigma2)
+        for a, b, c in probes:
+            if second[a][b] is not None:
+                total += float(c @ second[a][b])
+        return total
 
 
 def steps_to_target(
@@ -848,3 +879,165 @@ def examples_needed(instance: Instance, target: float) -> int:
         mid = (low + high) // 2
         low, high = (mid, high) if loss(mid) > target else (low, mid)
     return high
+
+
+# ---- findings: the notebook's qualitative claims and the new ones, with their numbers ------------
+
+
+def findings(
+    records: list[dict],
+    binned_records: list[dict] | None = None,
+    examples: int | None = None,
+) -> list[Claim]:
+    """What a sweep says, as :class:`nqm.verify.Claim` s with their evidence: Zhang et al.'s
+    qualitative findings (reproduced or not) and the new ones about SMA and Lookahead, from
+    :meth:`Study.records` (or their JSON). A claim needs the families it compares; one whose
+    families are missing is left out. ``binned_records`` (the same sweep with ``bins``) adds the
+    distance of the notebook's approximation from the exact answer; ``examples``
+    (:func:`examples_needed`) the information bound.
+
+    Examples:
+        >>> batches = [2**j for j in range(16)]
+        >>> result = study(["sgd", "momentum"], batches=batches, dim=300, target=0.05)
+        >>> claims = findings(result.records())
+        >>> [(c.key, c.holds) for c in claims]
+        [('perfect-scaling', True), ('momentum-helps-only-at-large-batch', True)]
+        >>> claims[0].evidence
+        'B_crit = 110; per doubling 1.945-1.994x up to B = 16, 1.009-1.153x from B = 256'
+    """
+    steps = {(r["rule"], r["batch"]): r["steps"] for r in records}
+    rules = list(dict.fromkeys(r["rule"] for r in records))
+    batches = sorted({r["batch"] for r in records if r["batch"] is not None})
+    critical = {r["rule"]: (r["critical_batch"], r["critical_where"]) for r in records}
+    out: list[Claim] = []
+
+    def ratio(a: str, b: str, batch: int | None) -> float:
+        sa, sb = steps.get((a, batch)), steps.get((b, batch))
+        return math.inf if sa is None or not sb else sa / sb
+
+    def crit(rule: str) -> str:
+        value, where = critical[rule]
+        if value is None:
+            return where
+        return f"{value:.3g}" if where == "inside" else f"{'<=' if where == 'below' else '>'} {value:g}"
+
+    small, large = batches[0], batches[-1]
+    if "sgd" in rules and len(batches) >= 2:
+        bc, where = critical["sgd"]
+        halving, flat = [], []
+        for b1, b2 in itertools.pairwise(batches):
+            s1, s2 = steps[("sgd", b1)], steps[("sgd", b2)]
+            if s1 is None or s2 is None:
+                continue
+            per_doubling = (s1 / s2) ** (1 / math.log2(b2 / b1))
+            if where == "inside" and b2 <= bc / 4:
+                halving.append((b1, per_doubling))
+            if where == "inside" and b1 >= 2 * bc:
+                flat.append((b1, per_doubling))
+        holds = bool(halving and flat and min(r for _, r in halving) >= 1.9
+                     and max(r for _, r in flat) < 1.5)  # fmt: skip
+        out.append(Claim(
+            "perfect-scaling",
+            "SGD scales perfectly up to a critical batch size: each doubling of B nearly halves the "
+            "steps (by >= 1.9x) up to B_crit/4, and saves less than a third (< 1.5x) from 2 B_crit on",
+            holds,
+            f"B_crit = {crit('sgd')}; per doubling "
+            + (f"{min(r for _, r in halving):.3f}-{max(r for _, r in halving):.3f}x up to "
+               f"B = {halving[-1][0] * 2}" if halving else "no pair below B_crit/4")
+            + (f", {min(r for _, r in flat):.3f}-{max(r for _, r in flat):.3f}x from "
+               f"B = {flat[0][0]}" if flat else ", no pair beyond 2 B_crit"),
+        ))  # fmt: skip
+    if {"sgd", "precond-sgd"} <= set(rules):
+        (a, wa), (b, wb) = critical["sgd"], critical["precond-sgd"]
+        holds = a is not None and b is not None and wa == "inside" and b > a
+        out.append(Claim(
+            "preconditioning-raises-critical-batch",
+            "preconditioning (P = h^-p) raises the critical batch size",
+            holds,
+            f"B_crit: SGD {crit('sgd')}, preconditioned {crit('precond-sgd')}"
+            + (f" ({b / a:.2g}x)" if holds else ""),
+        ))  # fmt: skip
+    for rule, name in (("momentum", "momentum"), ("ema", "EMA")):
+        if {"sgd", rule} <= set(rules):
+            at_small, at_large = ratio(rule, "sgd", small), ratio(rule, "sgd", large)
+            out.append(Claim(
+                f"{rule}-helps-only-at-large-batch",
+                f"{name} helps only at large batch: its tuned steps are within 10% of SGD's at the "
+                f"smallest B and at most half of SGD's at the largest",
+                at_small >= 0.9 and at_large <= 0.5,
+                f"steps / SGD's: {at_small:.3f} at B = {small}, {at_large:.3f} at B = {large}, "
+                f"{ratio(rule, 'sgd', None):.3f} without noise",
+            ))  # fmt: skip
+    averages = [r for r in ("ema", "sma", "lookahead") if r in rules]
+    if "sgd" in rules and averages:
+        parts = [f"{r} {ratio(r, 'sgd', small):.3f} / {ratio(r, 'sgd', large):.3f}" for r in averages]
+        out.append(Claim(
+            "averaging-helps-at-small-batch",
+            "averaging the weights (EMA, SMA, Lookahead) speeds SGD up only where gradient noise "
+            "dominates: fewer steps than SGD at the smallest B, none saved (>= 0.95x) at the largest",
+            all(ratio(r, "sgd", small) < 1 and ratio(r, "sgd", large) >= 0.95 for r in averages),
+            f"steps / SGD's at B = {small} / {large}: " + ", ".join(parts),
+        ))  # fmt: skip
+    if {"sma", "ema"} <= set(rules):
+        ratios = [ratio("sma", "ema", b) for b in [*batches, None]]
+        out.append(Claim(
+            "sma-close-to-ema",
+            "SMA (an average updated every k steps) needs at most 10% more steps than the per-step "
+            "EMA at every batch size",
+            max(ratios) <= 1.1,
+            f"SMA / EMA steps from {min(ratios):.3f} to {max(ratios):.3f} over B = {small} ... "
+            f"{large} and no noise",
+        ))  # fmt: skip
+    others = [r for r in ("sma", "lookahead", "ema") if r in rules]
+    if "momentum" in rules and others:
+        out.append(Claim(
+            "momentum-wins-at-large-batch",
+            "at the largest batch no average of SGD comes near heavy-ball momentum",
+            all(ratio(r, "momentum", large) > 2 for r in others),
+            f"steps / momentum's at B = {large}: "
+            + ", ".join(f"{r} {ratio(r, 'momentum', large):.1f}x" for r in others),
+        ))  # fmt: skip
+    pairs = [(a, b) for a, b in (("ema", "sgd"), ("sma", "sgd"), ("lookahead", "sgd"),
+                                 ("precond-sma", "precond-sgd")) if {a, b} <= set(rules)]  # fmt: skip
+    if pairs:
+
+        def lower(a: str, b: str) -> bool:
+            (va, wa), (vb, wb) = critical[a], critical[b]
+            return va is not None and vb is not None and wa == wb == "inside" and va < vb
+
+        out.append(Claim(
+            "averaging-lowers-critical-batch",
+            "averaging lowers the critical batch size (it saves steps only at small batch, so the "
+            "steps reach twice the noiseless minimum at a smaller B)",
+            all(lower(a, b) for a, b in pairs),
+            "; ".join(f"{a} {crit(a)} vs {b} {crit(b)}" for a, b in pairs),
+        ))  # fmt: skip
+    if binned_records is not None:
+        binned = {(r["rule"], r["batch"]): r["steps"] for r in binned_records}
+        errors = [abs(binned[key] / s - 1) for key, s in steps.items()
+                  if s and binned.get(key)]  # fmt: skip
+        worst = max(((abs(binned[k] / s - 1), k) for k, s in steps.items() if s and binned.get(k)),
+                    default=(math.nan, None))  # fmt: skip
+        out.append(Claim(
+            "binned-close-to-exact",
+            "the notebook's 100-bin approximation gives the exact tuned steps within 10%",
+            bool(errors) and max(errors) <= 0.1,
+            f"|binned / exact - 1| over {len(errors)} (rule, B): median "
+            f"{statistics.median(errors):.2%}, largest {worst[0]:.2%} ({worst[1][0]}, "
+            f"B = {_batch_name(worst[1][1])})" if errors else "no common results",
+        ))  # fmt: skip
+    if examples is not None:
+        gaps = {r: steps[(r, small)] * small / examples for r in rules if steps.get((r, small))}
+        best = min(gaps, key=gaps.get) if gaps else None
+        out.append(Claim(
+            "information-bound",
+            "no rule beats the information bound (at least N* examples, N* / B steps)",
+            all(steps[(r, b)] * b >= examples for r in rules for b in batches if steps.get((r, b))),
+            f"N* = {examples}; at B = {small} the closest is {best} at {gaps[best]:.2f}x the bound"
+            if best else f"N* = {examples}",
+        ))  # fmt: skip
+    return out
+
+
+def _batch_name(batch: int | None) -> str:
+    return "inf" if batch is None else str(batch)
