@@ -52,7 +52,9 @@ def scan_check(study: scaling.Study, limit: int) -> list[dict]:
                 continue
             rule = family.rule(t.lr, study.precondition, t.point)
             sigma2 = instance.c / t.batch if t.batch else np.zeros_like(instance.h)
-            loss = scaling.Ladder(rule, problem, instance.weight).losses(sigma2, t.steps // rule.period)
+            loss = scaling.Ladder(rule, problem, instance.weight).losses(
+                sigma2, t.steps // rule.period
+            )
             first = int(np.argmax(loss <= study.target)) * rule.period
             rows.append({"rule": name, "batch": t.batch, "steps": t.steps, "first": first})
     return rows
@@ -69,7 +71,9 @@ def tolerance_check(study: scaling.Study, workers: int) -> dict:
         tight = [scaling.tune_point(instance, family, p, batches, study.target, study.precondition,
                                     tolerance=1e-6) for p in family.grid]  # fmt: skip
         for old, new in zip(study.tuned[name], scaling.best_of(tight), strict=True):
-            changes.append({"rule": name, "batch": old.batch, "default": old.steps, "tight": new.steps})
+            changes.append(
+                {"rule": name, "batch": old.batch, "default": old.steps, "tight": new.steps}
+            )
     return {"tolerance": 1e-6, "default_tolerance": scaling.LR_TOLERANCE, "changes": changes,
             "seconds": time.perf_counter() - start}  # fmt: skip
 
