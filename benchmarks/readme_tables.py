@@ -2,7 +2,7 @@
 that no number in the README is copied by hand (``tests/test_readme.py`` checks they match).
 
 Run:  python benchmarks/readme_tables.py      # after convergence.py, ablations.py,
-                                              # trainer_throughput.py
+                                              # trainer_throughput.py, nqm_scaling.py
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 import checkpoint_bitflips  # benchmarks/ is on sys.path when a script runs
+import nqm_scaling
 import trainer_throughput
 
 from lic_train.experiments import format_stat
@@ -79,6 +80,9 @@ def tables() -> dict[str, list[str]]:
             continue
         if results.get("benchmark") == "checkpoint_bitflips":
             out[path.parent.name] = checkpoint_bitflips.table(results)
+            continue
+        if results.get("benchmark") == "nqm_scaling":
+            out.update(nqm_scaling.tables(results))
             continue
         out[path.parent.name] = method_table(results)
         if len(results["preset"]["lambdas"]) > 1:

@@ -4,6 +4,7 @@ critical batch size."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -152,7 +153,8 @@ def test_tuned_steps_beat_a_dense_grid_of_learning_rates(name):
     point = family.grid[len(family.grid) // 2]
     problem = SMALL.problem(1)
     batches = [4, 256, None]
-    tuned = scaling.tune_point(SMALL, family, point, batches, 0.05)
+    single = dataclasses.replace(family, grid=(point,))
+    tuned = scaling.tune(SMALL, single, batches, 0.05)
     limit = family.lr_limit(SMALL.h, 0.5, point)
     for t, batch in zip(tuned, batches, strict=True):
         sigma2 = SMALL.c / batch if batch else np.zeros_like(SMALL.h)
