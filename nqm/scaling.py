@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import math
+import signal
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -641,13 +642,24 @@ def sweep(
     if workers == 1 or len(families) == 1:
         return {name: tune(*args) for name, args in arguments.items()}
     order = sorted(families, key=lambda f: -len(f.grid))
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(families))) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        min(workers, len(families)), initializer=_quiet_worker
+    )
+    try:
         futures = {f.name: pool.submit(tune, *arguments[f.name]) for f in order}
-        try:
-            return {f.name: futures[f.name].result() for f in families}
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        return {f.name: futures[f.name].result() for f in families}
+    except BaseException:  # Ctrl-C, SIGTERM or an error: the workers' work is lost anyway
+        for process in list(getattr(pool, "_processes", {}).values()):  # no public way
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _quiet_worker() -> None:
+    """A worker leaves Ctrl-C to its parent, which ends it, and dies silently on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # ---- the critical batch size ----------------------------------------------------------------------

@@ -386,3 +386,29 @@ def test_scaling_binned_differs_from_exact(capsys):
     assert main([*base, "--bins", "100"]) == 0
     binned = json.loads(capsys.readouterr().out)
     assert exact[0]["steps"] != binned[0]["steps"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "word"), [(15, 143, "terminated"), (2, 130, "interrupted")]
+)
+def test_scaling_stopped_by_a_signal_to_its_group_ends_its_workers_quietly(
+    tmp_path, signum, status, word
+):
+    """SIGTERM (a scheduler) or Ctrl-C (SIGINT to the whole group) while the workers run: one
+    line, the shell's status, no worker left and nothing written to --out."""
+    import os
+    import time
+
+    out = tmp_path / "report"
+    argv = [sys.executable, "-m", "nqm", "scaling", "--workers", "2", "--out", str(out)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)  # fmt: skip
+    time.sleep(3)  # the workers are busy by now
+    os.killpg(process.pid, signum)
+    _, err = process.communicate(timeout=60)
+    lines = err.decode().strip().splitlines()
+    assert process.returncode == status
+    assert lines[1:] == [f"nqm scaling: {word}" + (" (SIGTERM)" if signum == 15 else "")]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # the group is gone: no worker outlived it
+    assert not out.exists()
