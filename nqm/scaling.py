@@ -9,8 +9,9 @@ same per-step maps as :mod:`nqm.moments`:
   ``S = E[s s^T]`` (``S <- M S M^T + sigma2 N``); :meth:`Ladder.crossing` finds the smallest t with
   ``E[L_t] <= C`` by binary lifting over them, O(d log t) for any batch size.
 - :func:`tune` minimises the steps over the learning rate for each batch size (a log grid, then
-  Brent's method on log lr, to a relative tolerance of 1e-6) and over a grid of the rule's other
-  hyperparameters, as Zhang et al.'s notebook does for momentum and the EMA decay.
+  Brent's method on log lr to a relative tolerance of ``LR_TOLERANCE``) and over a grid of the
+  rule's other hyperparameters, as Zhang et al.'s notebook does for momentum and the EMA decay;
+  :func:`sweep` runs it for several rules on several processes.
 - :func:`critical_batch` is the batch size at which the tuned steps are twice the fewest any batch
   size can reach (McCandlish et al. 2018, arXiv 1812.06162: there doubling the batch saves a quarter
   of the steps instead of half).
@@ -18,10 +19,11 @@ same per-step maps as :mod:`nqm.moments`:
 
 A target is *reached* when the loss falls to C and its limit (the steady-state loss) is below C; a
 rule whose steady-state loss is C or more, or which diverges, never reaches it, whatever a transient
-does. Binary lifting finds a step t with ``E[L_t] <= C < E[L_{t-1}]``; it is the smallest such t
-whenever ``E[L]`` does not dip below C and come back before it, which holds for a loss that
-decreases until it crosses (``tests/test_nqm/test_scaling.py`` checks it against a step-by-step scan,
-momentum included).
+does. Binary lifting finds a step t with ``E[L_t] <= C < E[L_{t-k}]`` (k the rule's period); it
+is the smallest such t whenever ``E[L]`` does not dip below C and come back above it before, which
+holds for a loss that decreases until it crosses (``tests/test_nqm/test_scaling.py`` checks it
+against a step-by-step scan). Heavy-ball momentum at a large learning rate can oscillate around C;
+then the step found may be a later crossing.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ class Crossing:
 
     ``steps``: the smallest t with ``E[L_t] <= C`` (a multiple of the rule's period: an average only
     moves on sampling steps), or None when C is never reached. ``fractional``: the crossing
-    interpolated linearly between the last period above C and the first at or below it, in steps; it
+    interpolated (in log L) between the last period above C and the first at or below it, in steps; it
     is continuous in the learning rate, which the tuner needs (inf when never reached).
     ``steady_loss``: the limit of ``E[L_t]`` (inf when the rule diverges). ``reason``: why C is never
     reached, else ''.

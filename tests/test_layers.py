@@ -100,7 +100,7 @@ def test_nqm_imports_and_runs_without_torch():
         "sys.meta_path.insert(0, NoTorch())\n"
         "import lic_dynamics.cli, lic_dynamics.files, lic_dynamics.validation\n"
         "import nqm, nqm.cli, nqm.closed_form, nqm.embedding, nqm.moments, nqm.montecarlo\n"
-        "import nqm.problem, nqm.report, nqm.rules, nqm.verify\n"
+        "import nqm.problem, nqm.report, nqm.rules, nqm.scaling, nqm.verify\n"
         "print(nqm.cli.main(['steady', '--rule', 'sma', '--lr', '0.5', '--h', '1', '--json']))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
