@@ -370,7 +370,7 @@ class Family:
     Examples:
         >>> family = FAMILIES["precond-sma"]
         >>> family.rule(0.1, 0.5, family.grid[0]).label()
-        'SMA(k=4, beta=0.9) over SGD(lr=0.1, P=h^-0.5)'
+        'SMA(k=4, beta=0.5) over SGD(lr=0.1, P=h^-0.5)'
         >>> round(family.lr_limit(np.array([1.0, 0.01]), 0.5, family.grid[0]), 6)  # 2 / max h^0.5
         2.0
     """
@@ -393,9 +393,10 @@ class Family:
 # The grids cover the notebook's range (it used 1 - logspace(-5, 0, 20) for momentum and the EMA
 # decay) with fewer values, so that the default sweep stays under a minute on 2 cores; the README
 # shows what the notebook's finer grid buys (benchmarks/nqm_scaling.py, "grid check"). SMA and
-# Lookahead reach averaging horizons (k / (1 - beta), k / alpha) like the EMA's.
+# Lookahead reach averaging horizons (k / (1 - beta), k / alpha) like the EMA's, and each grid has a
+# weak average (beta = 0.5, alpha = 0.8) for where averaging does not pay.
 DECAYS = tuple(float(1 - 10 ** (-j / 2)) for j in range(1, 11))  # 0.684, 0.9, ..., 0.99999
-SMA_GRID = tuple({"k": k, "beta": b} for k in (4, 16) for b in (0.9, 0.99, 0.999, 0.9999))
+SMA_GRID = tuple({"k": k, "beta": b} for k in (4, 16) for b in (0.5, 0.9, 0.99, 0.999, 0.9999))
 LOOKAHEAD_GRID = tuple({"k": k, "alpha": a} for k in (4, 16) for a in (0.01, 0.05, 0.25, 0.8))
 
 
