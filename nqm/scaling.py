@@ -629,8 +629,10 @@ def sweep(
     workers: int = 1,
     refine: int | None = REFINE,
 ) -> dict[str, list[Tuned]]:
-    """:func:`tune` for several families, one process per family on ``workers`` processes, the
-    largest grids first (results do not depend on the number of workers).
+    """:func:`tune` for several families on ``workers`` processes. Each family's batch sizes are
+    tuned in ``PARTS`` contiguous parts, the parts spread over the workers with the longest first;
+    then, as :func:`tune` does within a part, each batch size tries the choice of the next smaller
+    one. The parts do not depend on ``workers``, so neither do the results.
 
     Examples:
         >>> result = sweep(exact(100), [FAMILIES["sgd"], FAMILIES["momentum"]], [1, 64], 0.1)
@@ -640,17 +642,60 @@ def sweep(
     families = list(families)
     batches = list(batches)
     workers = validation.integer("workers", workers, minimum=1)
-    arguments = {f.name: (instance, f, batches, target, precondition, LR_TOLERANCE, refine)
-                 for f in families}  # fmt: skip
-    if workers == 1 or len(families) == 1:
-        return {name: tune(*args) for name, args in arguments.items()}
-    order = sorted(families, key=lambda f: -len(f.grid))
+    ordered = sorted(set(batches), key=_batch_key)
+    size = math.ceil(len(ordered) / PARTS)
+    parts = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    # Longest first: large grids, then small batch sizes (long searches).
+    tasks = sorted(((f, part) for f in families for part in parts),
+                   key=lambda task: (-len(task[0].grid), _batch_key(task[1][0])))  # fmt: skip
+    arguments = [
+        (instance, f, part, target, precondition, LR_TOLERANCE, refine) for f, part in tasks
+    ]
+    if workers == 1:
+        results = [tune(*args) for args in arguments]
+    else:
+        results = _run_parallel(arguments, workers)
+    found: dict[str, dict[int | None, Tuned]] = {f.name: {} for f in families}
+    for (family, _), tuned in zip(tasks, results, strict=True):
+        found[family.name].update((t.batch, t) for t in tuned)
+    problem = instance.problem(1)
+    for family in families:
+        column = found[family.name]
+        for smaller, batch in itertools.pairwise(ordered):
+            previous, current = column[smaller], column[batch]
+            if previous.lr is None or (
+                current.steps is not None and current.steps <= previous.steps
+            ):
+                continue
+            sigma2 = instance.c / batch if batch is not None else np.zeros_like(instance.h)
+            rule = family.rule(previous.lr, precondition, previous.point)
+            crossed = Ladder(rule, problem, instance.weight).crossing(sigma2, target)
+            better = crossed.steps is not None and (
+                current.steps is None or crossed.steps < current.steps
+            )
+            column[batch] = (
+                Tuned(family.name, batch, crossed.steps, previous.lr, dict(previous.point),
+                      rule.label(), current.evaluations + 1)
+                if better else replace(current, evaluations=current.evaluations + 1)
+            )  # fmt: skip
+    return {f.name: [found[f.name][b] for b in batches] for f in families}
+
+
+PARTS = 2  # each family's batch sizes are tuned in this many parts (the unit of parallel work)
+
+
+def _batch_key(batch: int | None) -> float:
+    return math.inf if batch is None else batch
+
+
+def _run_parallel(arguments: list[tuple], workers: int) -> list[list[Tuned]]:
+    """:func:`tune` on each argument tuple, on ``workers`` processes, results in order."""
     pool = concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(families)), initializer=_quiet_worker
+        min(workers, len(arguments)), initializer=_quiet_worker
     )
     try:
-        futures = {f.name: pool.submit(tune, *arguments[f.name]) for f in order}
-        return {f.name: futures[f.name].result() for f in families}
+        futures = [pool.submit(tune, *args) for args in arguments]
+        return [future.result() for future in futures]
     except BaseException:  # Ctrl-C, SIGTERM or an error: the workers' work is lost anyway
         for process in list(getattr(pool, "_processes", {}).values()):  # no public way
             process.terminate()
