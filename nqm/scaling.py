@@ -944,18 +944,35 @@ def findings(
         >>> claims[0].evidence
         'B_crit = 110; per doubling 1.945-1.994x up to B = 16, 1.009-1.153x from B = 256'
     """
-    steps = {(r["rule"], r["batch"]): r["steps"] for r in records}
-    rules = list(dict.fromkeys(r["rule"] for r in records))
-    batches = sorted({r["batch"] for r in records if r["batch"] is not None})
-    critical = {r["rule"]: (r["critical_batch"], r["critical_where"]) for r in records}
-    out: list[Claim] = []
+    view = _Records(records)
+    claims = [check(view) for check in _CLAIMS]
+    if binned_records is not None:
+        claims.append(_binned_close_to_exact(view, binned_records))
+    if examples is not None:
+        claims.append(_information_bound(view, examples))
+    return [c for c in claims if c is not None]
 
-    def ratio(a: str, b: str, batch: int | None) -> float:
-        sa, sb = steps.get((a, batch)), steps.get((b, batch))
+
+class _Records:
+    """A sweep's records, as the claims read them (rule families x batch sizes)."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.steps = {(r["rule"], r["batch"]): r["steps"] for r in records}
+        self.rules = set(r["rule"] for r in records)
+        self.batches = sorted({r["batch"] for r in records if r["batch"] is not None})
+        self.critical = {r["rule"]: (r["critical_batch"], r["critical_where"]) for r in records}
+        self.small, self.large = self.batches[0], self.batches[-1]
+
+    def has(self, *rules: str) -> bool:
+        return set(rules) <= self.rules
+
+    def ratio(self, a: str, b: str, batch: int | None) -> float:
+        """Steps of ``a`` over steps of ``b`` at one batch size (inf if ``a`` never got there)."""
+        sa, sb = self.steps.get((a, batch)), self.steps.get((b, batch))
         return math.inf if sa is None or not sb else sa / sb
 
-    def crit(rule: str) -> str:
-        value, where = critical[rule]
+    def crit(self, rule: str) -> str:
+        value, where = self.critical[rule]
         if value is None:
             return where
         return (
@@ -964,141 +981,195 @@ def findings(
             else f"{'<=' if where == 'below' else '>'} {value:g}"
         )
 
-    small, large = batches[0], batches[-1]
-    if "sgd" in rules and len(batches) >= 2:
-        bc, where = critical["sgd"]
-        halving, flat = [], []
-        for b1, b2 in itertools.pairwise(batches):
-            s1, s2 = steps[("sgd", b1)], steps[("sgd", b2)]
-            if s1 is None or s2 is None:
-                continue
-            per_doubling = (s1 / s2) ** (1 / math.log2(b2 / b1))
-            if where == "inside" and b2 <= bc / 4:
-                halving.append((b1, per_doubling))
-            if where == "inside" and b1 >= 2 * bc:
-                flat.append((b1, per_doubling))
-        holds = bool(halving and flat and min(r for _, r in halving) >= 1.9
-                     and max(r for _, r in flat) < 1.5)  # fmt: skip
-        out.append(Claim(
-            "perfect-scaling",
-            "SGD scales perfectly up to a critical batch size: each doubling of B nearly halves the "
-            "steps (by >= 1.9x) up to B_crit/4, and saves less than a third (< 1.5x) from 2 B_crit on",
-            holds,
-            f"B_crit = {crit('sgd')}; per doubling "
-            + (f"{min(r for _, r in halving):.3f}-{max(r for _, r in halving):.3f}x up to "
-               f"B = {halving[-1][0] * 2}" if halving else "no pair below B_crit/4")
-            + (f", {min(r for _, r in flat):.3f}-{max(r for _, r in flat):.3f}x from "
-               f"B = {flat[0][0]}" if flat else ", no pair beyond 2 B_crit"),
-        ))  # fmt: skip
-    if {"sgd", "precond-sgd"} <= set(rules):
-        (a, wa), (b, wb) = critical["sgd"], critical["precond-sgd"]
-        # an 'above' value is a lower bound on the preconditioned one, enough to show it larger
-        holds = a is not None and b is not None and wa == "inside" and wb != "below" and b > a
-        out.append(Claim(
-            "preconditioning-raises-critical-batch",
-            "preconditioning (P = h^-p) raises the critical batch size",
-            holds,
-            f"B_crit: SGD {crit('sgd')}, preconditioned {crit('precond-sgd')}"
-            + (f" ({b / a:.2g}x)" if holds else ""),
-        ))  # fmt: skip
-    for rule, name in (("momentum", "momentum"), ("ema", "EMA")):
-        if {"sgd", rule} <= set(rules):
-            # speed-up minus one: the saving, 0 for none; scale-free, no threshold on its size
-            gain_small = 1 / ratio(rule, "sgd", small) - 1
-            gain_large = 1 / ratio(rule, "sgd", large) - 1
-            out.append(Claim(
-                f"{rule}-helps-only-at-large-batch",
-                f"{name} helps only at large batch: its speed-up over SGD minus 1 at the smallest B "
-                f"is under a tenth of that at the largest",
-                gain_small < 0.1 * gain_large,
-                f"steps / SGD's: {ratio(rule, 'sgd', small):.3f} at B = {small}, "
-                f"{ratio(rule, 'sgd', large):.3f} at B = {large}, {ratio(rule, 'sgd', None):.3f} "
-                "without noise",
-            ))  # fmt: skip
-    averages = [r for r in ("ema", "sma", "lookahead") if r in rules]
-    if "sgd" in rules and averages:
-        parts = [
-            f"{r} {ratio(r, 'sgd', small):.3f} / {ratio(r, 'sgd', large):.3f}" for r in averages
-        ]
-        out.append(Claim(
-            "averaging-helps-at-small-batch",
-            "averaging the weights (EMA, SMA, Lookahead) speeds SGD up only where gradient noise "
-            "dominates: fewer steps than SGD at the smallest B, none saved (>= 0.95x) at the largest",
-            all(ratio(r, "sgd", small) < 1 and ratio(r, "sgd", large) >= 0.95 for r in averages),
-            f"steps / SGD's at B = {small} / {large}: " + ", ".join(parts),
-        ))  # fmt: skip
-    if {"sma", "ema"} <= set(rules):
-        ratios = [ratio("sma", "ema", b) for b in [*batches, None]]
-        out.append(Claim(
-            "sma-close-to-ema",
-            "SMA (an average updated every k steps) needs at most 10% more steps than the per-step "
-            "EMA at every batch size",
-            max(ratios) <= 1.1,
-            f"SMA / EMA steps from {min(ratios):.3f} to {max(ratios):.3f} over B = {small} ... "
-            f"{large} and no noise",
-        ))  # fmt: skip
-    if "lookahead" in rules and {"ema", "sma"} & set(rules):
-        versus = [r for r in ("ema", "sma") if r in rules]
-        ratios = {r: [ratio("lookahead", r, b) for b in [*batches, None]] for r in versus}
-        out.append(Claim(
-            "lookahead-behind-ema-and-sma",
-            "Lookahead (the average fed back into the fast weights) needs more steps than "
-            + " and ".join(r.upper() for r in versus) + " at every batch size",
-            all(v > 1 for values in ratios.values() for v in values),
-            "Lookahead / " + ", ".join(
-                f"{r.upper()} steps from {min(v):.3f} to {max(v):.3f}" for r, v in ratios.items()
-            ),
-        ))  # fmt: skip
-    others = [r for r in ("sma", "lookahead", "ema") if r in rules]
-    if "momentum" in rules and others:
-        out.append(Claim(
-            "momentum-wins-at-large-batch",
-            "at the largest batch no average of SGD comes near heavy-ball momentum (2x its steps "
-            "or more)",
-            all(ratio(r, "momentum", large) > 2 for r in others),
-            f"steps / momentum's at B = {large}: "
-            + ", ".join(f"{r} {ratio(r, 'momentum', large):.1f}x" for r in others),
-        ))  # fmt: skip
+
+def _perfect_scaling(v: _Records) -> Claim | None:
+    if not v.has("sgd") or len(v.batches) < 2:
+        return None
+    bc, where = v.critical["sgd"]
+    halving, flat = [], []  # (B, steps saved per doubling) below B_crit/4 and from 2 B_crit
+    for b1, b2 in itertools.pairwise(v.batches):
+        s1, s2 = v.steps[("sgd", b1)], v.steps[("sgd", b2)]
+        if s1 is None or s2 is None or where != "inside":
+            continue
+        per_doubling = (s1 / s2) ** (1 / math.log2(b2 / b1))
+        if b2 <= bc / 4:
+            halving.append((b1, per_doubling))
+        if b1 >= 2 * bc:
+            flat.append((b1, per_doubling))
+    low = (f"{min(r for _, r in halving):.3f}-{max(r for _, r in halving):.3f}x up to "
+           f"B = {halving[-1][0] * 2}" if halving else "no pair below B_crit/4")  # fmt: skip
+    high = (f"{min(r for _, r in flat):.3f}-{max(r for _, r in flat):.3f}x from B = {flat[0][0]}"
+            if flat else "no pair beyond 2 B_crit")  # fmt: skip
+    holds = bool(halving and flat)
+    holds = holds and min(r for _, r in halving) >= 1.9 and max(r for _, r in flat) < 1.5
+    return Claim(
+        "perfect-scaling",
+        "SGD scales perfectly up to a critical batch size: each doubling of B nearly halves the "
+        "steps (by >= 1.9x) up to B_crit/4, and saves less than a third (< 1.5x) from 2 B_crit on",
+        holds,
+        f"B_crit = {v.crit('sgd')}; per doubling {low}, {high}",
+    )
+
+
+def _preconditioning_raises_critical_batch(v: _Records) -> Claim | None:
+    if not v.has("sgd", "precond-sgd"):
+        return None
+    (a, wa), (b, wb) = v.critical["sgd"], v.critical["precond-sgd"]
+    # an 'above' value is a lower bound on the preconditioned one, enough to show it larger
+    holds = a is not None and b is not None and wa == "inside" and wb != "below" and b > a
+    return Claim(
+        "preconditioning-raises-critical-batch",
+        "preconditioning (P = h^-p) raises the critical batch size",
+        holds,
+        f"B_crit: SGD {v.crit('sgd')}, preconditioned {v.crit('precond-sgd')}"
+        + (f" ({b / a:.2g}x)" if holds else ""),
+    )
+
+
+def _helps_only_at_large_batch(rule: str, name: str) -> Callable[[_Records], Claim | None]:
+    def claim(v: _Records) -> Claim | None:
+        if not v.has("sgd", rule):
+            return None
+        # speed-up minus one: the saving, 0 for none; scale-free, no threshold on its size
+        gain_small = 1 / v.ratio(rule, "sgd", v.small) - 1
+        gain_large = 1 / v.ratio(rule, "sgd", v.large) - 1
+        return Claim(
+            f"{rule}-helps-only-at-large-batch",
+            f"{name} helps only at large batch: its speed-up over SGD minus 1 at the smallest B "
+            "is under a tenth of that at the largest",
+            gain_small < 0.1 * gain_large,
+            f"steps / SGD's: {v.ratio(rule, 'sgd', v.small):.3f} at B = {v.small}, "
+            f"{v.ratio(rule, 'sgd', v.large):.3f} at B = {v.large}, "
+            f"{v.ratio(rule, 'sgd', None):.3f} without noise",
+        )
+
+    return claim
+
+
+def _averaging_helps_at_small_batch(v: _Records) -> Claim | None:
+    averages = [r for r in ("ema", "sma", "lookahead") if v.has(r)]
+    if not v.has("sgd") or not averages:
+        return None
+    parts = [f"{r} {v.ratio(r, 'sgd', v.small):.3f} / {v.ratio(r, 'sgd', v.large):.3f}"
+             for r in averages]  # fmt: skip
+    return Claim(
+        "averaging-helps-at-small-batch",
+        "averaging the weights (EMA, SMA, Lookahead) speeds SGD up only where gradient noise "
+        "dominates: fewer steps than SGD at the smallest B, none saved (>= 0.95x) at the largest",
+        all(
+            v.ratio(r, "sgd", v.small) < 1 and v.ratio(r, "sgd", v.large) >= 0.95 for r in averages
+        ),
+        f"steps / SGD's at B = {v.small} / {v.large}: " + ", ".join(parts),
+    )
+
+
+def _sma_close_to_ema(v: _Records) -> Claim | None:
+    if not v.has("sma", "ema"):
+        return None
+    ratios = [v.ratio("sma", "ema", b) for b in [*v.batches, None]]
+    return Claim(
+        "sma-close-to-ema",
+        "SMA (an average updated every k steps) needs at most 10% more steps than the per-step "
+        "EMA at every batch size",
+        max(ratios) <= 1.1,
+        f"SMA / EMA steps from {min(ratios):.3f} to {max(ratios):.3f} over B = {v.small} ... "
+        f"{v.large} and no noise",
+    )
+
+
+def _lookahead_behind_ema_and_sma(v: _Records) -> Claim | None:
+    versus = [r for r in ("ema", "sma") if v.has(r)]
+    if not v.has("lookahead") or not versus:
+        return None
+    ratios = {r: [v.ratio("lookahead", r, b) for b in [*v.batches, None]] for r in versus}
+    spans = [f"{r.upper()} steps from {min(x):.3f} to {max(x):.3f}" for r, x in ratios.items()]
+    return Claim(
+        "lookahead-behind-ema-and-sma",
+        "Lookahead (the average fed back into the fast weights) needs more steps than "
+        + " and ".join(r.upper() for r in versus)
+        + " at every batch size",
+        all(x > 1 for values in ratios.values() for x in values),
+        "Lookahead / " + ", ".join(spans),
+    )
+
+
+def _momentum_wins_at_large_batch(v: _Records) -> Claim | None:
+    others = [r for r in ("sma", "lookahead", "ema") if v.has(r)]
+    if not v.has("momentum") or not others:
+        return None
+    return Claim(
+        "momentum-wins-at-large-batch",
+        "at the largest batch no average of SGD comes near heavy-ball momentum (2x its steps or "
+        "more)",
+        all(v.ratio(r, "momentum", v.large) > 2 for r in others),
+        f"steps / momentum's at B = {v.large}: "
+        + ", ".join(f"{r} {v.ratio(r, 'momentum', v.large):.1f}x" for r in others),
+    )
+
+
+def _averaging_lowers_critical_batch(v: _Records) -> Claim | None:
     pairs = [(a, b) for a, b in (("ema", "sgd"), ("sma", "sgd"), ("lookahead", "sgd"),
-                                 ("precond-sma", "precond-sgd")) if {a, b} <= set(rules)]  # fmt: skip
-    if pairs:
+                                 ("precond-sma", "precond-sgd")) if v.has(a, b)]  # fmt: skip
+    if not pairs:
+        return None
 
-        def lower(a: str, b: str) -> bool:
-            (va, wa), (vb, wb) = critical[a], critical[b]
-            return va is not None and vb is not None and wa == wb == "inside" and va < vb
+    def lower(a: str, b: str) -> bool:
+        (va, wa), (vb, wb) = v.critical[a], v.critical[b]
+        return va is not None and vb is not None and wa == wb == "inside" and va < vb
 
-        out.append(Claim(
-            "averaging-lowers-critical-batch",
-            "averaging lowers the critical batch size (it saves steps only at small batch, so the "
-            "steps reach twice the noiseless minimum at a smaller B)",
-            all(lower(a, b) for a, b in pairs),
-            "; ".join(f"{a} {crit(a)} vs {b} {crit(b)}" for a, b in pairs),
-        ))  # fmt: skip
-    if binned_records is not None:
-        binned = {(r["rule"], r["batch"]): r["steps"] for r in binned_records}
-        errors = [abs(binned[key] / s - 1) for key, s in steps.items()
-                  if s and binned.get(key)]  # fmt: skip
-        worst = max(((abs(binned[k] / s - 1), k) for k, s in steps.items() if s and binned.get(k)),
-                    default=(math.nan, None))  # fmt: skip
-        out.append(Claim(
-            "binned-close-to-exact",
-            "the notebook's 100-bin approximation gives the exact tuned steps within 10%",
-            bool(errors) and max(errors) <= 0.1,
-            f"|binned / exact - 1| over {len(errors)} (rule, B): median "
-            f"{statistics.median(errors):.2%}, largest {worst[0]:.2%} ({worst[1][0]}, "
-            f"B = {_batch_name(worst[1][1])})" if errors else "no common results",
-        ))  # fmt: skip
-    if examples is not None:
-        gaps = {r: steps[(r, small)] * small / examples for r in rules if steps.get((r, small))}
-        best = min(gaps, key=gaps.get) if gaps else None
-        out.append(Claim(
-            "information-bound",
-            "no rule beats the information bound (at least N* examples, N* / B steps)",
-            all(steps[(r, b)] * b >= examples for r in rules for b in batches if steps.get((r, b))),
-            f"N* = {examples}; at B = {small} the closest is {best} at {gaps[best]:.2f}x the bound"
-            if best else f"N* = {examples}",
-        ))  # fmt: skip
-    return out
+    return Claim(
+        "averaging-lowers-critical-batch",
+        "averaging lowers the critical batch size (it saves steps only at small batch, so the "
+        "steps reach twice the noiseless minimum at a smaller B)",
+        all(lower(a, b) for a, b in pairs),
+        "; ".join(f"{a} {v.crit(a)} vs {b} {v.crit(b)}" for a, b in pairs),
+    )
+
+
+def _binned_close_to_exact(v: _Records, binned_records: list[dict]) -> Claim:
+    binned = {(r["rule"], r["batch"]): r["steps"] for r in binned_records}
+    errors = sorted(((abs(binned[k] / s - 1), k) for k, s in v.steps.items() if s and binned.get(k)),
+                    key=lambda error: error[0])  # fmt: skip
+    evidence = "no common results"
+    if errors:
+        worst, (rule, batch) = errors[-1]
+        evidence = (f"|binned / exact - 1| over {len(errors)} (rule, B): median "
+                    f"{statistics.median(e for e, _ in errors):.2%}, largest {worst:.2%} "
+                    f"({rule}, B = {_batch_name(batch)})")  # fmt: skip
+    return Claim(
+        "binned-close-to-exact",
+        "the notebook's 100-bin approximation gives the exact tuned steps within 10%",
+        bool(errors) and errors[-1][0] <= 0.1,
+        evidence,
+    )
+
+
+def _information_bound(v: _Records, examples: int) -> Claim:
+    gaps = {
+        r: v.steps[(r, v.small)] * v.small / examples for r in v.rules if v.steps.get((r, v.small))
+    }
+    best = min(gaps, key=gaps.get) if gaps else None
+    return Claim(
+        "information-bound",
+        "no rule beats the information bound (at least N* examples, N* / B steps)",
+        all(v.steps[(r, b)] * b >= examples for r in v.rules for b in v.batches if v.steps.get((r, b))),
+        f"N* = {examples}; at B = {v.small} the closest is {best} at {gaps[best]:.2f}x the bound"
+        if best else f"N* = {examples}",
+    )  # fmt: skip
+
+
+# The claims about the rules, in the order the README lists them.
+_CLAIMS = (
+    _perfect_scaling,
+    _preconditioning_raises_critical_batch,
+    _helps_only_at_large_batch("momentum", "momentum"),
+    _helps_only_at_large_batch("ema", "EMA"),
+    _averaging_helps_at_small_batch,
+    _sma_close_to_ema,
+    _lookahead_behind_ema_and_sma,
+    _momentum_wins_at_large_batch,
+    _averaging_lowers_critical_batch,
+)
 
 
 def _batch_name(batch: int | None) -> str:
