@@ -401,8 +401,10 @@ def test_scaling_stopped_by_a_signal_to_its_group_ends_its_workers_quietly(
 
     out = tmp_path / "report"
     argv = [sys.executable, "-m", "nqm", "scaling", "--workers", "2", "--out", str(out)]
+    # A shell starts background jobs with SIGINT ignored (CI, nohup), and a child inherits that:
+    # give the command the default disposition a terminal would, so that Ctrl-C is Ctrl-C.
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True)  # fmt: skip
+                               start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
     time.sleep(3)  # the workers are busy by now
     os.killpg(process.pid, signum)
     _, err = process.communicate(timeout=60)
@@ -412,3 +414,9 @@ def test_scaling_stopped_by_a_signal_to_its_group_ends_its_workers_quietly(
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)  # the group is gone: no worker outlived it
     assert not out.exists()
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
