@@ -189,11 +189,8 @@ def tables(results: dict) -> dict[str, list[str]]:
              + " | critical batch |", "|---|" + "---|" * (len(shown) + 1)]  # fmt: skip
     for rule in rules:
         cells = [str(steps[(rule, b)]["steps"]) if (rule, b) in steps else "-" for b in shown]
-        r = steps[(rule, None)]
-        crit = r["critical_batch"]
-        where = (f"{crit:.3g}" if r["critical_where"] == "inside"
-                 else f"{'<=' if r['critical_where'] == 'below' else '>'} {crit:g}")  # fmt: skip
-        table.append(f"| {rule} | " + " | ".join(cells) + f" | {where} |")
+        critical = scaling.CriticalBatch.of(steps[(rule, None)]).short()
+        table.append(f"| {rule} | " + " | ".join(cells) + f" | {critical} |")
     scan = results["scan"]["rows"]
     late = {}
     for row in scan:

@@ -493,10 +493,8 @@ def report_critical(crit: scaling.CriticalBatch) -> str:
     """
     if crit.batch is None:
         return crit.where
-    if crit.where == "inside":
-        return f"{crit.batch:.3g} (S_min = {crit.min_steps})"
-    bound = "<=" if crit.where == "below" else ">"
-    return f"{bound} {crit.batch:g}, {crit.where} the sweep (S_min = {crit.min_steps})"
+    where = "" if crit.where == "inside" else f", {crit.where} the sweep"
+    return f"{crit.short()}{where} (S_min = {crit.min_steps})"
 
 
 def _table(rows: list[tuple[str, str, str]], width: int = 118) -> str:

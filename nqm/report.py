@@ -236,14 +236,9 @@ def scaling_markdown(study: scaling.Study, bound: int) -> str:
         "|---|---|---|",
     ]
     for name, crit in study.critical().items():
-        if crit.batch is None:
-            where = crit.where
-        elif crit.where == "inside":
-            where = f"{crit.batch:.3g}"
-        else:
-            where = (
-                f"{'<=' if crit.where == 'below' else '>'} {crit.batch:g} ({crit.where} the sweep)"
-            )
+        where = crit.short()
+        if crit.batch is not None and crit.where != "inside":
+            where += f" ({crit.where} the sweep)"
         lines.append(f"| {name} | {crit.min_steps} | {where} |")
     claims = scaling.findings(study.records(), examples=bound)
     if claims:

@@ -733,6 +733,27 @@ class CriticalBatch:
     min_steps: int | None
     where: str
 
+    @staticmethod
+    def of(record: dict) -> CriticalBatch:
+        """The critical batch size a record of :meth:`Study.records` (or its JSON) carries."""
+        return CriticalBatch(
+            record["critical_batch"], record["min_steps"], record["critical_where"]
+        )
+
+    def short(self) -> str:
+        """``1.23e+03`` inside the sweep, ``> 4`` or ``<= 4`` as a bound at its end, or why it is
+        unknown.
+
+        Examples:
+            >>> CriticalBatch(1234.5, 190, "inside").short(), CriticalBatch(4, 28, "above").short()
+            ('1.23e+03', '> 4')
+        """
+        if self.batch is None:
+            return self.where
+        if self.where == "inside":
+            return f"{self.batch:.3g}"
+        return f"{'<=' if self.where == 'below' else '>'} {self.batch:g}"
+
 
 def critical_batch(tuned: list[Tuned]) -> CriticalBatch:
     """The critical batch size of one family's sweep, which must include ``batch=None``.
@@ -960,7 +981,7 @@ class _Records:
         self.steps = {(r["rule"], r["batch"]): r["steps"] for r in records}
         self.rules = set(r["rule"] for r in records)
         self.batches = sorted({r["batch"] for r in records if r["batch"] is not None})
-        self.critical = {r["rule"]: (r["critical_batch"], r["critical_where"]) for r in records}
+        self.critical = {r["rule"]: CriticalBatch.of(r) for r in records}
         self.small, self.large = self.batches[0], self.batches[-1]
 
     def has(self, *rules: str) -> bool:
@@ -972,20 +993,13 @@ class _Records:
         return math.inf if sa is None or not sb else sa / sb
 
     def crit(self, rule: str) -> str:
-        value, where = self.critical[rule]
-        if value is None:
-            return where
-        return (
-            f"{value:.3g}"
-            if where == "inside"
-            else f"{'<=' if where == 'below' else '>'} {value:g}"
-        )
+        return self.critical[rule].short()
 
 
 def _perfect_scaling(v: _Records) -> Claim | None:
     if not v.has("sgd") or len(v.batches) < 2:
         return None
-    bc, where = v.critical["sgd"]
+    bc, where = v.critical["sgd"].batch, v.critical["sgd"].where
     halving, flat = [], []  # (B, steps saved per doubling) below B_crit/4 and from 2 B_crit
     for b1, b2 in itertools.pairwise(v.batches):
         s1, s2 = v.steps[("sgd", b1)], v.steps[("sgd", b2)]
@@ -1014,7 +1028,8 @@ def _perfect_scaling(v: _Records) -> Claim | None:
 def _preconditioning_raises_critical_batch(v: _Records) -> Claim | None:
     if not v.has("sgd", "precond-sgd"):
         return None
-    (a, wa), (b, wb) = v.critical["sgd"], v.critical["precond-sgd"]
+    plain, preconditioned = v.critical["sgd"], v.critical["precond-sgd"]
+    a, wa, b, wb = plain.batch, plain.where, preconditioned.batch, preconditioned.where
     # an 'above' value is a lower bound on the preconditioned one, enough to show it larger
     holds = a is not None and b is not None and wa == "inside" and wb != "below" and b > a
     return Claim(
@@ -1114,8 +1129,9 @@ def _averaging_lowers_critical_batch(v: _Records) -> Claim | None:
         return None
 
     def lower(a: str, b: str) -> bool:
-        (va, wa), (vb, wb) = v.critical[a], v.critical[b]
-        return va is not None and vb is not None and wa == wb == "inside" and va < vb
+        ca, cb = v.critical[a], v.critical[b]
+        inside = ca.where == cb.where == "inside"
+        return inside and ca.batch is not None and cb.batch is not None and ca.batch < cb.batch
 
     return Claim(
         "averaging-lowers-critical-batch",
