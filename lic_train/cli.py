@@ -107,7 +107,8 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     sma.add_argument("--sma-beta", type=float, default=SMAConfig.beta)
     sma.add_argument("--sma-feedback", action="store_true")
     sma.add_argument("--ema", action="store_true",
-                     help="per-step EMA of the weights (SMA with k = 1)")  # fmt: skip
+                     help="per-step EMA of the weights as torch_ema keeps it (SMA with k = 1 "
+                          "and torch_ema's decay warm-up)")  # fmt: skip
     sma.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                      help=f"default {EMA_DECAY}")  # fmt: skip
     stdet = p.add_argument_group("STDET")
@@ -175,7 +176,7 @@ def fit_config(args: argparse.Namespace) -> FitConfig:
     with flags_of("sma_"):
         sma = SMAConfig(k=args.sma_k, beta=args.sma_beta, feedback=args.sma_feedback)
     try:
-        ema = SMAConfig(k=1, beta=args.ema_decay)
+        ema = SMAConfig(k=1, beta=args.ema_decay, warmup=True)
     except InvalidValue as error:
         raise error.renamed("ema_decay") from None
     if args.sma and args.ema:

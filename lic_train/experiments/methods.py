@@ -22,19 +22,25 @@ from typing import TYPE_CHECKING
 
 from lic_dynamics.validation import InvalidValue
 from lic_train.rules import SMAConfig, STDETConfig
-from lic_train.trainer.config import FitConfig
+from lic_train.trainer.config import EMA_DECAY, FitConfig
 
 if TYPE_CHECKING:
     from lic_train.experiments.presets import Preset
 
-METHODS = ("adam", "sma", "stdet", "stdet+sma")
-# The rules each method runs on top of Adam: (SMA, STDET).
+METHODS = ("adam", "ema", "sma", "stdet", "stdet+sma")
+# The rules each method runs on top of Adam: (SMA, STDET). "ema" is an SMA with EMA's
+# configuration (:data:`EMA`) in place of the preset's.
 RULES: dict[str, tuple[bool, bool]] = {
     "adam": (False, False),
+    "ema": (True, False),
     "sma": (True, False),
     "stdet": (False, True),
     "stdet+sma": (True, True),
 }
+
+# The strongest simple averaging baseline: the per-step EMA of the weights that the seed paper's
+# authors train with, as torch_ema computes it (decay 0.999 after its warm-up).
+EMA = SMAConfig(k=1, beta=EMA_DECAY, warmup=True)
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,9 @@ def parse_method(spec: str) -> Method:
     """A method and its overrides: ``"stdet+sma:trajectory=raw,k=10"`` is STDET + SMA with
     ``STDETConfig.trajectory = "raw"`` and ``SMAConfig.k = 10`` (the field names of
     :class:`~lic_train.rules.SMAConfig` and :class:`~lic_train.rules.STDETConfig`, which do not
-    overlap; ``seed`` is the run's); values take the type of the field's default. A bad spec raises
-    an :class:`~lic_dynamics.validation.InvalidValue` (a ``ValueError``) that quotes it."""
+    overlap; ``seed`` is the run's; ``ema`` starts from :data:`EMA`); values take the type of
+    the field's default. A bad spec raises an :class:`~lic_dynamics.validation.InvalidValue` (a
+    ``ValueError``) that quotes it."""
     name, _, rest = spec.partition(":")
     if name not in RULES:
         raise InvalidValue("method", f"must be one of {', '.join(METHODS)}, got {spec!r}")
@@ -119,12 +126,13 @@ def method_config(preset: Preset, method: str | Method, seed: int, lmbda: float)
         method = parse_method(method)
     sma = {k: v for k, v in method.overrides.items() if k in SMAConfig.__dataclass_fields__}
     stdet = {k: v for k, v in method.overrides.items() if k in STDETConfig.__dataclass_fields__}
+    average = EMA if method.name == "ema" else preset.sma
     try:
         return replace(
             preset.base,
             seed=seed,
             lmbda=lmbda,
-            sma=replace(preset.sma, **sma) if method.uses_sma else None,
+            sma=replace(average, **sma) if method.uses_sma else None,
             stdet=replace(preset.stdet, seed=seed, **stdet) if method.uses_stdet else None,
         )
     except ValueError as err:

@@ -21,7 +21,7 @@ from lic_dynamics import files, signals
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.data import load_eval_images
 from lic_train.trainer.evaluate import evaluate
-from lic_train.trainer.loop import fit, resolve_device
+from lic_train.trainer.loop import branch, fit, resolve_device
 
 PRELOAD = ["lic_train.trainer.loop", "lic_train.trainer.evaluate"]
 
@@ -39,14 +39,17 @@ def train_all(
     on_done: Callable[[int, dict], None],
     progress: Callable[[str, int], Callable[[dict], None]] | None = None,
     show_warning: Callable[..., None] | None = None,
+    branches: Sequence[tuple[Path, int] | None] | None = None,
 ) -> None:
     """Train and code every ``(configuration, run folder)`` of ``runs`` (:func:`train_and_code`),
     ``jobs`` at once, each in a fresh process; ``on_done(index, result)`` is called for each in
-    the order of ``runs``. On an error (of a run or of ``on_done``) the runs not started are
-    cancelled; on an interrupt or SIGTERM the running ones are stopped too (SIGTERM, which they
-    turn into an exception, so that they clean up). ``progress(run name, steps)``, a picklable
-    factory, makes each run's ``on_log`` in its own process; ``show_warning``, picklable, shows
-    its warnings (as ``warnings.showwarning``)."""
+    the order of ``runs``. ``branches[i]``, a ``(run folder, step)``, starts run ``i`` from the
+    checkpoint that run kept at that step (:func:`~lic_train.trainer.loop.branch`). On an error
+    (of a run or of ``on_done``) the runs not started are cancelled; on an interrupt or SIGTERM
+    the running ones are stopped too (SIGTERM, which they turn into an exception, so that they
+    clean up). ``progress(run name, steps)``, a picklable factory, makes each run's ``on_log`` in
+    its own process; ``show_warning``, picklable, shows its warnings (as
+    ``warnings.showwarning``)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     threads = threads_per_job(jobs)
@@ -55,9 +58,18 @@ def train_all(
         initargs=(show_warning,),
     )  # fmt: skip
     try:
+        starts = list(branches) if branches is not None else [None] * len(runs)
         futures = [
-            pool.submit(train_and_code, config.to_dict(), str(out), data, threads, progress)
-            for config, out in runs
+            pool.submit(
+                train_and_code,
+                config.to_dict(),
+                str(out),
+                data,
+                threads,
+                progress,
+                None if start is None else (str(start[0]), start[1]),
+            )
+            for (config, out), start in zip(runs, starts, strict=True)
         ]
         for index, future in enumerate(futures):
             on_done(index, future.result())
@@ -85,25 +97,35 @@ def train_and_code(
     data: str | None,
     threads: int | None,
     progress: Callable[[str, int], Callable[[dict], None]] | None = None,
+    start: tuple[str, int] | None = None,
 ) -> dict:
-    """One run of the comparison, in its own process: train, then code the final evaluated
-    weights (the SMA average where SMA is on) into real bit streams on the test images.
+    """One run of the comparison, in its own process: train (from the checkpoint that the run
+    ``start[0]`` kept at step ``start[1]``, if given), then code the final evaluated weights (the
+    SMA average where SMA is on) into real bit streams on the test images.
 
     Returns the run's validation curve of the evaluated readout, its trainable share over time,
-    its final trainable fraction, time per step, peak memory, and real bpp and PSNR; also written
-    to ``out/result.json``, should the summary fail."""
+    its final trainable fraction, time per step (training alone, and wall time with validations,
+    from the run's start, the trunk's share included for a branch), peak memory, and real bpp and
+    PSNR (mean, and per test image); also written to ``out/result.json``, should the summary
+    fail."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
     config = FitConfig.from_dict(config)
-    trained = fit(config, out, on_log=progress(Path(out).name, config.steps) if progress else None)
+    if start is not None:
+        branch(start[0], start[1], out)
+    trained = fit(
+        config, out, resume=start is not None,
+        on_log=progress(Path(out).name, config.steps) if progress else None,
+    )  # fmt: skip
     summary = trained.summary
     readout = summary.evaluated_readout
     model = trained.model
     if trained.sma is not None and trained.sma.ready:
         model = trained.sma.averaged_copy(trained.model)
-    coded = evaluate(model, load_eval_images(data), device=resolve_device(config.device)).mean()
+    coded_images = evaluate(model, load_eval_images(data), device=resolve_device(config.device))
+    coded = coded_images.mean()
     records = files.read_jsonl(Path(out) / "metrics.jsonl")
     result = {
         "readout": readout,
@@ -114,8 +136,13 @@ def train_and_code(
         "trainable_curve": [(x["step"], x["trainable"]) for x in records if "trainable" in x],
         "trainable": summary.trainable_fraction,
         "seconds_per_step": summary.train_seconds_per_step,
+        "wall_seconds_per_step": summary.seconds_per_step,
         "peak_memory_bytes": summary.peak_memory_bytes, "memory_kind": summary.memory_kind,
         "bpp": coded["bpp"], "psnr": coded["psnr"], "bpp_estimated": coded["bpp_estimated"],
+        "images": [
+            {"name": image.name, "bpp": image.bpp, "psnr": image.psnr}
+            for image in coded_images.images
+        ],
     }  # fmt: skip
     files.write_json(result, Path(out) / "result.json")
     return result

@@ -13,9 +13,12 @@ from dataclasses import dataclass, replace
 
 from lic_dynamics import validation
 from lic_dynamics.validation import InvalidValue
-from lic_train.experiments.methods import METHODS
 from lic_train.rules import SMAConfig, STDETConfig
 from lic_train.trainer.config import FitConfig
+
+# The methods of ``lic-train compare`` and of the earlier, shorter benchmarks (the time-to-quality
+# benchmark adds the EMA baseline, ``ema``).
+COMPARED = ("adam", "sma", "stdet", "stdet+sma")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Preset:
     lambdas: tuple[float, ...]
     sma: SMAConfig
     stdet: STDETConfig
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = COMPARED
 
     def __post_init__(self) -> None:
         """Every seed and lambda checked, before anything trains; each given once (the same run

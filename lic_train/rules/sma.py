@@ -13,6 +13,12 @@ average is the normalised geometric mean ``sum_i beta^(j-i) theta_i / sum_i beta
 samples so far (Adam's bias correction): early samples do not dominate a slow average (beta close to
 1), the remedy EMA users know as decay warm-up. It tends to the plain rule as j grows.
 
+``warmup=True`` is ``torch_ema``'s decay warm-up (``ExponentialMovingAverage(use_num_updates=True)``,
+its default): ``beta_j = min(beta, j / (9 + j))`` for ``j >= 2``, so that a slow average (0.999) of a
+short run forgets its initial weights: its horizon grows as about ``j / 9`` samples until it reaches
+``1 / (1 - beta)``. (torch_ema's n-th update, the first after its copy of the initial weights, uses
+``(1 + n) / (10 + n)``; here the first sample is that copy, so ``n = j - 1``.)
+
 Only parameters are averaged, never buffers: CompressAI's CDF tables change size on ``update()``,
 which breaks ``AveragedModel``-style averaging of buffers. Evaluate the average on a copy
 (:meth:`SMA.averaged_copy`) and call ``update(force=True)`` there.
@@ -41,11 +47,15 @@ def check_hyperparameters(
     start: object = 0,
     feedback: object = False,
     bias_correction: object = False,
+    warmup: object = False,
 ) -> tuple[int, float, int]:
-    """``(k, beta, start)`` checked (k >= 1, beta in [0, 1), start >= 0, flags bool); raises
-    ``ValueError`` naming the first bad one."""
+    """``(k, beta, start)`` checked (k >= 1, beta in [0, 1), start >= 0, flags bool, not both
+    ``bias_correction`` and ``warmup``); raises ``ValueError`` naming the first bad one."""
     validation.flag("feedback", feedback)
     validation.flag("bias_correction", bias_correction)
+    validation.flag("warmup", warmup)
+    if bias_correction and warmup:
+        raise ValueError("bias_correction and warmup: give one (both tame the first samples)")
     return (
         validation.integer("k", k, minimum=1),
         validation.real("beta", beta, "[0, 1)", low=0, high=1, low_open=False),
@@ -61,9 +71,10 @@ class SMAConfig:
     k: int = 5
     beta: float = 0.9
     feedback: bool = False
+    warmup: bool = False  # torch_ema's decay warm-up (see the module docstring)
 
     def __post_init__(self) -> None:
-        check_hyperparameters(k=self.k, beta=self.beta, feedback=self.feedback)
+        check_hyperparameters(k=self.k, beta=self.beta, feedback=self.feedback, warmup=self.warmup)
 
 
 class SMA:
@@ -79,6 +90,7 @@ class SMA:
         start: first optimizer step that may be sampled, >= 0.
         feedback: reset the fast weights to the average after each sample (Lookahead).
         bias_correction: normalised weights for the first samples (see the module docstring).
+        warmup: torch_ema's decay warm-up, ``beta_j = min(beta, j / (9 + j))`` (module docstring).
         device: where the average lives; ``"cpu"`` saves accelerator memory (one copy of the
             parameters) at the cost of a transfer every k steps. Default: next to each parameter.
         dtype: dtype of the average (default: each parameter's). float64 keeps a slow average
@@ -94,14 +106,17 @@ class SMA:
         start: int = 0,
         feedback: bool = False,
         bias_correction: bool = False,
+        warmup: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         self.k, self.beta, self.start = check_hyperparameters(
-            k=k, beta=beta, start=start, feedback=feedback, bias_correction=bias_correction
-        )
+            k=k, beta=beta, start=start, feedback=feedback, bias_correction=bias_correction,
+            warmup=warmup,
+        )  # fmt: skip
         self.feedback = feedback
         self.bias_correction = bias_correction
+        self.warmup = warmup
         self.device = None if device is None else torch.device(device)
         self.dtype = dtype
         self._params = dict(named_parameters(model))
@@ -111,14 +126,20 @@ class SMA:
 
     @classmethod
     def from_config(cls, model: nn.Module, config: SMAConfig, **options: object) -> SMA:
-        """``SMA(model, k=config.k, beta=config.beta, feedback=config.feedback, **options)``."""
-        return cls(model, k=config.k, beta=config.beta, feedback=config.feedback, **options)
+        """``SMA(model, k=config.k, beta=config.beta, feedback=config.feedback,
+        warmup=config.warmup, **options)``."""
+        return cls(
+            model, k=config.k, beta=config.beta, feedback=config.feedback, warmup=config.warmup,
+            **options,
+        )  # fmt: skip
 
     def _decay(self) -> float:
         """beta_j for the sample about to be taken (j = self.samples + 1)."""
         j = self.samples + 1
         if j == 1:
             return 0.0
+        if self.warmup:
+            return min(self.beta, j / (9 + j))
         if not self.bias_correction or self.beta == 0.0:
             return self.beta
         log_beta = math.log(self.beta)  # 1 - beta^n as -expm1(n log beta): no cancellation
@@ -200,6 +221,7 @@ class SMA:
             "start": self.start,
             "feedback": self.feedback,
             "bias_correction": self.bias_correction,
+            "warmup": self.warmup,
             "steps": self.steps,
             "samples": self.samples,
             "average": {name: t.clone() for name, t in self.average.items()},
@@ -210,8 +232,8 @@ class SMA:
         """Restore a :meth:`state_dict`; the configuration must match this instance's."""
         if not state:
             raise ValueError("no saved SMA state to restore")
-        for key in ("k", "beta", "start", "feedback", "bias_correction"):
-            if state[key] != getattr(self, key):
+        for key in ("k", "beta", "start", "feedback", "bias_correction", "warmup"):
+            if state.get(key, False) != getattr(self, key):
                 raise ValueError(
                     f"SMA state has {key}={state[key]!r}, this SMA has {key}={getattr(self, key)!r}"
                 )

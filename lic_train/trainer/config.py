@@ -16,9 +16,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # The per-step EMA of the weights (SMA with k = 1) that the seed paper's authors train with
 # (torch_ema, decay 0.999): the strongest simple averaging baseline.
 EMA_DECAY = 0.999
-# The fields that may change when a run is resumed: its length and where it runs (the batches do not
-# depend on the number of DataLoader workers).
-RESUMABLE = ("steps", "device", "num_workers")
+# The fields that may change when a run is resumed: its length, where it runs (the batches do not
+# depend on the number of DataLoader workers) and the steps whose checkpoints it keeps.
+RESUMABLE = ("steps", "device", "num_workers", "keep_checkpoints")
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -50,6 +50,9 @@ class FitConfig:
     steps: int = 1000
     validate_every: int = 100
     checkpoint_every: int | None = None  # steps; None: at every validation
+    # Steps at which the run validates and keeps a copy of its checkpoint
+    # (checkpoint_step{N}.pth.tar): the branch points of a budget sweep (loop.branch).
+    keep_checkpoints: tuple[int, ...] = ()
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
@@ -82,6 +85,14 @@ class FitConfig:
                     f"must be a multiple of validate_every ({self.validate_every}), got {every}",
                 )
             object.__setattr__(self, "checkpoint_every", every)
+        kept = self.keep_checkpoints
+        if not isinstance(kept, tuple | list) or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in kept
+        ) or list(kept) != sorted(set(kept)):  # fmt: skip
+            raise InvalidValue(
+                "keep_checkpoints", f"must be increasing steps >= 1, got {self.keep_checkpoints!r}"
+            )
+        object.__setattr__(self, "keep_checkpoints", tuple(kept))
         validation.choice("metric", self.metric, METRICS)
         validation.choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         self._check_schedule()
@@ -149,14 +160,16 @@ class FitConfig:
             raise ValueError(
                 f"unknown configuration field {unknown[0]!r} (another lic-train version?)"
             )
+        data.setdefault("keep_checkpoints", ())  # runs of earlier versions kept none
         missing = sorted(set(FitConfig.__dataclass_fields__) - set(data))
         if missing:  # a default would silently stand in for what the run really used
             raise ValueError(
                 f"configuration field {missing[0]!r} missing (another lic-train version?)"
             )
         data["patch_size"] = tuple(data["patch_size"])
-        if "lr_milestones" in data:
-            data["lr_milestones"] = tuple(data["lr_milestones"])
+        for name in ("lr_milestones", "keep_checkpoints"):
+            if name in data:
+                data[name] = tuple(data[name])
         data["sma"] = SMAConfig(**data["sma"]) if data.get("sma") else None
         data["stdet"] = STDETConfig(**data["stdet"]) if data.get("stdet") else None
         return FitConfig(**data)

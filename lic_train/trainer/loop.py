@@ -55,7 +55,12 @@ from lic_train.trainer.data import (
 )
 from lic_train.trainer.memory import peak_memory, reset_peak_memory
 from lic_train.trainer.models import build_model, current_names
-from lic_train.trainer.schedules import PER_STEP, build_scheduler
+from lic_train.trainer.schedules import (
+    PER_STEP,
+    build_scheduler,
+    restart_rate,
+    same_schedule_until,
+)
 from lic_train.trainer.state import TrainingState, random_states
 from lic_train.trainer.step import distortion_key, rate_distortion_loss, train_step, validate
 
@@ -158,7 +163,8 @@ def check_resume(config: FitConfig, out: Path, saved: dict | None = None) -> dic
     """The checkpoint of the run in ``out`` to continue (``saved``, else :func:`resume_point`'s),
     if ``config`` may continue it: the same configuration but for
     :data:`~lic_train.trainer.config.RESUMABLE` fields, as many processes, not past
-    ``config.steps``, and the same length for a multistep schedule."""
+    ``config.steps``, and, for a multistep schedule, a length whose rate so far is the same
+    (:func:`~lic_train.trainer.schedules.same_schedule_until`)."""
     if saved is None:
         _, saved = resume_point(out)
     differ = config.differences(saved["config"])
@@ -174,12 +180,15 @@ def check_resume(config: FitConfig, out: Path, saved: dict | None = None) -> dic
             f"{out}: the run was trained by {saved.get('world_size', 1)} processes, not "
             f"{world_size()}; resume it with as many",
         )
-    if config.lr_schedule == "multistep" and saved["config"]["steps"] != config.steps:
+    if config.lr_schedule == "multistep" and not same_schedule_until(
+        saved["step"], steps=saved["config"]["steps"], other_steps=config.steps,
+        milestones=config.lr_milestones,
+    ):  # fmt: skip
         raise InvalidValue(
             "steps",
             f"{config.steps}: the multistep milestones of the run in {out} are fractions of its "
-            f"{saved['config']['steps']} steps, so another length would move its decays; resume "
-            "it with its own length",
+            f"{saved['config']['steps']} steps, and at step {saved['step']} another length would "
+            "have decayed its rate at other steps; resume it with its own length",
         )
     if saved["step"] > config.steps:
         raise InvalidValue(
@@ -389,6 +398,8 @@ def fit(
     if saved is not None:
         checkpoint.check_architecture(saved["state_dict"], state.model, out, parameter="resume")
         state.load(saved, rank=rank)
+        if per_step_schedule:
+            restart_rate(state.scheduler)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
     criterion = rate_distortion_loss(config.lmbda, config.metric)
@@ -419,11 +430,12 @@ def fit(
                 now = time.perf_counter()
                 state.wall_time, tick = state.wall_time + now - tick, now
                 log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
-            if done % config.validate_every == 0 or last:
+            keep = done in config.keep_checkpoints
+            if done % config.validate_every == 0 or last or keep:
                 validate_readouts(state, config, test, log, out)
                 state.wall_time += time.perf_counter() - tick
-                if done % (config.checkpoint_every or config.validate_every) == 0 or last:
-                    save_checkpoints(state, config, out, batches.per_epoch, device)
+                if done % (config.checkpoint_every or config.validate_every) == 0 or last or keep:
+                    save_checkpoints(state, config, out, batches.per_epoch, device, keep=keep)
                 tick = time.perf_counter()  # checkpoint writes are not the run's time
     except BaseException as error:
         # A new run stopped before it has a checkpoint cannot be resumed: its log and TensorBoard
@@ -569,16 +581,19 @@ def validate_readouts(
 
 
 def save_checkpoints(
-    state: TrainingState, config: FitConfig, out: Path, per_epoch: int, device: torch.device
-) -> None:
+    state: TrainingState, config: FitConfig, out: Path, per_epoch: int, device: torch.device,
+    *, keep: bool = False,
+) -> None:  # fmt: skip
     """The latest checkpoint, and the best one first when the evaluated readout's loss improved
     on it: a crash between the two writes leaves a best file at least as good as the latest one
-    says, never an older one. Every rank's random state is gathered; rank 0 writes."""
+    says, never an older one. With ``keep`` also a copy that stays (:func:`kept_checkpoint`).
+    Every rank's random state is gathered; rank 0 writes."""
     loss = state.final[evaluated_readout(state)]["loss"]
     improved = loss < state.best_loss
     state.best_loss = min(state.best_loss, loss)
     states = gather(random_states(device))
-    for path in ((out / BEST,) if improved else ()) + (out / LATEST,):
+    kept = (kept_checkpoint(out, state.step),) if keep else ()
+    for path in ((out / BEST,) if improved else ()) + kept + (out / LATEST,):
         if distributed.rank() == 0:
             checkpoint.save(
                 # CompressAI's epoch: the last one finished (train.py continues at epoch + 1).
@@ -586,6 +601,34 @@ def save_checkpoints(
                               world=world_size(), random_states=states),
                 path,
             )  # fmt: skip
+
+
+def kept_checkpoint(out: str | Path, step: int) -> Path:
+    """The checkpoint that the run in ``out`` keeps at ``step`` (``config.keep_checkpoints``)."""
+    return Path(out) / f"checkpoint_step{step}.pth.tar"
+
+
+def branch(run: str | Path, step: int, out: str | Path) -> None:
+    """Start the run folder ``out`` as a copy of the run in ``run`` at ``step``: the checkpoint
+    kept there (:func:`kept_checkpoint`) becomes ``out``'s latest, and ``out/metrics.jsonl`` holds
+    the records up to ``step``. ``fit(config, out, resume=True)`` then continues it with
+    ``config``'s length, as long as the learning rate so far is the same
+    (:func:`check_resume`). This is how a budget sweep trains a model for every budget from one
+    run (warmup-stable-decay: Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
+    Beyond Fixed Training Durations"): the run at a constant rate is the trunk, and each budget
+    branches off it where its own decay begins. ``InvalidValue`` about ``out`` when it is not
+    empty; about ``run`` when it kept no checkpoint at ``step``."""
+    run, out = Path(run), Path(out)
+    source = kept_checkpoint(run, step)
+    if not source.is_file():
+        raise InvalidValue("run", f"{run} kept no checkpoint at step {step} ({source.name})")
+    if out.exists() and any(out.iterdir()):
+        raise InvalidValue("out", f"{out} is not empty; a branch starts a new run folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as file:
+        files.write_atomic(out / LATEST, lambda target: shutil.copyfileobj(file, target))
+    records = files.read_jsonl(run / "metrics.jsonl")
+    files.write_jsonl([r for r in records if r["step"] <= step], out / "metrics.jsonl")
 
 
 def summarise(

@@ -34,6 +34,39 @@ def lr_factor(
     return warm * gamma ** sum(step >= round(m * steps) for m in milestones)
 
 
+def same_schedule_until(
+    step: int, *, steps: int, other_steps: int, milestones: tuple[float, ...]
+) -> bool:
+    """Whether a multistep run of ``steps`` steps and one of ``other_steps`` steps train with the
+    same learning rate at every step before ``step`` (counted from 0): true when each milestone
+    falls at ``step`` or later in both, or on the same step in both. Then a checkpoint after
+    ``step`` steps of one may continue as the other (the branches of a budget sweep,
+    :func:`lic_train.trainer.loop.branch`).
+
+    Example:
+        >>> same_schedule_until(900, steps=1000, other_steps=2000, milestones=(0.9,))
+        True
+        >>> same_schedule_until(901, steps=1000, other_steps=2000, milestones=(0.9,))
+        False
+    """
+    return all(
+        min(round(m * steps), round(m * other_steps)) >= step
+        or round(m * steps) == round(m * other_steps)
+        for m in milestones
+    )
+
+
+def restart_rate(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set the optimizer's rate to the one ``scheduler`` gives its current step: after a resume
+    with another length (:func:`same_schedule_until`) the checkpoint holds the rate of the old
+    length's next step, which may be the step where the new length decays."""
+    step = scheduler.last_epoch
+    for group, base, factor in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(step)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, *, schedule: str, steps: int, milestones: tuple[float, ...],
     gamma: float, warmup: int,

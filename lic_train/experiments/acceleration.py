@@ -1,0 +1,214 @@
+"""The statistics of the time-to-quality benchmark (:mod:`lic_train.experiments.time_to_quality`):
+the quality of finished models, acceleration factors with bootstrap intervals, and the BD-rates of
+the seed paper's claim.
+
+* **Quality** of a finished model: its RD loss at the scratch lambda from real bit streams,
+  ``lambda * 255^2 * MSE + bpp`` per test image (MSE of the 8-bit images over 255^2, from the PSNR;
+  CompressAI's ``RateDistortionLoss`` on real rates), averaged over the test images. Lower is
+  better.
+* **Acceleration factor** of a method against a baseline: the smallest budget fraction at which
+  the method's finished model is as good as the baseline's finished model at the full budget,
+  read off the method's quality-versus-budget curve by linear interpolation between the first
+  budget that reaches it and the one before. At the smallest budget already: that budget, marked
+  as an upper bound. Never: None ("never reaches", a result). The point estimate uses the curves
+  averaged over seeds; the interval resamples the seeds with replacement (paired: a resample
+  takes the method's and the baseline's runs of the same seeds) and reports the 2.5 and 97.5
+  percentiles of the factor, counting the resamples that never reach. In wall-clock time the
+  factor is scaled by the ratio of the methods' wall time per step (validation and every overhead
+  included) at the full budget.
+* **The paper's claim**: BD-rate (``bjontegaard``, Akima) of a claimant's RD curve (its short
+  scratch model and its short fine-tunes) against a baseline's (full budgets), per seed and test
+  image, and the mean over images.
+
+Examples:
+    >>> crossing([0.2, 0.4, 1.0], [3.0, 2.0, 1.0], target=1.5)
+    (0.7, False)
+    >>> crossing([0.2, 0.4, 1.0], [3.0, 2.0, 1.0], target=3.5)
+    (0.2, True)
+    >>> crossing([0.2, 0.4, 1.0], [3.0, 2.0, 1.0], target=0.5) is None
+    True
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from statistics import fmean, stdev
+
+import numpy as np
+
+from lic_train.experiments.stats import _bd_rate, mean_spread
+
+BOOTSTRAP = 10_000  # resamples of the seeds
+CONFIDENCE = 0.95
+
+
+def rd_loss(images: Sequence[dict], lmbda: float) -> float:
+    """``mean over images of lambda * 255^2 * 10^(-PSNR/10) + bpp``: the RD loss of real bit
+    streams (``images``: ``{"bpp", "psnr"}`` per test image; PSNR in dB of the 8-bit images)."""
+    return fmean(lmbda * 255**2 * 10 ** (-image["psnr"] / 10) + image["bpp"] for image in images)
+
+
+def crossing(
+    budgets: Sequence[float], quality: Sequence[float], target: float
+) -> tuple[float, bool] | None:
+    """The smallest budget at which ``quality`` (lower is better, one value per budget, budgets
+    increasing) reaches ``target``, linearly interpolated; ``(budget, is_upper_bound)``, the
+    bound when the smallest budget reaches it already; None when no budget does."""
+    for index, (budget, value) in enumerate(zip(budgets, quality, strict=True)):
+        if value <= target:
+            if index == 0:
+                return budget, True
+            before, previous = budgets[index - 1], quality[index - 1]
+            return before + (budget - before) * (previous - target) / (previous - value), False
+    return None
+
+
+def _curves(runs: list[dict], method: str, seeds: Sequence[int], budgets: Sequence[float]):
+    """``{seed: [quality at each budget]}`` of ``method``'s scratch models."""
+    table = {(r["seed"], r["budget"]): r["quality"] for r in runs
+             if r["method"] == method and r["kind"] != "finetune"}  # fmt: skip
+    return {seed: [table[(seed, b)] for b in budgets] for seed in seeds}
+
+
+def acceleration(
+    runs: list[dict], method: str, baseline: str, seeds: Sequence[int], budgets: Sequence[float],
+    *, resamples: int = BOOTSTRAP, seed: int = 0,
+) -> dict:  # fmt: skip
+    """The acceleration factor of ``method`` against ``baseline`` (module docstring): ``factor``
+    (None: never reaches), ``upper_bound`` (reached at the smallest budget already),
+    ``per_seed`` factors, the bootstrap interval ``low``/``high`` (None where more than the
+    tail's share of resamples never reach) and ``never`` (the share of resamples that never
+    reach)."""
+    ours = _curves(runs, method, seeds, budgets)
+    theirs = _curves(runs, baseline, seeds, budgets)
+
+    def factor(chosen: Sequence[int]) -> tuple[float, bool] | None:
+        curve = [fmean(ours[s][i] for s in chosen) for i in range(len(budgets))]
+        return crossing(budgets, curve, fmean(theirs[s][-1] for s in chosen))
+
+    point = factor(seeds)
+    rng = np.random.default_rng(seed)
+    draws = [factor([seeds[i] for i in rng.integers(len(seeds), size=len(seeds))])
+             for _ in range(resamples)]  # fmt: skip
+    # "Never" ranks above every budget: the percentiles of the factor with never = +inf.
+    values = np.array([math.inf if d is None else d[0] for d in draws])
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(values, [tail, 1 - tail], method="inverted_cdf")
+    per_seed = [factor([s]) for s in seeds]
+    return {
+        "factor": None if point is None else point[0],
+        "upper_bound": bool(point and point[1]),
+        "per_seed": [None if f is None else f[0] for f in per_seed],
+        "low": float(low) if math.isfinite(low) else None,
+        "high": float(high) if math.isfinite(high) else None,
+        "never": float(np.mean(~np.isfinite(values))),
+    }
+
+
+def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Sequence[int],
+                      scratch: float) -> dict:  # fmt: skip
+    """BD-rate (%) of ``claimant``'s RD curve (its ``scratch``-fraction model at the scratch
+    lambda and its fine-tunes) against ``baseline``'s (its full-budget model and fine-tunes):
+    per seed the mean over test images of the per-image BD-rate, and the mean ± standard
+    deviation over seeds; None where a curve does not rise with rate."""
+
+    def curve(method: str, seed: int, budget: float) -> list[dict]:
+        return sorted(
+            (r for r in runs if r["method"] == method and r["seed"] == seed
+             and (r["kind"] == "finetune" or r["budget"] == budget)),
+            key=lambda r: r["lambda"],
+        )  # fmt: skip
+
+    per_seed, per_image = [], {}
+    for seed in seeds:
+        ours, theirs = curve(claimant, seed, scratch), curve(baseline, seed, 1.0)
+        names = [image["name"] for image in ours[0]["images"]]
+        rates = []
+        for index, name in enumerate(names):
+
+            def points(rows: list[dict], index: int = index) -> tuple[list[float], list[float]]:
+                return ([r["images"][index]["bpp"] for r in rows],
+                        [r["images"][index]["psnr"] for r in rows])  # fmt: skip
+
+            rate = _bd_rate(points(theirs), points(ours))
+            per_image.setdefault(name, []).append(rate)
+            rates.append(rate)
+        per_seed.append(None if None in rates else fmean(rates))
+    return {
+        "mean": mean_spread(per_seed),
+        "per_seed": per_seed,
+        "per_image": {name: mean_spread(values) for name, values in per_image.items()},
+    }
+
+
+def rises_with_rate(runs: list[dict], method: str, seed: int, budget: float) -> bool:
+    """Whether PSNR rises strictly with bpp along ``method``'s RD curve (the claim's models) on
+    every test image: without it no BD-rate is computable."""
+    rows = sorted((r for r in runs if r["method"] == method and r["seed"] == seed
+                   and (r["kind"] == "finetune" or r["budget"] == budget)),
+                  key=lambda r: r["lambda"])  # fmt: skip
+    for index in range(len(rows[0]["images"])):
+        points = sorted((r["images"][index]["bpp"], r["images"][index]["psnr"]) for r in rows)
+        if any(b[1] <= a[1] or b[0] <= a[0] for a, b in itertools.pairwise(points)):
+            return False
+    return True
+
+
+def _mean_sd(values: Sequence[float]) -> dict:
+    return {"mean": fmean(values), "std": stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarise(protocol: dict, runs: list[dict]) -> dict:
+    """``results.json``'s content: the protocol, the runs (each with its ``quality``), and the
+    summary: quality per method and budget (mean and sd over seeds), the acceleration factors
+    against each baseline (in steps and in wall-clock time), the claim's BD-rates, and the checks
+    of the scale (the baseline still improving late, PSNR rising with rate)."""
+    seeds, budgets = protocol["seeds"], protocol["budgets"]
+    for r in runs:
+        r["quality"] = rd_loss(r["images"], protocol["lambda"])
+    complete = {m for m in protocol["methods"]
+                if sum(r["method"] == m and r["kind"] != "finetune" for r in runs)
+                == len(seeds) * len(budgets)}  # fmt: skip
+    summary: dict = {"quality": {}, "wall_seconds_per_step": {}, "acceleration": {}, "claim": {}}
+    for method in protocol["methods"]:
+        if method not in complete:
+            continue
+        curves = _curves(runs, method, seeds, budgets)
+        summary["quality"][method] = [
+            _mean_sd([curves[s][i] for s in seeds]) for i in range(len(budgets))
+        ]
+        full = [r for r in runs if r["method"] == method and r["kind"] == "trunk"]
+        summary["wall_seconds_per_step"][method] = _mean_sd(
+            [r["wall_seconds_per_step"] for r in full]
+        )
+    for baseline in protocol["baselines"]:
+        if baseline not in complete:
+            continue
+        summary["acceleration"][baseline] = {}
+        for method in complete:
+            found = acceleration(runs, method, baseline, seeds, budgets)
+            time_ratio = (summary["wall_seconds_per_step"][method]["mean"]
+                          / summary["wall_seconds_per_step"][baseline]["mean"])  # fmt: skip
+            found["wall_time_ratio"] = time_ratio
+            found["wall_factor"] = None if found["factor"] is None else found["factor"] * time_ratio
+            summary["acceleration"][baseline][method] = found
+    finetunes = {(r["method"], r["seed"]) for r in runs if r["kind"] == "finetune"}
+    claim_ready = [m for m in protocol["baselines"] + protocol["claimants"]
+                   if all(len([r for r in runs if r["kind"] == "finetune" and r["method"] == m
+                               and r["seed"] == s]) == len(protocol["finetune_lambdas"])
+                          for s in seeds) and m in complete]  # fmt: skip
+    for baseline in protocol["baselines"]:
+        for claimant in protocol["claimants"]:
+            if baseline in claim_ready and claimant in claim_ready:
+                summary["claim"].setdefault(baseline, {})[claimant] = bd_rates_of_claim(
+                    runs, claimant, baseline, seeds, protocol["claim_scratch"]
+                )
+    summary["rises_with_rate"] = {
+        m: [rises_with_rate(runs, m, s, 1.0 if m in protocol["baselines"]
+                            else protocol["claim_scratch"]) for s in seeds]
+        for m in claim_ready
+    }  # fmt: skip
+    summary["finetuned"] = sorted({m for m, _ in finetunes})
+    return {"protocol": protocol, "runs": runs, "summary": summary}

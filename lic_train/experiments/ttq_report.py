@@ -1,0 +1,240 @@
+"""The files of the time-to-quality benchmark, written from its summary
+(:func:`lic_train.experiments.acceleration.summarise`), each atomically: ``results.json``,
+``report.md`` (:func:`markdown`) and the plots ``quality_vs_budget.png``, ``acceleration.png`` and
+``rd_curves.png``. :func:`rewrite_report` rebuilds them from ``results.json``.
+
+Examples:
+    >>> format_factor({"factor": 0.2, "upper_bound": True, "low": 0.2, "high": 0.4, "never": 0.0})
+    '<= 0.200 [0.200, 0.400]'
+    >>> format_factor({"factor": 0.5, "upper_bound": False, "low": 0.4, "high": None, "never": 0.3})
+    '0.500 [0.400, never]'
+    >>> format_factor({"factor": None, "upper_bound": False, "low": None, "high": None, "never": 1.0})
+    'never reaches (100% of resamples)'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import fmean
+
+from lic_dynamics import files
+from lic_train.experiments.acceleration import BOOTSTRAP, CONFIDENCE, summarise
+
+PLOTS = ("quality_vs_budget.png", "acceleration.png", "rd_curves.png")
+
+
+def format_factor(found: dict, key: str = "factor") -> str:
+    """An acceleration factor with its bootstrap interval (``key``: ``factor`` or
+    ``wall_factor``, whose interval is the steps' one scaled alike)."""
+    value = found[key]
+    if value is None:
+        return f"never reaches ({found['never']:.0%} of resamples)"
+    scale = value / found["factor"] if found["factor"] else 1.0
+    low = "never" if found["low"] is None else f"{found['low'] * scale:.3f}"
+    high = "never" if found["high"] is None else f"{found['high'] * scale:.3f}"
+    return f"{'<= ' if found['upper_bound'] else ''}{value:.3f} [{low}, {high}]"
+
+
+def markdown(results: dict) -> str:
+    """The report: the protocol, the quality-versus-budget table, the acceleration factors against
+    each baseline, the paper's claim, and the checks of the scale."""
+    protocol, summary = results["protocol"], results["summary"]
+    base, budgets = protocol["base"], protocol["budgets"]
+    steps = [round(b * base["steps"]) for b in budgets]
+    lines = [
+        "# Time to quality",
+        "",
+        f"{base['model']} N={base['N']} M={base['M']}, batch {base['batch_size']} of "
+        f"{base['patch_size'][0]}x{base['patch_size'][1]} crops, Adam lr {base['learning_rate']:g} "
+        f"x{base['lr_gamma']:g} at {base['lr_milestones'][0]:.0%} of each run (the field's step "
+        f"decay), T = {base['steps']} steps; seeds {protocol['seeds']}; scratch lambda "
+        f"{protocol['lambda']:g}. Every budget's model is finished with its own decay (branched "
+        "off the full run before its decay) and coded with real bit streams on the test images. "
+        "Quality: RD loss of the real bit streams at the scratch lambda (lower is better); mean ± "
+        "standard deviation over seeds.",
+        "",
+        "## Quality versus budget",
+        "",
+        "| method | " + " | ".join(f"{b:.3g} T ({s})" for b, s in zip(budgets, steps, strict=True))
+        + " | wall s/step |",
+        "|---|" + "---|" * (len(budgets) + 1),
+    ]  # fmt: skip
+    for method, row in summary["quality"].items():
+        wall = summary["wall_seconds_per_step"][method]
+        lines.append(f"| {method} | " + " | ".join(
+            f"{q['mean']:.4f} ± {q['std']:.4f}" for q in row
+        ) + f" | {wall['mean']:.4f} ± {wall['std']:.4f} |")  # fmt: skip
+    lines += [
+        "",
+        "## Acceleration factors",
+        "",
+        "The smallest budget (fraction of T) whose finished model is as good as the baseline's at "
+        f"T, interpolated on the seed-averaged quality curve; [{CONFIDENCE:.0%} interval] from "
+        f"{BOOTSTRAP} paired bootstrap resamples of the seeds (with 3 seeds only 10 distinct "
+        "resamples exist: read the interval as the seeds' range). Wall clock: the factor times "
+        "the ratio of wall time per step (validation and every overhead included). Per seed: the "
+        "factor from each seed alone.",
+        "",
+    ]
+    for baseline, table in summary["acceleration"].items():
+        lines += [
+            f"Against **{baseline}** at T (quality {summary['quality'][baseline][-1]['mean']:.4f}):",
+            "",
+            "| method | factor (steps) | factor (wall clock) | per seed |",
+            "|---|---|---|---|",
+        ]
+        for method, found in table.items():
+            if method == baseline:
+                continue
+            per_seed = ", ".join("never" if f is None else f"{f:.3f}" for f in found["per_seed"])
+            lines.append(f"| {method} | {format_factor(found)} | "
+                         f"{format_factor(found, 'wall_factor')} | {per_seed} |")  # fmt: skip
+        lines.append("")
+    lines += _claim(protocol, summary) + _checks(protocol, summary)
+    return "\n".join(lines) + "\n"
+
+
+def _claim(protocol: dict, summary: dict) -> list[str]:
+    units = 120 / protocol["base"]["steps"]
+    if not summary["claim"]:
+        return ["## The paper's claim", "", "Not run (no fine-tunes in these results).", ""]
+    lines = [
+        "## The paper's claim at our scale",
+        "",
+        f"Lambda {protocol['lambda']:g} from scratch, then fine-tuned to "
+        f"{', '.join(f'{x:g}' for x in protocol['finetune_lambdas'])}: the baselines with "
+        f"{round(protocol['base']['steps'] * units)} and "
+        f"{round(protocol['baseline_finetune'] * 120)} units (T = 120 units), the claimants with "
+        f"{round(protocol['claim_scratch'] * 120)} and {round(protocol['claim_finetune'] * 120)}. "
+        "BD-rate (%, Akima; negative: fewer bits for the same PSNR) of the claimant against the "
+        "baseline, per test image, and their mean per seed; mean ± standard deviation over seeds.",
+        "",
+    ]
+    images = None
+    for baseline, table in summary["claim"].items():
+        for claimant, found in table.items():
+            if images is None:
+                images = list(found["per_image"])
+                lines += ["| claimant vs baseline | mean over images | per seed | "
+                          + " | ".join(images) + " |",
+                          "|---|---|---|" + "---|" * len(images)]  # fmt: skip
+            mean = found["mean"]
+            per_seed = ", ".join("-" if v is None else f"{v:+.2f}" for v in found["per_seed"])
+            cells = [_stat(found["per_image"][name]) for name in images]
+            lines.append(f"| {claimant} vs {baseline} | {_stat(mean)} | {per_seed} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+    return [*lines, ""]
+
+
+def _stat(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "not computable"
+    text = f"{stat['mean']:+.2f} ± {stat['std']:.2f}"
+    return text if stat["n"] == stat["of"] else f"{text} ({stat['n']}/{stat['of']} seeds)"
+
+
+def _checks(protocol: dict, summary: dict) -> list[str]:
+    """Whether the scale decides something: the baseline still improves between about 0.6 T and
+    T (more than the seeds' spread), and PSNR rises with rate on every RD curve of the claim."""
+    lines = ["## Does this scale decide something?", ""]
+    budgets = protocol["budgets"]
+    late = min(range(len(budgets)), key=lambda i: abs(budgets[i] - 0.6))
+    for baseline in protocol["baselines"]:
+        quality = summary["quality"].get(baseline)
+        if quality is None:
+            continue
+        gain = 1 - quality[-1]["mean"] / quality[late]["mean"]
+        spread = max(quality[-1]["std"], quality[late]["std"]) / quality[-1]["mean"]
+        verdict = "improving" if gain > spread else "NOT improving measurably"
+        lines.append(
+            f"- {baseline}: from {budgets[late]:.3g} T to T the RD loss falls by {gain:.1%} "
+            f"(seed spread {spread:.1%} of it): {verdict}."
+        )
+    for method, flags in summary.get("rises_with_rate", {}).items():
+        lines.append(f"- {method}: PSNR rises with rate on every test image for "
+                     f"{sum(flags)}/{len(flags)} seeds.")  # fmt: skip
+    return [*lines, ""]
+
+
+def write_plots(results: dict, out: Path) -> None:
+    """``quality_vs_budget.png``, ``acceleration.png`` and ``rd_curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocol, summary = results["protocol"], results["summary"]
+    budgets = protocol["budgets"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method, row in summary["quality"].items():
+        axis.errorbar(budgets, [q["mean"] for q in row], yerr=[q["std"] for q in row],
+                      marker="o", capsize=3, label=method)  # fmt: skip
+    for baseline in protocol["baselines"]:
+        if baseline in summary["quality"]:
+            axis.axhline(summary["quality"][baseline][-1]["mean"], ls=":", color="grey")
+    axis.set(xlabel="budget (fraction of T)", ylabel=f"RD loss, real bits (lambda {protocol['lambda']:g})",
+             title="Finished models: quality versus budget")  # fmt: skip
+    axis.legend()
+    _save(figure, out / "quality_vs_budget.png")
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for offset, (baseline, table) in enumerate(summary["acceleration"].items()):
+        methods = [m for m in table if m != baseline]
+        for index, method in enumerate(methods):
+            found = table[method]
+            x = index + 0.2 * (offset - 0.5)
+            if found["factor"] is None:
+                axis.plot([x], [1.05], "x", color=f"C{offset}")
+                continue
+            low = found["low"] if found["low"] is not None else budgets[0]
+            high = found["high"] if found["high"] is not None else 1.05
+            axis.errorbar([x], [found["factor"]], yerr=[[found["factor"] - low], [high - found["factor"]]],
+                          fmt="o", color=f"C{offset}", capsize=3,
+                          label=f"against {baseline}" if index == 0 else None)  # fmt: skip
+        axis.set_xticks(range(len(methods)), methods)
+    axis.axhline(1.0, color="grey", lw=0.5)
+    axis.axhline(0.6, color="grey", ls=":", lw=0.5)
+    axis.set(ylabel="acceleration factor (budget fraction)", ylim=(0, 1.1),
+             title="Budget needed for the baseline's quality at T (x: never)")  # fmt: skip
+    axis.legend()
+    _save(figure, out / "acceleration.png")
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for index, method in enumerate(summary.get("rises_with_rate", {})):
+        budget = 1.0 if method in protocol["baselines"] else protocol["claim_scratch"]
+        rows = [r for r in results["runs"] if r["method"] == method
+                and (r["kind"] == "finetune" or r["budget"] == budget)]  # fmt: skip
+        lambdas = sorted({r["lambda"] for r in rows})
+        bpp = [fmean(r["bpp"] for r in rows if r["lambda"] == x) for x in lambdas]
+        psnr = [fmean(r["psnr"] for r in rows if r["lambda"] == x) for x in lambdas]
+        axis.plot(bpp, psnr, marker="o", color=f"C{index}",
+                  label=f"{method} ({budget * 120:.0f} units + fine-tunes)")  # fmt: skip
+    axis.set(xlabel="bpp (real bit streams)", ylabel="PSNR (dB)",
+             title="The paper's claim: RD curves (mean over seeds and test images)")  # fmt: skip
+    axis.legend()
+    _save(figure, out / "rd_curves.png")
+
+
+def _save(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    files.write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=110))
+    plt.close(figure)
+
+
+def write_report(results: dict, out: Path) -> None:
+    """``results.json``, ``report.md`` and the plots, in ``out``."""
+    out = Path(out)
+    files.write_json(results, out / "results.json")
+    files.write_text(markdown(results), out / "report.md")
+    write_plots(results, out)
+
+
+def rewrite_report(out: str | Path) -> dict:
+    """Rebuild the summary and every file from ``out/results.json`` (its protocol and runs)."""
+    saved = json.loads((Path(out) / "results.json").read_text())
+    results = summarise(saved["protocol"], saved["runs"])
+    write_report(results, Path(out))
+    return results
