@@ -62,6 +62,26 @@ def test_training_benchmarks_run_and_publish_their_files(script, tmp_path):
     assert (tmp_path / "results" / "report.md").read_text() == report
 
 
+def test_time_to_quality_runs_publishes_and_rebuilds_its_report(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("skimage")
+    flags = ["--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+    script = str(ROOT / "benchmarks" / "time_to_quality.py")
+    done = subprocess.run([sys.executable, script, "--quick", *flags], capture_output=True,
+                          text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "## Acceleration factors" in done.stdout and "| ema |" in done.stdout
+    for name in ("report.md", "results.json", "quality_vs_budget.png", "acceleration.png",
+                 "rd_curves.png"):  # fmt: skip
+        assert (tmp_path / "results" / name).stat().st_size > 0
+    report = (tmp_path / "results" / "report.md").read_text()
+    (tmp_path / "results" / "report.md").unlink()
+    again = subprocess.run([sys.executable, script, "--report-only", *flags], capture_output=True,
+                           text=True, timeout=300, check=False)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "results" / "report.md").read_text() == report
+
+
 def test_a_quick_run_leaves_the_published_results_alone():
     pytest.importorskip("torch")
     pytest.importorskip("skimage")

@@ -38,7 +38,7 @@ from statistics import fmean, stdev
 
 import numpy as np
 
-from lic_train.experiments.stats import _bd_rate, mean_spread
+from lic_train.experiments.stats import bd_rate, mean_spread
 
 BOOTSTRAP = 10_000  # resamples of the seeds
 CONFIDENCE = 0.95
@@ -132,7 +132,7 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
                 return ([r["images"][index]["bpp"] for r in rows],
                         [r["images"][index]["psnr"] for r in rows])  # fmt: skip
 
-            rate = _bd_rate(points(theirs), points(ours))
+            rate = bd_rate(points(theirs), points(ours))
             per_image.setdefault(name, []).append(rate)
             rates.append(rate)
         per_seed.append(None if None in rates else fmean(rates))

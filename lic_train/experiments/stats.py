@@ -73,7 +73,7 @@ def _rd_curve(runs: list[dict], method: str, seed: int) -> tuple[list[float], li
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _bd_rate(
+def bd_rate(
     reference: tuple[list[float], list[float]], test: tuple[list[float], list[float]]
 ) -> float | None:
     """BD-rate (%) of the ``test`` curve against ``reference`` (Akima); None where the curves do
@@ -100,7 +100,7 @@ def bd_rates(runs: list[dict], methods: list[str], preset: Preset) -> dict[str, 
     return {
         method: mean_spread(
             [
-                _bd_rate(_rd_curve(runs, "adam", seed), _rd_curve(runs, method, seed))
+                bd_rate(_rd_curve(runs, "adam", seed), _rd_curve(runs, method, seed))
                 for seed in preset.seeds
             ]
         )

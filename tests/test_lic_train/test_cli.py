@@ -328,7 +328,9 @@ def test_a_bare_resume_keeps_the_runs_device_and_a_multistep_run_its_length(
     assert main([*argv, "--out", str(run)]) == 0
     assert main(["fit", "--resume", str(run), "--steps", "3"]) == 0
     assert load(run / "checkpoint.pth.tar")["config"]["device"] == "cpu"  # not --device's auto
-    assert main([*argv, "--lr-schedule", "multistep", "--out", str(decayed)]) == 0
+    # Decayed at step 1 of 2; a length of 4 would have decayed at step 2.
+    multistep = ["--lr-schedule", "multistep", "--lr-milestones", "0.5"]
+    assert main([*argv, *multistep, "--out", str(decayed)]) == 0
     capsys.readouterr()
     one_line_error(
         capsys, ["fit", "--resume", str(decayed), "--steps", "4"], "--steps", "multistep"

@@ -43,6 +43,15 @@ def test_a_method_spec_overrides_the_fields_it_names_with_their_types():
     assert run_name("stdet+sma:k=1,beta=0.98", 0, 0.01) == "stdet-sma_k1_beta0.98_lambda0.01_seed0"
 
 
+def test_ema_is_torch_emas_per_step_average_whatever_the_presets_sma():
+    preset = PRESETS["tiny"]
+    assert preset.sma.k != 1
+    config = method_config(preset, "ema", seed=1, lmbda=0.01)
+    assert config.sma == SMAConfig(k=1, beta=0.999, warmup=True) and config.stdet is None
+    config = method_config(preset, "ema:beta=0.99", seed=1, lmbda=0.01)
+    assert config.sma == SMAConfig(k=1, beta=0.99, warmup=True)
+
+
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
@@ -54,7 +63,7 @@ def test_a_method_spec_overrides_the_fields_it_names_with_their_types():
         ("sma:k=two", "k must be int, got 'two'"),
         ("sma:k=0", r"method 'sma:k=0': k must be an integer in \[1"),
         ("stdet:variant=both", "method 'stdet:variant=both': variant must be one of"),
-        ("lookahead", "method must be one of adam, sma, stdet, stdet\\+sma, got 'lookahead'"),
+        ("lookahead", "method must be one of adam, ema, sma, stdet, stdet\\+sma, got 'lookahead'"),
     ],
 )
 def test_a_bad_method_spec_is_named(spec, match):

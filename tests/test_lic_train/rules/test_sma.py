@@ -155,6 +155,58 @@ def test_bias_correction_at_beta_zero_is_the_last_sample():
         assert torch.equal(sma.average["weight"], values["weight"])
 
 
+def torch_ema_shadow(history: list[torch.Tensor], decay: float) -> torch.Tensor:
+    """torch_ema's ``ExponentialMovingAverage(use_num_updates=True)``, written from its formula:
+    the shadow starts as a copy of the weights, and update n (from 1) uses
+    ``min(decay, (1 + n) / (10 + n))``."""
+    shadow = history[0].clone()
+    for n, theta in enumerate(history[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        shadow = shadow - (1 - d) * (shadow - theta)
+    return shadow
+
+
+@pytest.mark.parametrize(("beta", "k"), [(0.999, 1), (0.9, 1), (0.99, 3)])
+def test_warmup_is_torch_emas_decay_warmup(beta, k):
+    model = Toy()
+    sma = SMA(model, k=k, beta=beta, warmup=True)
+    plain = SMA(model, k=k, beta=beta)
+    gen = torch.Generator().manual_seed(5)
+    history: list[torch.Tensor] = []
+    for _ in range(200 * k):
+        values = set_params(model, gen)
+        plain.step()
+        if sma.step():  # its first sample is torch_ema's copy of the weights
+            history.append(values["weight"])
+            expected = torch_ema_shadow(history, beta)
+            torch.testing.assert_close(sma.average["weight"], expected, rtol=0, atol=1e-12)
+    # The warm-up is real at a slow decay: the plain rule still remembers its first sample.
+    first = history[0]
+    distance_from_first = lambda avg: float((avg - first).norm())  # noqa: E731
+    if beta == 0.999:
+        assert distance_from_first(sma.average["weight"]) > distance_from_first(
+            plain.average["weight"]
+        )
+
+
+def test_warmup_and_bias_correction_exclude_each_other():
+    with pytest.raises(ValueError, match="bias_correction and warmup: give one"):
+        SMA(Toy(), k=1, beta=0.9, warmup=True, bias_correction=True)
+    with pytest.raises(ValueError, match="warmup must be True or False"):
+        SMA(Toy(), k=1, beta=0.9, warmup="yes")
+
+
+def test_load_state_dict_rejects_another_warmup():
+    model = Toy()
+    sma = SMA(model, k=1, beta=0.9, warmup=True)
+    sma.step()
+    with pytest.raises(ValueError, match="warmup=True"):
+        SMA(model, k=1, beta=0.9).load_state_dict(sma.state_dict())
+    state = SMA(model, k=1, beta=0.9).state_dict()
+    del state["warmup"]  # a checkpoint of a version before the warm-up: it had none
+    SMA(model, k=1, beta=0.9).load_state_dict(state)
+
+
 def test_feedback_resets_the_fast_weights_on_sampling_steps_only():
     model = Toy()
     k, beta = 3, 0.6

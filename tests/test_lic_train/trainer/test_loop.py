@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
+from lic_dynamics import files  # noqa: E402
 from lic_train.rules import SMAConfig, STDETConfig  # noqa: E402
 from lic_train.trainer import checkpoint  # noqa: E402
 from lic_train.trainer.checkpoint import load_trained  # noqa: E402
 from lic_train.trainer.config import FitConfig  # noqa: E402
-from lic_train.trainer.loop import NonFiniteLoss, fit, resume_point  # noqa: E402
+from lic_train.trainer.loop import NonFiniteLoss, branch, fit, resume_point  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +385,42 @@ def test_resume_continues_from_the_intact_checkpoint_when_one_is_damaged(images,
     (run / checkpoint.LATEST).write_bytes(bytes(data))
     with pytest.raises(ValueError, match="damaged"):
         resume_point(run)
+
+
+# ---- budget sweeps: a run branches off another's kept checkpoint -------------------------------
+
+
+def test_a_branch_off_a_kept_checkpoint_is_the_run_of_that_length_bit_for_bit(images, tmp_path):
+    # x0.1 at 75%: the trunk of 12 steps decays at 9, a run of 8 steps at 6, where it branches.
+    config = tiny(images, lr_schedule="multistep", lr_milestones=(0.75,), validate_every=5,
+                  sma=SMAConfig(k=1, beta=0.999, warmup=True), stdet=None)  # fmt: skip
+    fit(replace(config, keep_checkpoints=(6,)), tmp_path / "trunk")
+    assert (tmp_path / "trunk" / "checkpoint_step6.pth.tar").is_file()
+    branch(tmp_path / "trunk", 6, tmp_path / "branch")
+    branched = fit(replace(config, steps=8), tmp_path / "branch", resume=True)
+    fresh = fit(replace(config, steps=8), tmp_path / "fresh")
+    assert_same(weights(tmp_path / "branch"), weights(tmp_path / "fresh"))
+    for name, average in fresh.sma.average.items():  # the EMA too
+        assert torch.equal(branched.sma.average[name], average)
+    lrs = [r["lr"] for r in files.read_jsonl(tmp_path / "branch" / "metrics.jsonl") if "lr" in r]
+    assert lrs[-1] == pytest.approx(1e-4)  # decayed at its own 75%, not the trunk's
+    # Its clock includes the trunk's share up to the branch.
+    assert branched.summary.wall_time > fresh.summary.wall_time * 0.5
+
+
+def test_a_branch_after_the_shorter_runs_decay_is_refused(images, tmp_path):
+    config = tiny(images, lr_schedule="multistep", lr_milestones=(0.75,), sma=None, stdet=None)
+    fit(replace(config, keep_checkpoints=(8,)), tmp_path / "trunk")
+    branch(tmp_path / "trunk", 8, tmp_path / "late")
+    with pytest.raises(ValueError, match=r"steps.*another length would have decayed"):
+        fit(replace(config, steps=8), tmp_path / "late", resume=True)  # decays at 6 < 8
+    with pytest.raises(ValueError, match="kept no checkpoint at step 4"):
+        branch(tmp_path / "trunk", 4, tmp_path / "other")
+    with pytest.raises(ValueError, match="is not empty"):
+        branch(tmp_path / "trunk", 8, tmp_path / "late")
+
+
+@pytest.mark.parametrize("kept", [(0,), (4, 2), (3, 3), (2.5,), "4", (True,)])
+def test_keep_checkpoints_must_be_increasing_steps(kept):
+    with pytest.raises(ValueError, match="keep_checkpoints must be increasing steps >= 1"):
+        FitConfig(keep_checkpoints=kept)
