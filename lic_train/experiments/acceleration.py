@@ -156,6 +156,23 @@ def rises_with_rate(runs: list[dict], method: str, seed: int, budget: float) -> 
     return True
 
 
+def _claim_budget(protocol: dict, method: str) -> float:
+    """The scratch budget of ``method``'s model in the claim: T for a baseline, else shorter."""
+    return 1.0 if method in protocol["baselines"] else protocol["claim_scratch"]
+
+
+def _rd_points(runs: list[dict], method: str, budget: float) -> list[dict]:
+    """``method``'s claim models per lambda (increasing): bpp and PSNR, mean over seeds and test
+    images."""
+    rows = [r for r in runs if r["method"] == method
+            and (r["kind"] == "finetune" or r["budget"] == budget)]  # fmt: skip
+    return [
+        {"lambda": x, "bpp": fmean(r["bpp"] for r in rows if r["lambda"] == x),
+         "psnr": fmean(r["psnr"] for r in rows if r["lambda"] == x)}
+        for x in sorted({r["lambda"] for r in rows})
+    ]  # fmt: skip
+
+
 def _mean_sd(values: Sequence[float]) -> dict:
     return {"mean": fmean(values), "std": stdev(values) if len(values) > 1 else 0.0}
 
@@ -171,7 +188,7 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
     complete = {m for m in protocol["methods"]
                 if sum(r["method"] == m and r["kind"] != "finetune" for r in runs)
                 == len(seeds) * len(budgets)}  # fmt: skip
-    summary: dict = {"quality": {}, "wall_seconds_per_step": {}, "acceleration": {}, "claim": {}}
+    summary: dict = {"quality": {}, "at_t": {}, "acceleration": {}, "claim": {}}
     for method in protocol["methods"]:
         if method not in complete:
             continue
@@ -180,17 +197,25 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
             _mean_sd([curves[s][i] for s in seeds]) for i in range(len(budgets))
         ]
         full = [r for r in runs if r["method"] == method and r["kind"] == "trunk"]
-        summary["wall_seconds_per_step"][method] = _mean_sd(
-            [r["wall_seconds_per_step"] for r in full]
-        )
+        summary["at_t"][method] = {
+            key: _mean_sd([r[key] for r in full])
+            for key in ("wall_seconds_per_step", "trainable", "peak_memory_bytes")
+        }
+    # Whether the baselines still improve late: the relative fall of each seed's RD loss from the
+    # budget nearest 0.6 T to T (the question is empty if they do not).
+    late = min(range(len(budgets)), key=lambda i: abs(budgets[i] - 0.6))
+    summary["late_gain"] = {}
     for baseline in protocol["baselines"]:
         if baseline not in complete:
             continue
+        curves = _curves(runs, baseline, seeds, budgets)
+        summary["late_gain"][baseline] = [1 - curves[s][-1] / curves[s][late] for s in seeds]
         summary["acceleration"][baseline] = {}
         for method in complete:
             found = acceleration(runs, method, baseline, seeds, budgets)
-            time_ratio = (summary["wall_seconds_per_step"][method]["mean"]
-                          / summary["wall_seconds_per_step"][baseline]["mean"])  # fmt: skip
+            at_t = summary["at_t"]
+            time_ratio = (at_t[method]["wall_seconds_per_step"]["mean"]
+                          / at_t[baseline]["wall_seconds_per_step"]["mean"])  # fmt: skip
             found["wall_time_ratio"] = time_ratio
             found["wall_factor"] = None if found["factor"] is None else found["factor"] * time_ratio
             summary["acceleration"][baseline][method] = found
@@ -205,9 +230,9 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
                 summary["claim"].setdefault(baseline, {})[claimant] = bd_rates_of_claim(
                     runs, claimant, baseline, seeds, protocol["claim_scratch"]
                 )
+    summary["rd_points"] = {m: _rd_points(runs, m, _claim_budget(protocol, m)) for m in claim_ready}
     summary["rises_with_rate"] = {
-        m: [rises_with_rate(runs, m, s, 1.0 if m in protocol["baselines"]
-                            else protocol["claim_scratch"]) for s in seeds]
+        m: [rises_with_rate(runs, m, s, _claim_budget(protocol, m)) for s in seeds]
         for m in claim_ready
     }  # fmt: skip
     summary["finetuned"] = sorted({m for m, _ in finetunes})

@@ -135,7 +135,8 @@ def test_summarise_holds_only_methods_with_every_budget():
                 runs.append({"method": method, "seed": seed, "budget": budget,
                              "kind": "trunk" if budget == 1.0 else "branch",
                              "images": [{"name": "a", "bpp": 0.5, "psnr": psnr}],
-                             "wall_seconds_per_step": 0.1})  # fmt: skip
+                             "wall_seconds_per_step": 0.1, "trainable": 1.0,
+                             "peak_memory_bytes": 1e8})  # fmt: skip
     summary = summarise(protocol, runs)["summary"]
     assert set(summary["quality"]) == {"adam", "ema"}
     assert set(summary["acceleration"]["adam"]) == {"adam", "ema"}
