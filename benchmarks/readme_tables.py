@@ -1,7 +1,7 @@
 """The README's results tables, rendered from the benchmarks' published ``results.json`` files, so
 that no number in the README is copied by hand (``tests/test_readme.py`` checks they match).
 
-Run:  python benchmarks/readme_tables.py      # after convergence.py, ablations.py,
+Run:  python benchmarks/readme_tables.py      # after time_to_quality.py, ablations.py,
                                               # trainer_throughput.py, nqm_scaling.py
 """
 
@@ -16,7 +16,10 @@ import checkpoint_bitflips  # benchmarks/ is on sys.path when a script runs
 import nqm_scaling
 import trainer_throughput
 
-from lic_train.experiments import format_stat
+from lic_train.experiments import format_stat, ttq_report
+
+# Earlier, shorter runs that the README links to without their tables.
+LINKED_ONLY = ("convergence", "convergence-raw")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,6 +86,16 @@ def tables() -> dict[str, list[str]]:
             continue
         if results.get("benchmark") == "nqm_scaling":
             out.update(nqm_scaling.tables(results))
+            continue
+        if path.parent.name in LINKED_ONLY:
+            continue
+        if "protocol" in results:  # time_to_quality.py
+            name = path.parent.name
+            out[f"{name} quality"] = ttq_report.quality_table(results)
+            out[f"{name} acceleration"] = ttq_report.acceleration_table(results)
+            if results["summary"]["claim"]:
+                out[f"{name} claim"] = ttq_report.claim_table(results)
+                out[f"{name} bit streams"] = ttq_report.rd_table(results)
             continue
         out[path.parent.name] = method_table(results)
         if len(results["preset"]["lambdas"]) > 1:

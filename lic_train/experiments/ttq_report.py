@@ -121,47 +121,45 @@ def acceleration_table(results: dict) -> list[str]:
 
 
 def _claim(results: dict) -> list[str]:
-    protocol, summary = results["protocol"], results["summary"]
-    units = 120 / protocol["base"]["steps"]
-    if not summary["claim"]:
+    protocol = results["protocol"]
+    if not results["summary"]["claim"]:
         return ["## The paper's claim", "", "Not run (no fine-tunes in these results).", ""]
-    lines = [
+    return [
         "## The paper's claim at our scale",
         "",
         f"Lambda {protocol['lambda']:g} from scratch, then fine-tuned to "
         f"{', '.join(f'{x:g}' for x in protocol['finetune_lambdas'])}: the baselines with "
-        f"{round(protocol['base']['steps'] * units)} and "
-        f"{round(protocol['baseline_finetune'] * 120)} units (T = 120 units), the claimants with "
-        f"{round(protocol['claim_scratch'] * 120)} and {round(protocol['claim_finetune'] * 120)}. "
-        "BD-rate (%, Akima; negative: fewer bits for the same PSNR) of the claimant against the "
-        "baseline, per test image, and their mean per seed; mean ± standard deviation over seeds.",
+        f"120 and {round(protocol['baseline_finetune'] * 120)} units (T = 120 units), the "
+        f"claimants with {round(protocol['claim_scratch'] * 120)} and "
+        f"{round(protocol['claim_finetune'] * 120)}. BD-rate (%, Akima; negative: fewer bits for "
+        "the same PSNR) of the claimant against the baseline, per test image, and their mean per "
+        "seed; mean ± standard deviation over seeds.",
         "",
-    ]
-    images = None
-    for baseline, table in summary["claim"].items():
-        for claimant, found in table.items():
-            if images is None:
-                images = list(found["per_image"])
-                lines += ["| claimant vs baseline | mean over images | per seed | "
-                          + " | ".join(images) + " |",
-                          "|---|---|---|" + "---|" * len(images)]  # fmt: skip
-            mean = found["mean"]
-            per_seed = ", ".join("-" if v is None else f"{v:+.2f}" for v in found["per_seed"])
-            cells = [_stat(found["per_image"][name]) for name in images]
-            lines.append(f"| {claimant} vs {baseline} | {_stat(mean)} | {per_seed} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
-    return [
-        *lines,
+        *claim_table(results),
         "",
         "Real bit streams of the claim's models, mean over seeds and test images:",
         "",
-        *rd_table(results_of(protocol, summary)),
+        *rd_table(results),
         "",
     ]
 
 
-def results_of(protocol: dict, summary: dict) -> dict:
-    return {"protocol": protocol, "summary": summary}
+def claim_table(results: dict) -> list[str]:
+    """The claim's BD-rates: one row per (claimant, baseline), the mean over test images, per
+    seed, and per image."""
+    lines: list[str] = []
+    for baseline, table in results["summary"]["claim"].items():
+        for claimant, found in table.items():
+            images = list(found["per_image"])
+            if not lines:
+                lines += ["| claimant vs baseline | mean over images | per seed | "
+                          + " | ".join(images) + " |",
+                          "|---|---|---|" + "---|" * len(images)]  # fmt: skip
+            per_seed = ", ".join("-" if v is None else f"{v:+.2f}" for v in found["per_seed"])
+            cells = [_stat(found["per_image"][name]) for name in images]
+            lines.append(f"| {claimant} vs {baseline} | {_stat(found['mean'])} | {per_seed} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+    return lines
 
 
 def rd_table(results: dict) -> list[str]:
