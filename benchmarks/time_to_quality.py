@@ -17,6 +17,8 @@ Run:  python benchmarks/time_to_quality.py                 # about an hour on 2 
       python benchmarks/time_to_quality.py --quick         # smoke test, about a minute
       python benchmarks/time_to_quality.py --protocol gpu  # one GPU, 12 trainings at once
       python benchmarks/time_to_quality.py --report-only   # rebuild the report from --work
+      python benchmarks/time_to_quality.py --scales        # the scale table: time per step of
+                                                           # candidate sizes, one thread each
 A stopped benchmark continues where it stopped when run again with the same --work (runs that
 finished are not trained again). Files: benchmarks/results/time_to_quality[-gpu]/ (report.md,
 results.json, three PNGs); the runs stay under --work (runs/benchmarks/..., ignored by git).
@@ -29,6 +31,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from lic_dynamics import files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +53,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: a minute, not an hour")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: rebuild the report from --work's results.json")  # fmt: skip
+    parser.add_argument("--scales", action="store_true",
+                        help="time the candidate sizes (the scale table), then exit")  # fmt: skip
     args = parser.parse_args()
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -60,6 +66,13 @@ def main() -> int:
     args.results = args.results or (
         args.work / "published" if args.quick else ROOT / "benchmarks" / "results" / published
     )
+    if args.scales:
+        table = scales(PROTOCOLS[args.protocol], quick=args.quick)
+        results = args.results if not args.quick else args.work
+        results.mkdir(parents=True, exist_ok=True)
+        files.write_json(table, results / "scales.json")
+        print("\n".join(scale_table(table)))
+        return 0
     start = time.perf_counter()
     if not args.report_only:
         protocol = PROTOCOLS[args.protocol]
@@ -76,6 +89,61 @@ def main() -> int:
     print((args.work / "report.md").read_text())
     print(f"{time.perf_counter() - start:.0f} s; files in {args.results}")
     return 0
+
+
+# The candidate sizes of the scale table: (N, M, patch side, batch).
+CANDIDATES = ((32, 48, 128, 8), (32, 48, 128, 16), (32, 48, 256, 8), (64, 96, 128, 8),
+              (128, 192, 128, 8))  # fmt: skip
+LENGTHS = (600, 1200, 2400)  # T
+
+
+def scales(protocol, quick: bool = False) -> dict:
+    """Seconds per training step of each candidate size (``CANDIDATES``) on one thread, as each of
+    two trainings at once gets on 2 cores: 40 steps of Adam (the first 10 not counted), and the
+    minutes the whole protocol would take at each T of ``LENGTHS`` with ``protocol.jobs`` at once,
+    counting training steps only."""
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from lic_train.experiments.time_to_quality import plan
+    from lic_train.trainer.loop import fit
+
+    torch.set_num_threads(1)
+    rows = []
+    for n, m, side, batch in CANDIDATES[:1] if quick else CANDIDATES:
+        config = replace(protocol.base, N=n, M=m, patch_size=(side, side), batch_size=batch,
+                         validate_every=10_000, log_every=2 if quick else 10,
+                         device="cpu")  # fmt: skip
+        seconds = []
+        with tempfile.TemporaryDirectory() as folder:
+            fit(replace(config, steps=4 if quick else 40), Path(folder) / "run",
+                on_log=lambda r, s=seconds: s.append((r["step"], r["wall_time"]))
+                if "split" not in r else None)  # fmt: skip
+        (first, t0), (last, t1) = seconds[0], seconds[-1]
+        per_step = (t1 - t0) / (last - first)
+        minutes = []
+        for steps in LENGTHS:
+            sized = replace(protocol, base=replace(protocol.base, steps=steps))
+            total = sum(j.config.steps - (j.start[1] if j.start else 0)
+                        for phase in plan(sized) for j in phase)  # fmt: skip
+            minutes.append(total * per_step / protocol.jobs / 60)
+        rows.append({"N": n, "M": m, "patch": side, "batch": batch, "seconds_per_step": per_step,
+                     "minutes": minutes})  # fmt: skip
+    return {"jobs": protocol.jobs, "lengths": list(LENGTHS), "rows": rows}
+
+
+def scale_table(table: dict) -> list[str]:
+    """The scale table as markdown."""
+    lines = ["| N, M | patch | batch | s/step (1 thread) | "
+             + " | ".join(f"minutes at T = {t}" for t in table["lengths"]) + " |",
+             "|---|---|---|---|" + "---|" * len(table["lengths"])]  # fmt: skip
+    for row in table["rows"]:
+        minutes = " | ".join(f"{value:.0f}" for value in row["minutes"])
+        lines.append(f"| {row['N']}, {row['M']} | {row['patch']} | {row['batch']} | "
+                     f"{row['seconds_per_step']:.3f} | {minutes} |")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         metavar="METHOD",
-        help="adam, sma, stdet, stdet+sma, each with optional overrides, e.g. "
+        help="adam, ema, sma, stdet, stdet+sma, each with optional overrides, e.g. "
         "stdet:variant=true or sma:k=10,beta=0.8 (default: the preset's)",
     )
     comp.add_argument("--jobs", type=int, default=1, help="trainings at once (default 1)")

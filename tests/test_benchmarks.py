@@ -80,6 +80,12 @@ def test_time_to_quality_runs_publishes_and_rebuilds_its_report(tmp_path):
                            text=True, timeout=300, check=False)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "results" / "report.md").read_text() == report
+    sizes = subprocess.run([sys.executable, script, "--scales", "--quick", *flags],
+                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert sizes.returncode == 0, sizes.stderr
+    assert "| 32, 48 | 128 | 8 |" in sizes.stdout
+    table = json.loads((tmp_path / "work" / "scales.json").read_text())
+    assert table["rows"][0]["seconds_per_step"] > 0
 
 
 def test_a_quick_run_leaves_the_published_results_alone():

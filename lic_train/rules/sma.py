@@ -233,9 +233,10 @@ class SMA:
         if not state:
             raise ValueError("no saved SMA state to restore")
         for key in ("k", "beta", "start", "feedback", "bias_correction", "warmup"):
-            if state.get(key, False) != getattr(self, key):
+            saved = state.get(key, False)  # a flag that an earlier version did not save was off
+            if saved != getattr(self, key):
                 raise ValueError(
-                    f"SMA state has {key}={state[key]!r}, this SMA has {key}={getattr(self, key)!r}"
+                    f"SMA state has {key}={saved!r}, this SMA has {key}={getattr(self, key)!r}"
                 )
         unknown = sorted(set(state["average"]) - set(self._params))
         if unknown:

@@ -205,6 +205,8 @@ def test_load_state_dict_rejects_another_warmup():
     state = SMA(model, k=1, beta=0.9).state_dict()
     del state["warmup"]  # a checkpoint of a version before the warm-up: it had none
     SMA(model, k=1, beta=0.9).load_state_dict(state)
+    with pytest.raises(ValueError, match="SMA state has warmup=False"):
+        SMA(model, k=1, beta=0.9, warmup=True).load_state_dict(state)
 
 
 def test_feedback_resets_the_fast_weights_on_sampling_steps_only():
