@@ -65,9 +65,14 @@ def crossing(
     return None
 
 
+def _quality(run: dict) -> float:
+    """A run's quality; a diverged run's is infinite (it reaches no target)."""
+    return math.inf if run.get("diverged") is not None else run["quality"]
+
+
 def _curves(runs: list[dict], method: str, seeds: Sequence[int], budgets: Sequence[float]):
     """``{seed: [quality at each budget]}`` of ``method``'s scratch models."""
-    table = {(r["seed"], r["budget"]): r["quality"] for r in runs
+    table = {(r["seed"], r["budget"]): _quality(r) for r in runs
              if r["method"] == method and r["kind"] != "finetune"}  # fmt: skip
     return {seed: [table[(seed, b)] for b in budgets] for seed in seeds}
 
@@ -112,7 +117,7 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
     """BD-rate (%) of ``claimant``'s RD curve (its ``scratch``-fraction model at the scratch
     lambda and its fine-tunes) against ``baseline``'s (its full-budget model and fine-tunes):
     per seed the mean over test images of the per-image BD-rate, and the mean ± standard
-    deviation over seeds; None where a curve does not rise with rate."""
+    deviation over seeds; None where a curve does not rise with rate or a model diverged."""
 
     def curve(method: str, seed: int, budget: float) -> list[dict]:
         return sorted(
@@ -122,11 +127,16 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
         )  # fmt: skip
 
     per_seed, per_image = [], {}
+    names = next(r["images"] for r in runs if r.get("images"))
     for seed in seeds:
         ours, theirs = curve(claimant, seed, scratch), curve(baseline, seed, 1.0)
-        names = [image["name"] for image in ours[0]["images"]]
+        if any(r.get("diverged") is not None for r in ours + theirs):
+            per_seed.append(None)
+            for image in names:
+                per_image.setdefault(image["name"], []).append(None)
+            continue
         rates = []
-        for index, name in enumerate(names):
+        for index, name in enumerate(image["name"] for image in names):
 
             def points(rows: list[dict], index: int = index) -> tuple[list[float], list[float]]:
                 return ([r["images"][index]["bpp"] for r in rows],
@@ -149,6 +159,8 @@ def rises_with_rate(runs: list[dict], method: str, seed: int, budget: float) -> 
     rows = sorted((r for r in runs if r["method"] == method and r["seed"] == seed
                    and (r["kind"] == "finetune" or r["budget"] == budget)),
                   key=lambda r: r["lambda"])  # fmt: skip
+    if any(r.get("diverged") is not None for r in rows):
+        return False
     for index in range(len(rows[0]["images"])):
         points = sorted((r["images"][index]["bpp"], r["images"][index]["psnr"]) for r in rows)
         if any(b[1] <= a[1] or b[0] <= a[0] for a, b in itertools.pairwise(points)):
@@ -163,18 +175,27 @@ def _claim_budget(protocol: dict, method: str) -> float:
 
 def _rd_points(runs: list[dict], method: str, budget: float) -> list[dict]:
     """``method``'s claim models per lambda (increasing): bpp and PSNR, mean over seeds and test
-    images."""
-    rows = [r for r in runs if r["method"] == method
+    images; diverged models left out (None where every seed diverged)."""
+    rows = [r for r in runs if r["method"] == method and r.get("diverged") is None
             and (r["kind"] == "finetune" or r["budget"] == budget)]  # fmt: skip
     return [
         {"lambda": x, "bpp": fmean(r["bpp"] for r in rows if r["lambda"] == x),
          "psnr": fmean(r["psnr"] for r in rows if r["lambda"] == x)}
-        for x in sorted({r["lambda"] for r in rows})
+        for x in sorted({r["lambda"] for r in runs if r["method"] == method})
+        if any(r["lambda"] == x for r in rows)
     ]  # fmt: skip
 
 
 def _mean_sd(values: Sequence[float]) -> dict:
-    return {"mean": fmean(values), "std": stdev(values) if len(values) > 1 else 0.0}
+    """Mean and standard deviation of the finite values, and how many were infinite (diverged
+    runs) out of all; None mean where none is finite."""
+    finite = [v for v in values if math.isfinite(v)]
+    return {
+        "mean": fmean(finite) if finite else None,
+        "std": stdev(finite) if len(finite) > 1 else 0.0,
+        "diverged": len(values) - len(finite),
+        "of": len(values),
+    }
 
 
 def summarise(protocol: dict, runs: list[dict]) -> dict:
@@ -183,8 +204,10 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
     against each baseline (in steps and in wall-clock time), the claim's BD-rates, and the checks
     of the scale (the baseline still improving late, PSNR rising with rate)."""
     seeds, budgets = protocol["seeds"], protocol["budgets"]
-    for r in runs:
-        r["quality"] = rd_loss(r["images"], protocol["lambda"])
+    for r in runs:  # JSON has no infinity: a diverged run's quality is null
+        r["quality"] = (
+            None if r.get("diverged") is not None else rd_loss(r["images"], protocol["lambda"])
+        )
     complete = {m for m in protocol["methods"]
                 if sum(r["method"] == m and r["kind"] != "finetune" for r in runs)
                 == len(seeds) * len(budgets)}  # fmt: skip
@@ -196,7 +219,8 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
         summary["quality"][method] = [
             _mean_sd([curves[s][i] for s in seeds]) for i in range(len(budgets))
         ]
-        full = [r for r in runs if r["method"] == method and r["kind"] == "trunk"]
+        full = [r for r in runs if r["method"] == method and r["kind"] == "trunk"
+                and r.get("diverged") is None]  # fmt: skip
         summary["at_t"][method] = {
             key: _mean_sd([r[key] for r in full])
             for key in ("wall_seconds_per_step", "trainable", "peak_memory_bytes")
@@ -209,21 +233,27 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
         if baseline not in complete:
             continue
         curves = _curves(runs, baseline, seeds, budgets)
-        summary["late_gain"][baseline] = [1 - curves[s][-1] / curves[s][late] for s in seeds]
+        summary["late_gain"][baseline] = [
+            1 - curves[s][-1] / curves[s][late] for s in seeds
+            if math.isfinite(curves[s][-1] + curves[s][late])
+        ]  # fmt: skip
         summary["acceleration"][baseline] = {}
         for method in complete:
             found = acceleration(runs, method, baseline, seeds, budgets)
             at_t = summary["at_t"]
-            time_ratio = (at_t[method]["wall_seconds_per_step"]["mean"]
-                          / at_t[baseline]["wall_seconds_per_step"]["mean"])  # fmt: skip
+            ours, theirs = (at_t[m]["wall_seconds_per_step"]["mean"] for m in (method, baseline))
+            time_ratio = ours / theirs if ours is not None and theirs is not None else None
             found["wall_time_ratio"] = time_ratio
-            found["wall_factor"] = None if found["factor"] is None else found["factor"] * time_ratio
+            found["wall_factor"] = (None if found["factor"] is None or time_ratio is None
+                                    else found["factor"] * time_ratio)  # fmt: skip
             summary["acceleration"][baseline][method] = found
     finetunes = {(r["method"], r["seed"]) for r in runs if r["kind"] == "finetune"}
+    # The claim's RD curves: a method's scratch model and every fine-tune, for every seed.
     claim_ready = [m for m in protocol["baselines"] + protocol["claimants"]
-                   if all(len([r for r in runs if r["kind"] == "finetune" and r["method"] == m
-                               and r["seed"] == s]) == len(protocol["finetune_lambdas"])
-                          for s in seeds) and m in complete]  # fmt: skip
+                   if protocol["finetune_lambdas"] and m in complete
+                   and all(len([r for r in runs if r["kind"] == "finetune" and r["method"] == m
+                                and r["seed"] == s]) == len(protocol["finetune_lambdas"])
+                           for s in seeds)]  # fmt: skip
     for baseline in protocol["baselines"]:
         for claimant in protocol["claimants"]:
             if baseline in claim_ready and claimant in claim_ready:

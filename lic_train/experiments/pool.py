@@ -21,7 +21,7 @@ from lic_dynamics import files, signals
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.data import load_eval_images
 from lic_train.trainer.evaluate import evaluate
-from lic_train.trainer.loop import branch, fit, resolve_device
+from lic_train.trainer.loop import NonFiniteLoss, branch, fit, resolve_device
 
 PRELOAD = ["lic_train.trainer.loop", "lic_train.trainer.evaluate"]
 
@@ -40,11 +40,14 @@ def train_all(
     progress: Callable[[str, int], Callable[[dict], None]] | None = None,
     show_warning: Callable[..., None] | None = None,
     branches: Sequence[tuple[Path, int] | None] | None = None,
+    divergence_is_a_result: bool = False,
 ) -> None:
     """Train and code every ``(configuration, run folder)`` of ``runs`` (:func:`train_and_code`),
     ``jobs`` at once, each in a fresh process; ``on_done(index, result)`` is called for each in
     the order of ``runs``. ``branches[i]``, a ``(run folder, step)``, starts run ``i`` from the
-    checkpoint that run kept at that step (:func:`~lic_train.trainer.loop.branch`). On an error
+    checkpoint that run kept at that step (:func:`~lic_train.trainer.loop.branch`). With
+    ``divergence_is_a_result`` a run whose loss stops being finite returns
+    ``{"diverged": step, "message": ...}`` instead of failing the whole. On an error
     (of a run or of ``on_done``) the runs not started are cancelled; on an interrupt or SIGTERM
     the running ones are stopped too (SIGTERM, which they turn into an exception, so that they
     clean up). ``progress(run name, steps)``, a picklable factory, makes each run's ``on_log`` in
@@ -68,6 +71,7 @@ def train_all(
                 threads,
                 progress,
                 None if start is None else (str(start[0]), start[1]),
+                divergence_is_a_result,
             )
             for (config, out), start in zip(runs, starts, strict=True)
         ]
@@ -98,6 +102,7 @@ def train_and_code(
     threads: int | None,
     progress: Callable[[str, int], Callable[[dict], None]] | None = None,
     start: tuple[str, int] | None = None,
+    divergence_is_a_result: bool = False,
 ) -> dict:
     """One run of the comparison, in its own process: train (from the checkpoint that the run
     ``start[0]`` kept at step ``start[1]``, if given), then code the final evaluated weights (the
@@ -115,10 +120,17 @@ def train_and_code(
     config = FitConfig.from_dict(config)
     if start is not None:
         branch(start[0], start[1], out)
-    trained = fit(
-        config, out, resume=start is not None,
-        on_log=progress(Path(out).name, config.steps) if progress else None,
-    )  # fmt: skip
+    try:
+        trained = fit(
+            config, out, resume=start is not None,
+            on_log=progress(Path(out).name, config.steps) if progress else None,
+        )  # fmt: skip
+    except NonFiniteLoss as error:
+        if not divergence_is_a_result:
+            raise
+        result = {"diverged": error.step, "message": str(error)}
+        files.write_json(result, Path(out) / "result.json")
+        return result
     summary = trained.summary
     readout = summary.evaluated_readout
     model = trained.model

@@ -20,7 +20,9 @@ The statistics are in :mod:`lic_train.experiments.acceleration`, the files in
 :mod:`lic_train.experiments.ttq_report`. The runs are trained ``jobs`` at once, each in a fresh
 process (:mod:`lic_train.experiments.pool`), in three phases: the trunks, then the branches, then the
 fine-tunes (each needs the model it starts from). A run whose folder holds a ``result.json`` is not
-trained again, so a benchmark that was stopped continues where it stopped.
+trained again, so a benchmark that was stopped continues where it stopped. A run whose loss stops
+being finite is a result (``diverged``: the step), and so is every run that would start from it
+after that step.
 
 Examples:
     >>> protocol = PROTOCOLS["cpu"]
@@ -219,8 +221,11 @@ def run(
         for job in phase:
             folder = out / "runs" / job.name
             done = folder / "result.json"
+            inherited = _inherited_divergence(job, {r["name"]: r for r in results})
             if done.is_file():  # measured by an earlier, stopped invocation
                 results.append({**job.record(), **json.loads(done.read_text())})
+            elif inherited is not None:  # its starting point diverged: nothing to train
+                results.append({**job.record(), **inherited})
             else:
                 shutil.rmtree(folder, ignore_errors=True)  # a run stopped half-way starts anew
                 todo.append(job)
@@ -235,10 +240,28 @@ def run(
             train_all(
                 [(job.config, out / "runs" / job.name) for job in todo], data=data, jobs=jobs,
                 on_done=finished, branches=[job.start for job in todo],
+                divergence_is_a_result=True,
             )  # fmt: skip
     summary = summarise(protocol_dict(protocol), results)
     write_report(summary, out)
     return summary
+
+
+def _inherited_divergence(job: Job, done: dict[str, dict]) -> dict | None:
+    """``{"diverged": step, "inherited": run}`` when ``job`` starts from a run whose loss stopped
+    being finite before ``job``'s starting point (a branch at or after the trunk's divergence, a
+    fine-tune of a diverged model); else None. Divergence is a result of the method: the runs that
+    would start from it are counted as diverged too, not dropped."""
+    if job.start is not None:
+        source, at = Path(job.start[0]).name, job.start[1]
+    elif job.config.checkpoint is not None:
+        source, at = Path(job.config.checkpoint).parent.name, None
+    else:
+        return None
+    step = done.get(source, {}).get("diverged")
+    if step is None or (at is not None and at < step):
+        return None
+    return {"diverged": step, "inherited": source}
 
 
 def protocol_dict(protocol: Protocol) -> dict:

@@ -89,11 +89,23 @@ def quality_table(results: dict) -> list[str]:
     for method, row in summary["quality"].items():
         at_t = summary["at_t"][method]
         lines.append(
-            f"| {method} | " + " | ".join(f"{q['mean']:.4f} ± {q['std']:.4f}" for q in row)
-            + f" | {at_t['trainable']['mean']:.2f} | {at_t['wall_seconds_per_step']['mean']:.4f}"
-            f" | {at_t['peak_memory_bytes']['mean'] / 1e6:.0f} |"
+            f"| {method} | " + " | ".join(_quality(q) for q in row)
+            + f" | {_number(at_t['trainable'], 2)} | {_number(at_t['wall_seconds_per_step'], 4)}"
+            f" | {_number(at_t['peak_memory_bytes'], 0, 1e-6)} |"
         )  # fmt: skip
     return lines
+
+
+def _quality(stat: dict) -> str:
+    """Mean ± sd of the runs that finished, and how many diverged (their quality is infinite)."""
+    if stat["mean"] is None:
+        return "diverged"
+    text = f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+    return text + (f" ({stat['diverged']}/{stat['of']} diverged)" if stat["diverged"] else "")
+
+
+def _number(stat: dict, digits: int, scale: float = 1.0) -> str:
+    return "-" if stat["mean"] is None else f"{stat['mean'] * scale:.{digits}f}"
 
 
 def acceleration_table(results: dict) -> list[str]:
@@ -215,7 +227,9 @@ def write_plots(results: dict, out: Path) -> None:
     budgets = protocol["budgets"]
     figure, axis = plt.subplots(figsize=(6, 4))
     for method, row in summary["quality"].items():
-        axis.errorbar(budgets, [q["mean"] for q in row], yerr=[q["std"] for q in row],
+        nan = float("nan")  # a budget where every seed diverged
+        axis.errorbar(budgets, [nan if q["mean"] is None else q["mean"] for q in row],
+                      yerr=[q["std"] for q in row],
                       marker="o", capsize=3, label=method)  # fmt: skip
     for baseline in protocol["baselines"]:
         if baseline in summary["quality"]:
@@ -248,15 +262,10 @@ def write_plots(results: dict, out: Path) -> None:
     _save(figure, out / "acceleration.png")
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    for index, method in enumerate(summary.get("rises_with_rate", {})):
+    for index, (method, points) in enumerate(summary.get("rd_points", {}).items()):
         budget = 1.0 if method in protocol["baselines"] else protocol["claim_scratch"]
-        rows = [r for r in results["runs"] if r["method"] == method
-                and (r["kind"] == "finetune" or r["budget"] == budget)]  # fmt: skip
-        lambdas = sorted({r["lambda"] for r in rows})
-        bpp = [fmean(r["bpp"] for r in rows if r["lambda"] == x) for x in lambdas]
-        psnr = [fmean(r["psnr"] for r in rows if r["lambda"] == x) for x in lambdas]
-        axis.plot(bpp, psnr, marker="o", color=f"C{index}",
-                  label=f"{method} ({budget * 120:.0f} units + fine-tunes)")  # fmt: skip
+        axis.plot([p["bpp"] for p in points], [p["psnr"] for p in points], marker="o",
+                  color=f"C{index}", label=f"{method} ({budget * 120:.0f} units + fine-tunes)")  # fmt: skip
     axis.set(xlabel="bpp (real bit streams)", ylabel="PSNR (dB)",
              title="The paper's claim: RD curves (mean over seeds and test images)")  # fmt: skip
     axis.legend()

@@ -68,7 +68,12 @@ LATEST, BEST = checkpoint.LATEST, checkpoint.BEST
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and its last good checkpoint is kept."""
+    """The loss became NaN or infinite at optimizer step ``step``; the run stopped and its last
+    good checkpoint is kept."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -532,7 +537,8 @@ def check_finite(step: int, loss: float, aux: float, out: Path) -> None:
     if not (math.isfinite(loss) and math.isfinite(aux)):
         raise NonFiniteLoss(
             f"step {step}: the loss is {loss} (aux loss {aux}); stopped. The last good "
-            f"checkpoint is {_last_good(out)}"
+            f"checkpoint is {_last_good(out)}",
+            step=step,
         )
 
 
@@ -571,7 +577,8 @@ def validate_readouts(
         if not all(math.isfinite(v) for v in result.values()):
             raise NonFiniteLoss(
                 f"step {state.step}: the validation of the {name} weights is not finite "
-                f"({result}); stopped. The last good checkpoint is {_last_good(out)}"
+                f"({result}); stopped. The last good checkpoint is {_last_good(out)}",
+                step=state.step,
             )
         state.final[name] = result
         state.best[name] = min(state.best.get(name, math.inf), result["loss"])

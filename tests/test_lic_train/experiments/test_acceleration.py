@@ -143,3 +143,37 @@ def test_summarise_holds_only_methods_with_every_budget():
     factor = summary["acceleration"]["adam"]["ema"]["factor"]
     assert 0.8 < factor < 1.0 and not math.isnan(factor)
     assert summary["claim"] == {}
+
+
+def test_a_diverged_run_reaches_nothing_and_is_counted():
+    protocol = {"seeds": [0, 1], "budgets": BUDGETS, "methods": ["adam", "ema", "stdet"],
+                "lambda": 0.01, "baselines": ["adam", "ema"], "claimants": ["stdet"],
+                "finetune_lambdas": [], "claim_scratch": 0.6}  # fmt: skip
+    runs = []
+    for method, scale in (("adam", 1.0), ("ema", 1.0), ("stdet", 0.5)):
+        for seed in (0, 1):
+            for budget in BUDGETS:
+                run = {"method": method, "seed": seed, "budget": budget,
+                       "kind": "trunk" if budget == 1.0 else "branch"}  # fmt: skip
+                if method == "stdet" and seed == 1 and budget >= 0.6:
+                    run["diverged"] = 500
+                else:
+                    run.update(
+                        images=[{"name": "a", "bpp": 0.5, "psnr": 20 + 10 * budget / scale}],
+                        wall_seconds_per_step=0.1,
+                        trainable=1.0,
+                        peak_memory_bytes=1e8,
+                    )
+                runs.append(run)
+    results = summarise(protocol, runs)
+    summary = results["summary"]
+    assert [r["quality"] for r in results["runs"] if r.get("diverged")] == [None] * 3
+    quality = summary["quality"]["stdet"]
+    assert quality[-1]["diverged"] == 1 and quality[-1]["of"] == 2
+    found = summary["acceleration"]["adam"]["stdet"]
+    # Seed 0 alone reaches Adam's quality between 0.4 and 0.6 of the budget (its PSNR at 0.5 is
+    # Adam's at 1.0); with seed 1 diverged from 0.6 T on, the seeds' mean curve never does, and
+    # the resamples without seed 1 do.
+    assert 0.4 < found["per_seed"][0] < 0.6 and found["per_seed"][1] is None
+    assert found["factor"] is None and 0 < found["never"] < 1
+    assert summary["at_t"]["stdet"]["wall_seconds_per_step"]["of"] == 1

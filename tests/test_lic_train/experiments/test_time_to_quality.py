@@ -105,3 +105,32 @@ def test_a_tiny_benchmark_runs_reports_and_continues_where_it_stopped(tmp_path):
     assert again == [branch["name"]]
     assert len(rerun["runs"]) == len(runs)
     assert rewrite_report(tmp_path)["summary"] == rerun["summary"]
+
+
+def test_a_diverged_run_is_a_result_and_so_are_the_runs_that_would_start_from_it(tmp_path):
+    from lic_train.experiments.pool import train_and_code
+    from lic_train.experiments.time_to_quality import _inherited_divergence
+
+    # Adam at lr 1e30 overflows at once: the run is recorded, not raised, and not coded.
+    config = replace(
+        quick(PROTOCOLS["cpu"]).base, learning_rate=1e30, steps=6, lr_milestones=(0.9,)
+    )
+    result = train_and_code(config.to_dict(), str(tmp_path / "run"), None, 1, None, None, True)
+    assert (result["diverged"] == 1 and "not finite" in result["message"]) or "inf" in result[
+        "message"
+    ]
+    assert json.loads((tmp_path / "run" / "result.json").read_text()) == result
+    with pytest.raises(RuntimeError, match="stopped"):  # the comparisons still stop on it
+        train_and_code(config.to_dict(), str(tmp_path / "again"), None, 1)
+
+    trunks, branches, finetunes = plan(PROTOCOLS["cpu"])
+    trunk = trunks[0]
+    early, late = (next(b for b in branches if b.start[0].endswith(trunk.name)
+                        and b.start[1] == at) for at in (216, 864))  # fmt: skip
+    done = {trunk.name: {"diverged": 700}}
+    assert _inherited_divergence(early, done) is None  # its start was kept before step 700
+    assert _inherited_divergence(late, done) == {"diverged": 700, "inherited": trunk.name}
+    finetune = next(f for f in finetunes if trunk.name in f.config.checkpoint)
+    assert _inherited_divergence(finetune, done) == {"diverged": 700, "inherited": trunk.name}
+    assert _inherited_divergence(finetune, {trunk.name: {"quality": 1.0}}) is None
+    assert _inherited_divergence(trunk, done) is None
