@@ -30,6 +30,7 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from lic_dynamics import files
@@ -44,6 +45,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default="cpu")
     parser.add_argument("--jobs", type=int, help="trainings at once (default: the protocol's)")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="method specs, adam first (default: the protocol's); runs already "
+                             "in --work are not trained again")  # fmt: skip
     parser.add_argument(
         "--work", type=Path, help="default: runs/benchmarks/time_to_quality-PROTOCOL"
     )
@@ -78,6 +82,11 @@ def main() -> int:
         protocol = PROTOCOLS[args.protocol]
         if args.quick:
             protocol = quick(protocol)
+        if args.methods:
+            try:
+                protocol = replace(protocol, methods=tuple(args.methods))
+            except ValueError as error:
+                parser.error(f"--methods: {error}")
         run(protocol, args.work, jobs=args.jobs,
             on_log=lambda r: print(f"[{r['index']}/{r['of']}] {r['run']}", file=sys.stderr,
                                    flush=True))  # fmt: skip
@@ -103,7 +112,6 @@ def scales(protocol, quick: bool = False) -> dict:
     minutes the whole protocol would take at each T of ``LENGTHS`` with ``protocol.jobs`` at once,
     counting training steps only."""
     import tempfile
-    from dataclasses import replace
 
     import torch
 

@@ -90,14 +90,14 @@ class Protocol:
             raise InvalidValue("claim_scratch", f"must be one of the budgets {self.budgets!r}")
         for name in ("baseline_finetune", "claim_finetune"):
             validation.real(name, getattr(self, name), "(0, 1]", low=0, high=1, high_open=False)
+        if not self.methods or self.methods[0] != "adam":
+            raise InvalidValue("methods", f"must start with adam, got {self.methods!r}")
+        for spec in self.methods:
+            parse_method(spec)
         for name in ("baselines", "claimants"):
             outside = [m for m in getattr(self, name) if m not in self.methods]
             if outside:
                 raise InvalidValue(name, f"{outside[0]!r} is not one of the methods")
-        if self.methods[0] != "adam":
-            raise InvalidValue("methods", f"must start with adam, got {self.methods!r}")
-        for spec in self.methods:
-            parse_method(spec)
         if any(self.steps(b) < 1 or self.branch_step(b) < 1 for b in budgets):
             raise InvalidValue("base", f"{self.base.steps} steps are too few for these budgets")
 
