@@ -116,8 +116,11 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
                       scratch: float) -> dict:  # fmt: skip
     """BD-rate (%) of ``claimant``'s RD curve (its ``scratch``-fraction model at the scratch
     lambda and its fine-tunes) against ``baseline``'s (its full-budget model and fine-tunes):
-    per seed the mean over test images of the per-image BD-rate, and the mean ± standard
-    deviation over seeds; None where a curve does not rise with rate or a model diverged."""
+    per seed the mean over test images of the per-image BD-rate (``mean``, ``per_seed``,
+    ``per_image``), and the BD-rate of the curves of the image means (bpp and PSNR averaged over
+    the test images: ``of_mean_curve``, ``of_mean_curve_per_seed``), a curve that rises with rate
+    more often; mean ± standard deviation over seeds. None where a curve does not rise with rate
+    or a model diverged."""
 
     def curve(method: str, seed: int, budget: float) -> list[dict]:
         return sorted(
@@ -126,12 +129,13 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
             key=lambda r: r["lambda"],
         )  # fmt: skip
 
-    per_seed, per_image = [], {}
+    per_seed, per_image, of_mean_curve = [], {}, []
     names = next(r["images"] for r in runs if r.get("images"))
     for seed in seeds:
         ours, theirs = curve(claimant, seed, scratch), curve(baseline, seed, 1.0)
         if any(r.get("diverged") is not None for r in ours + theirs):
             per_seed.append(None)
+            of_mean_curve.append(None)
             for image in names:
                 per_image.setdefault(image["name"], []).append(None)
             continue
@@ -146,9 +150,13 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
             per_image.setdefault(name, []).append(rate)
             rates.append(rate)
         per_seed.append(None if None in rates else fmean(rates))
+        of_mean_curve.append(bd_rate(*(([r["bpp"] for r in rows], [r["psnr"] for r in rows])
+                                       for rows in (theirs, ours))))  # fmt: skip
     return {
         "mean": mean_spread(per_seed),
         "per_seed": per_seed,
+        "of_mean_curve": mean_spread(of_mean_curve),
+        "of_mean_curve_per_seed": of_mean_curve,
         "per_image": {name: mean_spread(values) for name, values in per_image.items()},
     }
 

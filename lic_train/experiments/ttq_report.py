@@ -144,8 +144,9 @@ def _claim(results: dict) -> list[str]:
         f"120 and {round(protocol['baseline_finetune'] * 120)} units (T = 120 units), the "
         f"claimants with {round(protocol['claim_scratch'] * 120)} and "
         f"{round(protocol['claim_finetune'] * 120)}. BD-rate (%, Akima; negative: fewer bits for "
-        "the same PSNR) of the claimant against the baseline, per test image, and their mean per "
-        "seed; mean ± standard deviation over seeds.",
+        "the same PSNR) of the claimant against the baseline, per test image and their mean per "
+        "seed, and of the curves of the image means; mean ± standard deviation over seeds; '-' "
+        "where a curve does not rise with rate (bjontegaard refuses it) or a model diverged.",
         "",
         *claim_table(results),
         "",
@@ -165,12 +166,14 @@ def claim_table(results: dict) -> list[str]:
             images = list(found["per_image"])
             if not lines:
                 lines += ["| claimant vs baseline | mean over images | per seed | "
-                          + " | ".join(images) + " |",
-                          "|---|---|---|" + "---|" * len(images)]  # fmt: skip
-            per_seed = ", ".join("-" if v is None else f"{v:+.2f}" for v in found["per_seed"])
+                          + " | ".join(images) + " | of the image-mean curve | per seed |",
+                          "|---|---|---|" + "---|" * (len(images) + 2)]  # fmt: skip
             cells = [_stat(found["per_image"][name]) for name in images]
-            lines.append(f"| {claimant} vs {baseline} | {_stat(found['mean'])} | {per_seed} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
+            lines.append(
+                f"| {claimant} vs {baseline} | {_stat(found['mean'])} | "
+                f"{_signed(found['per_seed'])} | " + " | ".join(cells)
+                + f" | {_stat(found['of_mean_curve'])} | {_signed(found['of_mean_curve_per_seed'])} |"
+            )  # fmt: skip
     return lines
 
 
@@ -184,6 +187,10 @@ def rd_table(results: dict) -> list[str]:
         cells = [f"{p[index]['bpp']:.3f}, {p[index]['psnr']:.2f}" for p in points.values()]
         lines.append(f"| {lmbda:g} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _signed(values: list[float | None]) -> str:
+    return ", ".join("-" if v is None else f"{v:+.2f}" for v in values)
 
 
 def _stat(stat: dict) -> str:
@@ -236,7 +243,8 @@ def write_plots(results: dict, out: Path) -> None:
             axis.axhline(summary["quality"][baseline][-1]["mean"], ls=":", color="grey")
     axis.set(xlabel="budget (fraction of T)", ylabel=f"RD loss, real bits (lambda {protocol['lambda']:g})",
              title="Finished models: quality versus budget")  # fmt: skip
-    axis.legend()
+    if axis.get_legend_handles_labels()[0]:  # none when nothing finished
+        axis.legend()
     _save(figure, out / "quality_vs_budget.png")
 
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -258,7 +266,8 @@ def write_plots(results: dict, out: Path) -> None:
     axis.axhline(0.6, color="grey", ls=":", lw=0.5, label="the paper's claim, 0.6")
     axis.set(ylabel="acceleration factor (budget fraction)", ylim=(0, 1.1),
              title="Budget needed for the baseline's quality at T (x: never)")  # fmt: skip
-    axis.legend()
+    if axis.get_legend_handles_labels()[0]:  # none when nothing finished
+        axis.legend()
     _save(figure, out / "acceleration.png")
 
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -268,7 +277,8 @@ def write_plots(results: dict, out: Path) -> None:
                   color=f"C{index}", label=f"{method} ({budget * 120:.0f} units + fine-tunes)")  # fmt: skip
     axis.set(xlabel="bpp (real bit streams)", ylabel="PSNR (dB)",
              title="The paper's claim: RD curves (mean over seeds and test images)")  # fmt: skip
-    axis.legend()
+    if axis.get_legend_handles_labels()[0]:  # none when nothing finished
+        axis.legend()
     _save(figure, out / "rd_curves.png")
 
 

@@ -104,7 +104,9 @@ def claim_runs(scale: float) -> list[dict]:
                 kind = "trunk" if lmbda == 0.0018 else "finetune"
                 budget = (1.0 if method == "adam" else 7 / 12) if kind == "trunk" else 1.0
                 runs.append({"method": method, "seed": seed, "lambda": lmbda, "kind": kind,
-                             "budget": budget, "images": images})  # fmt: skip
+                             "budget": budget, "images": images,
+                             "bpp": sum(i["bpp"] for i in images) / 2,
+                             "psnr": sum(i["psnr"] for i in images) / 2})  # fmt: skip
     return runs
 
 
@@ -113,6 +115,9 @@ def test_the_claims_bd_rate_is_per_image_then_averaged():
     assert found["mean"]["mean"] == pytest.approx(10.0, abs=1e-6)
     assert found["per_image"]["a"]["mean"] == pytest.approx(10.0, abs=1e-6)
     assert found["per_seed"] == pytest.approx([10.0, 10.0], abs=1e-6)
+    # The curve of the image means (the seed's bpp and PSNR averaged over images) needs 10% more
+    # bits too.
+    assert found["of_mean_curve_per_seed"] == pytest.approx([10.0, 10.0], abs=1e-6)
     assert rises_with_rate(claim_runs(1.1), "sma", 0, 7 / 12)
     runs = claim_runs(1.1)
     for run in runs:  # an RD curve that falls: not computable, not a crash
