@@ -183,8 +183,13 @@ def rd_table(results: dict) -> list[str]:
     protocol, points = results["protocol"], results["summary"]["rd_points"]
     lines = ["| lambda | " + " | ".join(f"{m}: bpp, PSNR (dB)" for m in points) + " |",
              "|---|" + "---|" * len(points)]  # fmt: skip
-    for index, lmbda in enumerate([protocol["lambda"], *protocol["finetune_lambdas"]]):
-        cells = [f"{p[index]['bpp']:.3f}, {p[index]['psnr']:.2f}" for p in points.values()]
+    for lmbda in sorted([protocol["lambda"], *protocol["finetune_lambdas"]]):
+        cells = []
+        for method_points in points.values():
+            point = next((p for p in method_points if p["lambda"] == lmbda), None)
+            cells.append(
+                "diverged" if point is None else f"{point['bpp']:.3f}, {point['psnr']:.2f}"
+            )
         lines.append(f"| {lmbda:g} | " + " | ".join(cells) + " |")
     return lines
 
