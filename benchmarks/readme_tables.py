@@ -14,6 +14,7 @@ from pathlib import Path
 
 import checkpoint_bitflips  # benchmarks/ is on sys.path when a script runs
 import nqm_scaling
+import time_to_quality
 import trainer_throughput
 
 from lic_train.experiments import format_stat, ttq_report
@@ -96,6 +97,9 @@ def tables() -> dict[str, list[str]]:
             if results["summary"]["claim"]:
                 out[f"{name} claim"] = ttq_report.claim_table(results)
                 out[f"{name} bit streams"] = ttq_report.rd_table(results)
+            if (path.parent / "scales.json").exists():
+                scales = json.loads((path.parent / "scales.json").read_text())
+                out[f"{name} scales"] = time_to_quality.scale_table(scales)
             continue
         out[path.parent.name] = method_table(results)
         if len(results["preset"]["lambdas"]) > 1:

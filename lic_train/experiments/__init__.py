@@ -1,6 +1,7 @@
-"""The experiments: ``lic-train compare``, Adam against SMA, STDET and STDET + SMA on the same data
-and seeds, and the training benchmarks built on it (``benchmarks/convergence.py``,
-``benchmarks/ablations.py``; README, "Results: what SMA and STDET buy").
+"""The experiments: ``lic-train compare``, Adam against EMA, SMA, STDET and STDET + SMA on the same
+data and seeds, the training benchmarks built on it (``benchmarks/ablations.py``,
+``benchmarks/convergence.py``), and the time-to-quality benchmark (``benchmarks/time_to_quality.py``;
+README, "Results: time to quality").
 
 Imports the rules and the trainer, never the command line. Modules:
 
@@ -10,7 +11,12 @@ Imports the rules and the trainer, never the command line. Modules:
   configuration of a method's run;
 * :mod:`.pool`: the runs, each trained and coded in a fresh process;
 * :mod:`.stats`: smoothed curves, ratios to Adam, mean and spread, BD-rates, the summary;
-* :mod:`.report`: ``results.json``, ``report.md`` and the plots; :func:`rewrite_report`.
+* :mod:`.report`: ``results.json``, ``report.md`` and the plots; :func:`rewrite_report`;
+* :mod:`.time_to_quality`: the time-to-quality protocol (budget sweep with finished models,
+  branched off one run per method and seed; the seed paper's claim), its plan and its runs;
+* :mod:`.acceleration`: its statistics (quality of real bit streams, acceleration factors with
+  bootstrap intervals, the claim's BD-rates);
+* :mod:`.ttq_report`: its report, plots and README tables.
 """
 
 from lic_train.experiments.compare import compare
