@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -40,7 +41,7 @@ def markdown(results: dict) -> str:
     """The report: the protocol, the quality-versus-budget table, the acceleration factors against
     each baseline, the paper's claim, and the checks of the scale."""
     protocol = results["protocol"]
-    base = protocol["base"]
+    base, seeds = protocol["base"], len(protocol["seeds"])
     lines = [
         "# Time to quality",
         "",
@@ -62,9 +63,11 @@ def markdown(results: dict) -> str:
         "",
         "The smallest budget (fraction of T) whose finished model is as good as the baseline's at "
         f"T, interpolated on the seed-averaged quality curve; [{CONFIDENCE:.0%} interval] from "
-        f"{BOOTSTRAP} paired bootstrap resamples of the seeds (with 3 seeds only 10 distinct "
-        "resamples exist: read the interval as the seeds' range). Wall clock: the factor times "
-        "the ratio of wall time per step. Per seed: the factor from each seed alone.",
+        f"{BOOTSTRAP} paired bootstrap resamples of the seeds (with {seeds} seeds only "
+        f"{math.comb(2 * seeds - 1, seeds)} distinct resamples exist: read the interval as a "
+        "range over seeds, not a precise confidence interval). Wall clock: the factor times the "
+        "ratio of wall time per step. Per seed: the factor from each seed alone; never: that "
+        "seed's finished models do not reach the baseline's at any budget up to T.",
         "",
         *acceleration_table(results),
         "",

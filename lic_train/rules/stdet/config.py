@@ -1,5 +1,5 @@
 """STDET's configuration and the kinds of a tracked scalar (README, "The update rules for torch
-models"; the measurements behind the defaults: README, "Results: what SMA and STDET buy")."""
+models"; the measurements behind the defaults: README, "Results: earlier, shorter runs")."""
 
 from __future__ import annotations
 
