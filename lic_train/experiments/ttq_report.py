@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean, median, stdev
 
 from lic_dynamics import files
 from lic_train.experiments.acceleration import BOOTSTRAP, CONFIDENCE, summarise
@@ -241,35 +241,46 @@ def write_plots(results: dict, out: Path) -> None:
     protocol, summary = results["protocol"], results["summary"]
     budgets = protocol["budgets"]
     figure, axis = plt.subplots(figsize=(6, 4))
-    for method, row in summary["quality"].items():
-        nan = float("nan")  # a budget where every seed diverged
-        axis.errorbar(budgets, [nan if q["mean"] is None else q["mean"] for q in row],
-                      yerr=[q["std"] for q in row],
-                      marker="o", capsize=3, label=method)  # fmt: skip
+    for method in summary["quality"]:
+        # Median and range over the seeds' finished models (diverged ones left out), on a log
+        # scale: one seed's blow-up would flatten every other curve on a linear one.
+        middle, low, high = [], [], []
+        for budget in budgets:
+            values = sorted(r["quality"] for r in results["runs"] if r["method"] == method
+                            and r["budget"] == budget and r["kind"] != "finetune"
+                            and r["quality"] is not None)  # fmt: skip
+            middle.append(median(values) if values else float("nan"))
+            low.append(middle[-1] - values[0] if values else 0.0)
+            high.append(values[-1] - middle[-1] if values else 0.0)
+        axis.errorbar(budgets, middle, yerr=[low, high], marker="o", capsize=3, label=method)
     for baseline in protocol["baselines"]:
         if baseline in summary["quality"]:
             axis.axhline(summary["quality"][baseline][-1]["mean"], ls=":", color="grey")
     axis.set(xlabel="budget (fraction of T)", ylabel=f"RD loss, real bits (lambda {protocol['lambda']:g})",
-             title="Finished models: quality versus budget")  # fmt: skip
+             yscale="log", title="Finished models: median and range over seeds")  # fmt: skip
     if axis.get_legend_handles_labels()[0]:  # none when nothing finished
         axis.legend()
     _save(figure, out / "quality_vs_budget.png")
 
     figure, axis = plt.subplots(figsize=(6, 4))
+    methods = list(summary["quality"])  # one x position per method, whichever the baseline
     for offset, (baseline, table) in enumerate(summary["acceleration"].items()):
-        methods = [m for m in table if m != baseline]
+        labelled = False
         for index, method in enumerate(methods):
-            found = table[method]
-            x = index + 0.2 * (offset - 0.5)
+            found, x = table.get(method), index + 0.2 * (offset - 0.5)
+            if method == baseline or found is None:
+                continue
+            label = None if labelled else f"against {baseline}"
+            labelled = True
             if found["factor"] is None:
-                axis.plot([x], [1.05], "x", color=f"C{offset}")
+                axis.plot([x], [1.05], "x", color=f"C{offset}", label=label)
                 continue
             low = found["low"] if found["low"] is not None else budgets[0]
             high = found["high"] if found["high"] is not None else 1.05
-            axis.errorbar([x], [found["factor"]], yerr=[[found["factor"] - low], [high - found["factor"]]],
-                          fmt="o", color=f"C{offset}", capsize=3,
-                          label=f"against {baseline}" if index == 0 else None)  # fmt: skip
-        axis.set_xticks(range(len(methods)), methods)
+            axis.errorbar([x], [found["factor"]],
+                          yerr=[[found["factor"] - low], [high - found["factor"]]],
+                          fmt="o", color=f"C{offset}", capsize=3, label=label)  # fmt: skip
+    axis.set_xticks(range(len(methods)), methods, rotation=15)
     axis.axhline(1.0, color="grey", lw=0.5)
     axis.axhline(0.6, color="grey", ls=":", lw=0.5, label="the paper's claim, 0.6")
     axis.set(ylabel="acceleration factor (budget fraction)", ylim=(0, 1.1),
