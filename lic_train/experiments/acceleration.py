@@ -54,11 +54,15 @@ def crossing(
     budgets: Sequence[float], quality: Sequence[float], target: float
 ) -> tuple[float, bool] | None:
     """The smallest budget at which ``quality`` (lower is better, one value per budget, budgets
-    increasing) reaches ``target``, linearly interpolated; ``(budget, is_upper_bound)``, the
-    bound when the smallest budget reaches it already; None when no budget does."""
+    increasing; infinite where a run diverged) reaches ``target``, linearly interpolated;
+    ``(budget, is_upper_bound)``, the bound when the smallest budget reaches it already, or when
+    the budget before it diverged (nothing to interpolate from); None when no budget does, and
+    when ``target`` is not finite (a baseline that diverged defines no quality to reach)."""
+    if not math.isfinite(target):
+        return None
     for index, (budget, value) in enumerate(zip(budgets, quality, strict=True)):
         if value <= target:
-            if index == 0:
+            if index == 0 or not math.isfinite(quality[index - 1]):
                 return budget, True
             before, previous = budgets[index - 1], quality[index - 1]
             return before + (budget - before) * (previous - target) / (previous - value), False
@@ -106,6 +110,7 @@ def acceleration(
         "factor": None if point is None else point[0],
         "upper_bound": bool(point and point[1]),
         "per_seed": [None if f is None else f[0] for f in per_seed],
+        "per_seed_upper_bound": [bool(f and f[1]) for f in per_seed],
         "low": float(low) if math.isfinite(low) else None,
         "high": float(high) if math.isfinite(high) else None,
         "never": float(np.mean(~np.isfinite(values))),
@@ -236,7 +241,7 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
     # Whether the baselines still improve late: the relative fall of each seed's RD loss from the
     # budget nearest 0.6 T to T (the question is empty if they do not).
     late = min(range(len(budgets)), key=lambda i: abs(budgets[i] - 0.6))
-    summary["late_gain"] = {}
+    summary["late_budget"], summary["late_gain"] = budgets[late], {}
     for baseline in protocol["baselines"]:
         if baseline not in complete:
             continue
@@ -246,7 +251,7 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
             if math.isfinite(curves[s][-1] + curves[s][late])
         ]  # fmt: skip
         summary["acceleration"][baseline] = {}
-        for method in complete:
+        for method in (m for m in protocol["methods"] if m in complete):
             found = acceleration(runs, method, baseline, seeds, budgets)
             at_t = summary["at_t"]
             ours, theirs = (at_t[m]["wall_seconds_per_step"]["mean"] for m in (method, baseline))

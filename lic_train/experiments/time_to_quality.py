@@ -98,6 +98,10 @@ class Protocol:
             outside = [m for m in getattr(self, name) if m not in self.methods]
             if outside:
                 raise InvalidValue(name, f"{outside[0]!r} is not one of the methods")
+        both = [m for m in self.claimants if m in self.baselines]
+        if both:  # its claim curve would start from T for one and from claim_scratch for the other
+            raise InvalidValue("claimants", f"{both[0]!r} is a baseline too")
+        validation.integer("jobs", self.jobs, minimum=1)
         if any(self.steps(b) < 1 or self.branch_step(b) < 1 for b in budgets):
             raise InvalidValue("base", f"{self.base.steps} steps are too few for these budgets")
 
@@ -208,6 +212,7 @@ def run(
     load_eval_images(data)  # bad --data fails here, before any training
     check_out(out)
     resolve_device(protocol.base.device)
+    check_same_protocol(protocol, out)
     phases = plan(protocol, out / "runs")
     total = sum(len(phase) for phase in phases)
     results: list[dict] = []
@@ -245,6 +250,38 @@ def run(
     summary = summarise(protocol_dict(protocol), results)
     write_report(summary, out)
     return summary
+
+
+# What may differ from the protocol of an earlier invocation whose runs are reused: more methods
+# or seeds, and where and how fast it runs.
+EXTENSIBLE = ("methods", "seeds", "jobs", "note")
+
+
+def check_same_protocol(protocol: Protocol, out: Path) -> None:
+    """``InvalidValue`` about ``out`` when it holds the results of a protocol that differs from
+    ``protocol`` in more than :data:`EXTENSIBLE` (its runs would be reused and mixed with other
+    runs); the device, data and workers do not count."""
+    saved = out / "results.json"
+    if not saved.is_file():
+        return
+    theirs = json.loads(saved.read_text()).get("protocol", {})
+    mine = protocol_dict(protocol)
+    ignore = set(EXTENSIBLE)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if k not in ignore and k != "base"
+                    and mine.get(k) != theirs.get(k))  # fmt: skip
+    try:  # through FitConfig, so that JSON's lists compare equal to tuples
+        their_base = FitConfig.from_dict(theirs["base"]).to_dict()
+    except (KeyError, TypeError, ValueError):
+        their_base = {}
+    differ += [f"base.{k}" for k in protocol.base.differences(their_base) if k != "data"]
+    if their_base.get("steps") != protocol.base.steps:  # T (resumable for one run, not here)
+        differ.append("base.steps")
+    if differ:
+        raise InvalidValue(
+            "out",
+            f"{out} holds runs of another protocol ({', '.join(differ)} differ); choose another "
+            "folder, or remove it to start afresh",
+        )
 
 
 def _inherited_divergence(job: Job, done: dict[str, dict]) -> dict | None:

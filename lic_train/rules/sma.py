@@ -17,7 +17,8 @@ samples so far (Adam's bias correction): early samples do not dominate a slow av
 its default): ``beta_j = min(beta, j / (9 + j))`` for ``j >= 2``, so that a slow average (0.999) of a
 short run forgets its initial weights: its horizon grows as about ``j / 9`` samples until it reaches
 ``1 / (1 - beta)``. (torch_ema's n-th update, the first after its copy of the initial weights, uses
-``(1 + n) / (10 + n)``; here the first sample is that copy, so ``n = j - 1``.)
+``(1 + n) / (10 + n)``; here the first sample stands for that copy, so ``n = j - 1``: the same
+rule one step later, since torch_ema copies the weights before the first step and SMA after it.)
 
 Only parameters are averaged, never buffers: CompressAI's CDF tables change size on ``update()``,
 which breaks ``AveragedModel``-style averaging of buffers. Evaluate the average on a copy
@@ -233,7 +234,8 @@ class SMA:
         if not state:
             raise ValueError("no saved SMA state to restore")
         for key in ("k", "beta", "start", "feedback", "bias_correction", "warmup"):
-            saved = state.get(key, False)  # a flag that an earlier version did not save was off
+            # A flag that an earlier version did not save was off.
+            saved = state.get(key, False) if key == "warmup" else state[key]
             if saved != getattr(self, key):
                 raise ValueError(
                     f"SMA state has {key}={saved!r}, this SMA has {key}={getattr(self, key)!r}"

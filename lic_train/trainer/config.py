@@ -140,6 +140,12 @@ class FitConfig:
                 f"must be increasing fractions in (0, 1), got {self.lr_milestones!r}",
             )
         object.__setattr__(self, "lr_milestones", milestones)
+        if self.lr_schedule == "plateau" and self.keep_checkpoints:
+            raise InvalidValue(
+                "keep_checkpoints",
+                "must be empty with the plateau schedule (a kept checkpoint's extra validation "
+                "would step it; budget sweeps train with multistep or none)",
+            )
         if self.lr_schedule == "plateau" and self.warmup_steps:
             raise InvalidValue(
                 "warmup_steps",

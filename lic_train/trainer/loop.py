@@ -617,11 +617,11 @@ def kept_checkpoint(out: str | Path, step: int) -> Path:
 
 def branch(run: str | Path, step: int, out: str | Path) -> None:
     """Start the run folder ``out`` as a copy of the run in ``run`` at ``step``: the checkpoint
-    kept there (:func:`kept_checkpoint`) becomes ``out``'s latest, and ``out/metrics.jsonl`` holds
-    the records up to ``step``. ``fit(config, out, resume=True)`` then continues it with
-    ``config``'s length, as long as the learning rate so far is the same
-    (:func:`check_resume`). This is how a budget sweep trains a model for every budget from one
-    run (warmup-stable-decay: Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
+    kept there (:func:`kept_checkpoint`) becomes ``out``'s latest, with the run's
+    ``metrics.jsonl`` (the resume keeps its records up to ``step``). ``fit(config, out,
+    resume=True)`` then continues it with ``config``'s length, as long as the learning rate so
+    far is the same (:func:`check_resume`). This is how a budget sweep trains a model for every
+    budget from one run (warmup-stable-decay: Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training
     Beyond Fixed Training Durations"): the run at a constant rate is the trunk, and each budget
     branches off it where its own decay begins. ``InvalidValue`` about ``out`` when it is not
     empty; about ``run`` when it kept no checkpoint at ``step``."""
@@ -632,10 +632,10 @@ def branch(run: str | Path, step: int, out: str | Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise InvalidValue("out", f"{out} is not empty; a branch starts a new run folder")
     out.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as file:
-        files.write_atomic(out / LATEST, lambda target: shutil.copyfileobj(file, target))
-    records = files.read_jsonl(run / "metrics.jsonl")
-    files.write_jsonl([r for r in records if r["step"] <= step], out / "metrics.jsonl")
+    # fit's resume cuts the log to the checkpoint's step.
+    for name, target in ((source.name, LATEST), ("metrics.jsonl", "metrics.jsonl")):
+        with (run / name).open("rb") as file:
+            files.write_atomic(out / target, lambda copy, f=file: shutil.copyfileobj(f, copy))
 
 
 def summarise(

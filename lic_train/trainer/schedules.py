@@ -65,6 +65,9 @@ def restart_rate(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
         scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
     ):
         group["lr"] = base * factor(step)
+    scheduler._last_lr = [
+        group["lr"] for group in scheduler.optimizer.param_groups
+    ]  # get_last_lr()
 
 
 def build_scheduler(

@@ -53,6 +53,16 @@ def test_crossing_is_the_first_budget_that_reaches_the_target(quality, target):
         assert line == pytest.approx(target, rel=1e-9, abs=1e-9)
 
 
+def test_crossing_after_a_diverged_budget_and_against_a_diverged_baseline():
+    inf = math.inf
+    # Nothing to interpolate from after a diverged budget: the first budget that reaches it is a
+    # bound, never NaN.
+    assert crossing(BUDGETS, [inf, inf, 1.0, 0.9, 0.8], target=1.2) == (0.6, True)
+    assert crossing(BUDGETS, [2.0, inf, 1.0, 0.9, 0.8], target=1.2) == (0.6, True)
+    # A baseline that diverged defines no quality to reach.
+    assert crossing(BUDGETS, [1.0, 0.9, 0.8, 0.7, 0.6], target=inf) is None
+
+
 def runs_of(curves: dict[str, dict[int, list[float]]]) -> list[dict]:
     return [
         {"method": method, "seed": seed, "kind": "trunk" if b == 1.0 else "branch", "budget": b,

@@ -63,6 +63,8 @@ def test_every_budget_branches_off_its_trunk_where_its_own_decay_begins():
         ({"claimants": ("lookahead",)}, "claimants 'lookahead' is not one of the methods"),
         ({"methods": ("ema", "adam", "sma", "stdet+sma")}, "methods must start with adam"),
         ({"baseline_finetune": 1.5}, r"baseline_finetune must be in \(0, 1\]"),
+        ({"claimants": ("ema", "sma")}, "claimants 'ema' is a baseline too"),
+        ({"jobs": 0}, "jobs must be an integer"),
     ],
 )
 def test_a_bad_protocol_is_named(change, match):
@@ -132,3 +134,21 @@ def test_a_diverged_run_is_a_result_and_so_are_the_runs_that_would_start_from_it
     assert _inherited_divergence(finetune, done) == {"diverged": 700, "inherited": trunk.name}
     assert _inherited_divergence(finetune, {trunk.name: {"quality": 1.0}}) is None
     assert _inherited_divergence(trunk, done) is None
+
+
+def test_a_folder_of_another_protocol_is_refused_before_training(tmp_path):
+    from lic_train.experiments.time_to_quality import check_same_protocol, protocol_dict
+
+    protocol = quick(PROTOCOLS["cpu"])
+    (tmp_path / "results.json").write_text(json.dumps({"protocol": protocol_dict(protocol)}))
+    check_same_protocol(protocol, tmp_path)
+    # More seeds or methods reuse the runs; another T, lambda or budget would mix them.
+    check_same_protocol(replace(protocol, seeds=(0, 1, 2)), tmp_path)
+    for other, named in (
+        (replace(protocol, base=replace(protocol.base, steps=60)), "base.steps"),
+        (replace(protocol, lmbda=0.0035), "lambda"),
+        (replace(protocol, budgets=(0.5, 7 / 12, 1.0)), "budgets"),
+        (replace(protocol, base=replace(protocol.base, learning_rate=1e-4)), "base.learning_rate"),
+    ):
+        with pytest.raises(ValueError, match=rf"holds runs of another protocol \({named} differ"):
+            run(other, tmp_path)

@@ -390,10 +390,15 @@ def test_resume_continues_from_the_intact_checkpoint_when_one_is_damaged(images,
 # ---- budget sweeps: a run branches off another's kept checkpoint -------------------------------
 
 
-def test_a_branch_off_a_kept_checkpoint_is_the_run_of_that_length_bit_for_bit(images, tmp_path):
+@pytest.mark.parametrize("with_stdet", [False, True], ids=["ema", "stdet+ema"])
+def test_a_branch_off_a_kept_checkpoint_is_the_run_of_that_length_bit_for_bit(
+    images, tmp_path, with_stdet
+):
     # x0.1 at 75%: the trunk of 12 steps decays at 9, a run of 8 steps at 6, where it branches.
     config = tiny(images, lr_schedule="multistep", lr_milestones=(0.75,), validate_every=5,
-                  sma=SMAConfig(k=1, beta=0.999, warmup=True), stdet=None)  # fmt: skip
+                  sma=SMAConfig(k=1, beta=0.999, warmup=True))  # fmt: skip
+    if not with_stdet:
+        config = replace(config, stdet=None)
     fit(replace(config, keep_checkpoints=(6,)), tmp_path / "trunk")
     assert (tmp_path / "trunk" / "checkpoint_step6.pth.tar").is_file()
     branch(tmp_path / "trunk", 6, tmp_path / "branch")
@@ -423,4 +428,10 @@ def test_a_branch_after_the_shorter_runs_decay_is_refused(images, tmp_path):
 @pytest.mark.parametrize("kept", [(0,), (4, 2), (3, 3), (2.5,), "4", (True,)])
 def test_keep_checkpoints_must_be_increasing_steps(kept):
     with pytest.raises(ValueError, match="keep_checkpoints must be increasing steps >= 1"):
-        FitConfig(keep_checkpoints=kept)
+        FitConfig(lr_schedule="multistep", keep_checkpoints=kept)
+
+
+def test_keep_checkpoints_is_refused_with_the_plateau_schedule():
+    # A kept checkpoint's extra validation would step ReduceLROnPlateau: another training.
+    with pytest.raises(ValueError, match="keep_checkpoints must be empty with the plateau"):
+        FitConfig(lr_schedule="plateau", keep_checkpoints=(5,))
