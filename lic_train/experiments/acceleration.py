@@ -126,18 +126,11 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
     the test images: ``of_mean_curve``, ``of_mean_curve_per_seed``), a curve that rises with rate
     more often; mean ± standard deviation over seeds. None where a curve does not rise with rate
     or a model diverged."""
-
-    def curve(method: str, seed: int, budget: float) -> list[dict]:
-        return sorted(
-            (r for r in runs if r["method"] == method and r["seed"] == seed
-             and (r["kind"] == "finetune" or r["budget"] == budget)),
-            key=lambda r: r["lambda"],
-        )  # fmt: skip
-
     per_seed, per_image, of_mean_curve = [], {}, []
     names = next(r["images"] for r in runs if r.get("images"))
     for seed in seeds:
-        ours, theirs = curve(claimant, seed, scratch), curve(baseline, seed, 1.0)
+        ours = claim_rows(runs, claimant, scratch, seed)
+        theirs = claim_rows(runs, baseline, 1.0, seed)
         if any(r.get("diverged") is not None for r in ours + theirs):
             per_seed.append(None)
             of_mean_curve.append(None)
@@ -169,9 +162,7 @@ def bd_rates_of_claim(runs: list[dict], claimant: str, baseline: str, seeds: Seq
 def rises_with_rate(runs: list[dict], method: str, seed: int, budget: float) -> bool:
     """Whether PSNR rises strictly with bpp along ``method``'s RD curve (the claim's models) on
     every test image: without it no BD-rate is computable."""
-    rows = sorted((r for r in runs if r["method"] == method and r["seed"] == seed
-                   and (r["kind"] == "finetune" or r["budget"] == budget)),
-                  key=lambda r: r["lambda"])  # fmt: skip
+    rows = claim_rows(runs, method, budget, seed)
     if any(r.get("diverged") is not None for r in rows):
         return False
     for index in range(len(rows[0]["images"])):
@@ -181,7 +172,17 @@ def rises_with_rate(runs: list[dict], method: str, seed: int, budget: float) -> 
     return True
 
 
-def _claim_budget(protocol: dict, method: str) -> float:
+def claim_rows(runs: list[dict], method: str, budget: float, seed: int | None = None) -> list[dict]:
+    """The runs of ``method``'s RD curve in the claim, by increasing lambda: its scratch model at
+    ``budget`` and its fine-tunes (of ``seed``; of every seed when None)."""
+    return sorted(
+        (r for r in runs if r["method"] == method and seed in (None, r["seed"])
+         and (r["kind"] == "finetune" or r["budget"] == budget)),
+        key=lambda r: r["lambda"],
+    )  # fmt: skip
+
+
+def claim_budget(protocol: dict, method: str) -> float:
     """The scratch budget of ``method``'s model in the claim: T for a baseline, else shorter."""
     return 1.0 if method in protocol["baselines"] else protocol["claim_scratch"]
 
@@ -189,8 +190,7 @@ def _claim_budget(protocol: dict, method: str) -> float:
 def _rd_points(runs: list[dict], method: str, budget: float) -> list[dict]:
     """``method``'s claim models per lambda (increasing): bpp and PSNR, mean over seeds and test
     images; diverged models left out (None where every seed diverged)."""
-    rows = [r for r in runs if r["method"] == method and r.get("diverged") is None
-            and (r["kind"] == "finetune" or r["budget"] == budget)]  # fmt: skip
+    rows = [r for r in claim_rows(runs, method, budget) if r.get("diverged") is None]
     return [
         {"lambda": x, "bpp": fmean(r["bpp"] for r in rows if r["lambda"] == x),
          "psnr": fmean(r["psnr"] for r in rows if r["lambda"] == x)}
@@ -273,9 +273,9 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
                 summary["claim"].setdefault(baseline, {})[claimant] = bd_rates_of_claim(
                     runs, claimant, baseline, seeds, protocol["claim_scratch"]
                 )
-    summary["rd_points"] = {m: _rd_points(runs, m, _claim_budget(protocol, m)) for m in claim_ready}
+    summary["rd_points"] = {m: _rd_points(runs, m, claim_budget(protocol, m)) for m in claim_ready}
     summary["rises_with_rate"] = {
-        m: [rises_with_rate(runs, m, s, _claim_budget(protocol, m)) for s in seeds]
+        m: [rises_with_rate(runs, m, s, claim_budget(protocol, m)) for s in seeds]
         for m in claim_ready
     }  # fmt: skip
     summary["finetuned"] = sorted({m for m, _ in finetunes})

@@ -20,7 +20,7 @@ from pathlib import Path
 from statistics import fmean, median, stdev
 
 from lic_dynamics import files
-from lic_train.experiments.acceleration import BOOTSTRAP, CONFIDENCE, summarise
+from lic_train.experiments.acceleration import BOOTSTRAP, CONFIDENCE, claim_budget, summarise
 
 PLOTS = ("quality_vs_budget.png", "acceleration.png", "rd_curves.png")
 
@@ -295,7 +295,7 @@ def write_plots(results: dict, out: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for index, (method, points) in enumerate(summary.get("rd_points", {}).items()):
-        budget = 1.0 if method in protocol["baselines"] else protocol["claim_scratch"]
+        budget = claim_budget(protocol, method)
         axis.plot([p["bpp"] for p in points], [p["psnr"] for p in points], marker="o",
                   color=f"C{index}", label=f"{method} ({budget * 120:.0f} units + fine-tunes)")  # fmt: skip
     axis.set(xlabel="bpp (real bit streams)", ylabel="PSNR (dB)",
