@@ -401,6 +401,15 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
     def __call__(self, record: dict) -> None:
+        if record.get("split") == "stdet":
+            if self.validations:
+                self._write(
+                    f"{self.label} step {record['step']}: STDET embedded "
+                    f"{100 * record['embedded']:.0f}%, leverage {record['leverage_max']:.3g}, "
+                    f"extrapolation {record['extrapolation_max']:.3g}, "
+                    f"drift {record['embedded_drift']:.3g}"
+                )
+            return
         if record.get("split") == "val":
             if not self.validations:
                 return

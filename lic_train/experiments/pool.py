@@ -147,6 +147,11 @@ def train_and_code(
         ],
         "trainable_curve": [(x["step"], x["trainable"]) for x in records if "trainable" in x],
         "trainable": summary.trainable_fraction,
+        "stdet_health": summary.stdet_health,
+        "health_curve": [
+            {k: v for k, v in x.items() if k != "split"}
+            for x in records if x.get("split") == "stdet"
+        ],
         "seconds_per_step": summary.train_seconds_per_step,
         "wall_seconds_per_step": summary.seconds_per_step,
         "peak_memory_bytes": summary.peak_memory_bytes, "memory_kind": summary.memory_kind,

@@ -93,11 +93,33 @@ _TINY_STDET = STDETConfig(
 # reproducible whatever the defaults become.
 _MEASURED_STDET = replace(
     _TINY_STDET, variant="sensitivity", granularity="scalar", trajectory="sma", min_r2=0.5,
-    keep_sensitive=0.1, sensitivity_quantile=0.5,
+    keep_sensitive=0.1, sensitivity_quantile=0.5, live_references=False, max_amplification=0.0,
+    release_beyond=0.0, route_gradients=False,
 )  # fmt: skip
 # The earlier benchmarks' runs, as published (their plateau schedule never fired in 1000 steps).
 _LONG = replace(_TINY_BASE, steps=1000, validate_every=50, checkpoint_every=1000, log_every=50,
                 lr_schedule="plateau")  # fmt: skip
+# The time-to-quality benchmark's CPU configuration (lic_train.experiments.time_to_quality):
+# sized by measurement for 2 CPU cores, two trainings at once.
+CPU_BASE = FitConfig(
+    model="bmshj2018-hyperprior", N=32, M=48, patch_size=(128, 128), batch_size=8,
+    learning_rate=1e-3, lr_schedule="multistep", lr_milestones=(0.9,), lr_gamma=0.1,
+    steps=1200, validate_every=60, checkpoint_every=None, log_every=20, device="auto",
+)  # fmt: skip
+# STDET as the time-to-quality benchmark of issue 14 measured it (the defaults then), pinned.
+_STDET_V1 = STDETConfig(
+    snapshot_every=10, snapshots=10, every=50, modes=10, samples=1000, fraction=0.1,
+    max_embedded=0.6, min_r2=0.5, keep_sensitive=0.1, sensitivity_quantile=0.5,
+    variant="sensitivity", granularity="scalar", trajectory="sma", live_references=False,
+    max_amplification=0.0, release_beyond=0.0, route_gradients=False,
+)  # fmt: skip
+# The candidates for a stable STDET (issue 15), one change at a time from _STDET_V1.
+_LIVE = "live_references=true"
+_BOUNDED = f"{_LIVE},modes=256,max_amplification=30"
+STABILITY_METHODS = (
+    "adam", "stdet", f"stdet:{_LIVE}", f"stdet:{_BOUNDED}", f"stdet:{_BOUNDED},release_beyond=1.0",
+    f"stdet:{_BOUNDED},route_gradients=true", f"stdet:{_LIVE},modes=256,max_amplification=10",
+)  # fmt: skip
 # CompressAI's lambdas of qualities 2 to 5 (MSE).
 LADDER = (0.0035, 0.0067, 0.013, 0.025)
 
@@ -126,6 +148,12 @@ PRESETS = {
             "sma", "sma:feedback=true", "sma:k=1,beta=0.98", "sma:k=20,beta=0.5",
             "stdet+sma", "stdet+sma:trajectory=raw",
         ),
+    ),
+    # benchmarks/stdet_stability.py: the candidates for a stable STDET on the time-to-quality
+    # benchmark's configuration (one lambda, full-length runs, no budget sweep).
+    "stability": Preset(
+        base=CPU_BASE, seeds=(0, 1, 2), lambdas=(0.0018,), sma=_TINY_SMA, stdet=_STDET_V1,
+        methods=STABILITY_METHODS,
     ),
 }  # fmt: skip
 

@@ -44,7 +44,7 @@ from lic_dynamics import files, validation
 from lic_dynamics.validation import InvalidValue
 from lic_train.experiments.methods import METHODS, method_config, parse_method, run_name
 from lic_train.experiments.pool import train_all
-from lic_train.experiments.presets import Preset
+from lic_train.experiments.presets import CPU_BASE, Preset
 from lic_train.rules import SMAConfig, STDETConfig
 from lic_train.trainer.checkpoint import LATEST
 from lic_train.trainer.config import FitConfig
@@ -314,18 +314,13 @@ def protocol_dict(protocol: Protocol) -> dict:
     }  # fmt: skip
 
 
-_CPU_BASE = FitConfig(
-    model="bmshj2018-hyperprior", N=32, M=48, patch_size=(128, 128), batch_size=8,
-    learning_rate=1e-3, lr_schedule="multistep", lr_milestones=(0.9,), lr_gamma=0.1,
-    steps=1200, validate_every=60, checkpoint_every=None, log_every=20, device="auto",
-)  # fmt: skip
 _SMA = SMAConfig(k=5, beta=0.9)
 
 PROTOCOLS = {
     # Sized by measurement for 2 CPU cores, two trainings at once (README, "Results: time to
     # quality", the scale table): about an hour.
     "cpu": Protocol(
-        base=_CPU_BASE, seeds=(0, 1, 2, 3, 4), sma=_SMA, stdet=STDETConfig(),
+        base=CPU_BASE, seeds=(0, 1, 2, 3, 4), sma=_SMA, stdet=STDETConfig(),
         # EMA with a horizon of 50 steps (the SMA's), inside the last decay of T: is EMA 0.999
         # merely mistuned at this scale?
         methods=("adam", "ema", "ema:beta=0.98", "sma", "stdet", "stdet+sma"),
@@ -333,7 +328,7 @@ PROTOCOLS = {
     # A mid-size model on 256x256 crops for one GPU, many trainings at once; not measured yet (no
     # GPU was lent to this project so far): benchmarks/time_to_quality.py --protocol gpu.
     "gpu": Protocol(
-        base=replace(_CPU_BASE, N=128, M=192, patch_size=(256, 256), batch_size=16,
+        base=replace(CPU_BASE, N=128, M=192, patch_size=(256, 256), batch_size=16,
                      learning_rate=1e-4, steps=2000, validate_every=100, device="cuda"),
         seeds=(0, 1, 2), sma=_SMA, stdet=STDETConfig(), jobs=12,
         note="sized by estimate, not measured: 12 trainings at once on one H200, about 75,000 "

@@ -39,14 +39,17 @@ def gather(obj: object) -> list:
 def broadcast_from_rank0(*tensors: torch.Tensor) -> None:
     """Overwrite each tensor, in place, with rank 0's copy.
 
-    NCCL moves only CUDA tensors, so CPU bookkeeping travels through a CUDA staging copy there.
+    NCCL moves only CUDA tensors, so CPU bookkeeping travels through a CUDA staging copy there;
+    gloo moves no int16 or bool, so those travel as int32.
     """
     if not active():
         return
     staging = dist.get_backend() == dist.Backend.NCCL
     for tensor in tensors:
-        if staging and tensor.device.type != "cuda":
-            moved = tensor.to(f"cuda:{torch.cuda.current_device()}")
+        narrow = tensor.dtype in (torch.int16, torch.bool)
+        if narrow or (staging and tensor.device.type != "cuda"):
+            device = f"cuda:{torch.cuda.current_device()}" if staging else tensor.device
+            moved = tensor.to(device, torch.int32 if narrow else tensor.dtype)
             dist.broadcast(moved, src=0)
             tensor.copy_(moved)
         else:

@@ -26,7 +26,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -92,6 +92,9 @@ class Summary:
     memory_kind: str
     parameters: int
     out: str
+    # STDET's health (STDET.health): the last record, and the worst (largest) value of each number
+    # over the run; empty without STDET or before its fit.
+    stdet_health: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -416,6 +419,7 @@ def fit(
         memory_baseline = reset_peak_memory(device)
         tick = time.perf_counter()
         training_batches = batches.from_step(state.step)
+        stdet, events_logged = state.rules.get("stdet"), None
         for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
             x = batch.to(device, non_blocking=True)
             began = time.perf_counter()
@@ -442,6 +446,12 @@ def fit(
                 if done % (config.checkpoint_every or config.validate_every) == 0 or last or keep:
                     save_checkpoints(state, config, out, batches.per_epoch, device, keep=keep)
                 tick = time.perf_counter()  # checkpoint writes are not the run's time
+                events_logged = None  # the health goes with every validation
+            if stdet is not None and stdet.events != events_logged:
+                health = stdet.health()
+                if health:
+                    log.write({"step": done, "split": "stdet", "events": stdet.events, **health})
+                events_logged = stdet.events
     except BaseException as error:
         # A new run stopped before it has a checkpoint cannot be resumed: its log and TensorBoard
         # files would only be strays. A diverged run keeps them: they show how it diverged.
@@ -654,7 +664,22 @@ def summarise(
         memory_kind=memory_kind,
         parameters=sum(p.numel() for p in state.model.parameters()),
         out=str(out),
+        stdet_health=stdet_health(out) if "stdet" in state.rules else {},
     )
+
+
+def stdet_health(out: Path) -> dict[str, dict[str, float]]:
+    """The last STDET health record of the run in ``out`` (``metrics.jsonl``) and the largest
+    value of each of its numbers over the run; empty when there is none (rank 0 only)."""
+    path = out / "metrics.jsonl"
+    records = (
+        [r for r in files.read_jsonl(path) if r.get("split") == "stdet"] if path.exists() else []
+    )
+    if not records:
+        return {}
+    keys = [k for k, v in records[-1].items() if isinstance(v, float)]
+    return {"last": {k: records[-1][k] for k in keys},
+            "worst": {k: max(r[k] for r in records if k in r) for k in keys}}  # fmt: skip
 
 
 def _last_good(out: Path) -> str:

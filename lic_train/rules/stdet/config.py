@@ -3,6 +3,7 @@ models"; the measurements behind the defaults: README, "Results: earlier, shorte
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lic_dynamics import validation
@@ -41,6 +42,19 @@ class STDETConfig:
             (``benchmarks/results/convergence*``): "sma" ended at 1.11 +- 0.49x Adam's validation
             loss, "raw" at 1.77 +- 2.47x; at one lambda (0.0067, the ablation) "raw" looked
             better, 0.86x against 1.41x.
+        live_references: cluster only the scalars that moved during the warm-up, so that no mode
+            is wasted on a reference that cannot move (:class:`~lic_train.rules.modes.Modes`).
+        max_amplification: the most ``||a||_2`` over one reference's embedded members (>= 0; 0:
+            unbounded). One step ``dr`` of a reference moves its members by ``||a||_2 |dr|`` in
+            L2, in a direction its own gradient chose: this bounds that leverage.
+        release_beyond: release (make trainable again) the embedded scalars whose reference has
+            left the range their line was fitted on by more than this many times the range's
+            width (>= 0; 0: never). Observations and events then go on after the cap, so the
+            lines of released scalars are refitted on the longer trajectory.
+        route_gradients: give each reference the gradient of its mode, the reparameterisation
+            ``w = a r + b`` seen by the chain rule, in the least-squares step's scale:
+            ``(g_r + sum_i a_i g_i) / (1 + sum_i a_i^2)`` over its embedded members that are
+            still in autograd (a tensor embedded whole computes no gradient).
         seed: seed of the clustering sample (>= 0).
     """
 
@@ -57,6 +71,10 @@ class STDETConfig:
     variant: str = "sensitivity"
     granularity: str = "scalar"
     trajectory: str = "sma"
+    live_references: bool = False
+    max_amplification: float = 0.0
+    release_beyond: float = 0.0
+    route_gradients: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,6 +100,13 @@ class STDETConfig:
                 low_open=low_open, high_open=high_open,
             )  # fmt: skip
             object.__setattr__(self, name, value)
+        for name in ("max_amplification", "release_beyond"):
+            value = validation.real(
+                name, getattr(self, name), "[0, inf)", low=0, high=math.inf, low_open=False
+            )
+            object.__setattr__(self, name, value)
+        for name in ("live_references", "route_gradients"):
+            object.__setattr__(self, name, validation.flag(name, getattr(self, name)))
         if self.every < self.snapshot_every:
             # Sensitivity is read on observation steps: every window between events needs one.
             raise InvalidValue(

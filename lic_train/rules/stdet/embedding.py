@@ -5,7 +5,10 @@ members tied to references by frozen lines. STDET decides *which* scalars are ti
 line; the table only enforces the tie, as an :class:`~lic_train.rules.chain.UpdateRule`:
 
 * ``after_backward``: embedded scalars get a zero gradient, so clipping and the optimizer never
-  see one;
+  see one; with ``route_gradients`` each reference first gets its mode's gradient,
+  ``(g_r + sum_i a_i g_i) / (1 + sum_i a_i^2)`` over the members still in autograd: the chain rule
+  of ``w_i = a_i r + b_i``, scaled as the least-squares fit of one step of ``r`` to the full
+  gradient step on the mode (so a mode of 1e5 members does not dominate the clipping norm);
 * ``after_step``: embedded scalars are recomputed from the current references, before anything
   else reads the weights (an SMA sample, a validation, a checkpoint).
 
@@ -74,8 +77,10 @@ class EmbeddingTable:
         [10.0, 20.5, -10.0]
     """
 
-    def __init__(self, params: Sequence[nn.Parameter]) -> None:
+    def __init__(self, params: Sequence[nn.Parameter], *, route_gradients: bool = False) -> None:
         self.params = list(params)
+        self.route_gradients = route_gradients
+        self._routed_sq: torch.Tensor | None = None  # (M,) sum a^2 of the members with gradients
         sizes = [p.numel() for p in self.params]
         self.offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()]
         self.entries: list[Embedded] = []
@@ -125,6 +130,14 @@ class EmbeddingTable:
             )
             if is_whole:
                 whole.append(i)
+        if self.route_gradients and self._reference_at:
+            device = self.params[0].device
+            self._routed_sq = torch.zeros(len(self._reference_at), device=device)
+            for e in self.entries:
+                if e.index is not None:
+                    self._routed_sq.index_add_(
+                        0, e.mode.to(device), e.a.float().square().to(device)
+                    )
         return whole
 
     @torch.no_grad()
@@ -146,6 +159,25 @@ class EmbeddingTable:
                 put(p, e.index, values)
 
     @torch.no_grad()
+    def route(self) -> None:
+        """Each reference's gradient becomes ``(g_r + sum_i a_i g_i) / (1 + sum_i a_i^2)`` over
+        its embedded members that have a gradient (before they are zeroed)."""
+        if self._routed_sq is None or not self.entries:
+            return
+        device = self.params[0].device
+        total = torch.zeros(len(self._reference_at), device=device)
+        for e in self.entries:
+            grad = self.params[e.tensor].grad
+            if grad is None or e.index is None:
+                continue
+            g = grad.reshape(-1).index_select(0, e.index)
+            total.index_add_(0, e.mode.to(device), (e.a * g).float().to(device))
+        for m, (p, where) in enumerate(self._reference_at):
+            if p.grad is not None:
+                g_r = p.grad[where]
+                p.grad[where] = ((g_r + total[m].to(g_r)) / (1 + self._routed_sq[m])).to(g_r)
+
+    @torch.no_grad()
     def zero_gradients(self) -> None:
         """A zero gradient for every embedded scalar of a tensor still in autograd."""
         for e in self.entries:
@@ -156,6 +188,8 @@ class EmbeddingTable:
     # --- the UpdateRule protocol ---------------------------------------------------------------
 
     def after_backward(self) -> None:
+        if self.route_gradients:
+            self.route()
         self.zero_gradients()
 
     def after_step(self) -> None:

@@ -74,6 +74,8 @@ from lic_train.rules.stdet.config import DUMMY, TRAINABLE, TRUE, STDETConfig
 from lic_train.rules.stdet.embedding import EmbeddingTable
 from lic_train.rules.stdet.sensitivity import Sensitivity
 
+FAR = 1e6  # the extrapolation reported beyond a range of width 0 (finite, for JSON)
+
 
 class Trajectory(Protocol):
     """What CMD observes: the values of named parameters (an :class:`~lic_train.rules.sma.SMA`'s
@@ -116,7 +118,11 @@ class STDET:
         self.names = [name for name, _ in named]
         self.params = [p for _, p in named]
         self.total = sum(p.numel() for _, p in model.named_parameters())
-        self.embedding = EmbeddingTable(self.params)
+        self.embedding = EmbeddingTable(self.params, route_gradients=self.config.route_gradients)
+        # Each group's parameters in their first order: a tensor that comes back into the
+        # optimizer (released) takes its old place, so that optimizer.state_dict() of a resumed
+        # run lines up with the one saved.
+        self._group_order = [list(group["params"]) for group in optimizer.param_groups]
         self.offsets = self.embedding.offsets
         self.device = torch.device(device)
         float64 = any(p.dtype == torch.float64 for p in self.params) or (
@@ -132,6 +138,7 @@ class STDET:
             # float64 weights (or a float64 average) keep a float64 history: rounding it to float32
             # would distort the fit that the later, exact observations continue.
             snapshot_dtype=torch.float64 if float64 else torch.float32,
+            live_only=self.config.live_references,
         )
         self.size = self.modes.size
         self.sensitivity_sums = Sensitivity(self.params)
@@ -141,6 +148,13 @@ class STDET:
         self.frozen_a = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self.frozen_b = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self._last_a = self._last_b = None  # (a, b) at the fit or the last event
+        # Which event embedded each scalar (-1: trainable), and at every event the references'
+        # raw values and the range [low, high] their lines had been fitted on: the health
+        # metrics and the release rule measure from there.
+        self.embedded_event = torch.full((self.size,), -1, dtype=torch.int16, device=self.device)
+        self.event_reference: list[torch.Tensor] = []
+        self.event_low: list[torch.Tensor] = []
+        self.event_high: list[torch.Tensor] = []
         self._removed: set[int] = set()
         self._embedded_total = 0
         self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
@@ -150,7 +164,7 @@ class STDET:
     @torch.no_grad()
     def after_backward(self) -> None:
         """Accumulate sensitivity on the steps whose weights will be observed."""
-        if self.saturated:
+        if not self.active:
             return
         if self.modes.fitted and (self.steps + 1) % self.config.snapshot_every == 0:
             self.sensitivity_sums.accumulate()
@@ -165,7 +179,7 @@ class STDET:
                 "STDET's embedding table did not run before it in this step: chain them as "
                 "lic_train.rules.chain_of(sma=..., stdet=stdet) does (embedding first)"
             )
-        if self.saturated:
+        if not self.active:
             return
         if self.steps % self.config.snapshot_every == 0:
             was_fitted = self.modes.fitted
@@ -187,14 +201,22 @@ class STDET:
         a, b = self.modes.coefficients()
         drift = torch.hypot(a - self._last_a, b - self._last_b)
         self._last_a, self._last_b = a, b
-        budget = min(math.ceil(cfg.fraction * self.size), self._cap_left())
+        event = self.events
         self.events += 1
-        if budget <= 0:
-            return
+        self.event_reference.append(self.reference_values())
+        self.event_low.append(self.modes.low.clone())
+        self.event_high.append(self.modes.high.clone())
+        released = self._release() if cfg.release_beyond > 0 else None
+        budget = min(math.ceil(cfg.fraction * self.size), self._cap_left())
         new_kind = torch.zeros_like(self.kind)
-        if distributed.rank() == 0:
-            new_kind = self._choose(drift, budget)
+        if budget > 0 and distributed.rank() == 0:
+            new_kind = self._choose(drift, budget, a)
         distributed.broadcast_from_rank0(new_kind)
+        if budget <= 0 or not bool((new_kind != TRAINABLE).any()):
+            if released is not None and bool(released.any()):
+                self._tie(released=released)
+                self.embedding.materialize()
+            return
         chosen = new_kind != TRAINABLE
         theta = torch.cat(
             [p.detach().reshape(-1).to(self.device, torch.float64) for p in self.params]
@@ -206,13 +228,28 @@ class STDET:
         self.frozen_b[chosen] = b_frozen[chosen]
         distributed.broadcast_from_rank0(self.frozen_a, self.frozen_b)
         self.kind[chosen] = new_kind[chosen]
+        self.embedded_event[chosen] = event
         self._embedded_total = int((self.kind != TRAINABLE).sum())
         self._smallest_free = None
         self.sensitivity_sums.reset()
-        self._tie(fresh=chosen)
+        if released is not None:
+            released &= ~chosen  # released and embedded again at once: fresh, with a new line
+        self._tie(fresh=chosen, released=released)
         self.embedding.materialize()
 
-    def _choose(self, drift: torch.Tensor, budget: int) -> torch.Tensor:
+    def _release(self) -> torch.Tensor:
+        """Make trainable again the embedded scalars whose reference left the range their line was
+        fitted on by more than ``release_beyond`` widths; returns them as a mask (N,). Decided on
+        rank 0 and broadcast."""
+        released = self.extrapolation() > self.config.release_beyond
+        distributed.broadcast_from_rank0(released)
+        self.kind[released] = TRAINABLE
+        self.embedded_event[released] = -1
+        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self._smallest_free = None
+        return released
+
+    def _choose(self, drift: torch.Tensor, budget: int, a: torch.Tensor) -> torch.Tensor:
         """The kind (TRUE/DUMMY) of each scalar embedded at this event, TRAINABLE elsewhere."""
         cfg = self.config
         sensitivity = self.sensitivity()
@@ -227,28 +264,44 @@ class STDET:
                 holding_references=self._holding_references(), **common,
             )  # fmt: skip
         else:
+            leverage = None
+            if cfg.max_amplification > 0:
+                mode = self.modes.mode.long()
+                carried = torch.zeros(self.modes.reference.numel(), dtype=torch.float64,
+                                      device=self.device)  # fmt: skip
+                carried.index_add_(0, mode[embedded], self.frozen_a[embedded].square())
+                leverage = selection.Leverage(a, mode, carried, cfg.max_amplification)
             steady = selection.steadiest_scalars(
-                drift, r2, embedded, references=self.modes.reference, **common
+                drift, r2, embedded, references=self.modes.reference, leverage=leverage, **common
             )
         return selection.kinds(
             steady, sensitivity, size=self.size, variant=cfg.variant,
             quantile=cfg.sensitivity_quantile,
         )  # fmt: skip
 
-    def _tie(self, fresh: torch.Tensor | None = None) -> None:
-        """Rebuild the embedding table; zero the optimizer state of the ``fresh`` embedded scalars
-        and take wholly embedded tensors out of the optimizer and autograd."""
+    def _tie(self, fresh: torch.Tensor | None = None, released: torch.Tensor | None = None) -> None:
+        """Rebuild the embedding table; zero the optimizer state of the ``fresh`` embedded
+        scalars; take wholly embedded tensors out of the optimizer and autograd, and bring back
+        those that are no longer whole (with fresh state); give the ``released`` scalars of the
+        other tensors a typical optimizer state (:func:`~.optimizer.refill_state`)."""
         whole = set(self.embedding.set(self.kind, self.frozen_a, self.frozen_b, self.modes.mode))
-        for e in self.embedding.entries:
-            i = e.tensor
-            if i in whole:
-                if i not in self._removed:
-                    edits.remove_parameter(self.optimizer, self.params[i])
-                    self._removed.add(i)
-            elif fresh is not None:
-                lo, hi = self.offsets[i], self.offsets[i + 1]
-                index = torch.nonzero(fresh[lo:hi]).squeeze(1).to(self.params[i].device)
-                edits.zero_state(self.optimizer, self.params[i], index)
+        for i in sorted(self._removed - whole):
+            edits.restore_parameter(self.optimizer, self.params[i], self._group_order)
+            self._removed.discard(i)
+        for i in sorted(whole - self._removed):
+            edits.remove_parameter(self.optimizer, self.params[i])
+            self._removed.add(i)
+        for i, p in enumerate(self.params):
+            if i in self._removed:
+                continue
+            lo, hi = self.offsets[i], self.offsets[i + 1]
+            if fresh is not None and bool(fresh[lo:hi].any()):
+                index = torch.nonzero(fresh[lo:hi]).squeeze(1).to(p.device)
+                edits.zero_state(self.optimizer, p, index)
+            if released is not None and bool(released[lo:hi].any()):
+                index = torch.nonzero(released[lo:hi]).squeeze(1).to(p.device)
+                trained = torch.nonzero((self.kind[lo:hi] == TRAINABLE) & ~released[lo:hi])
+                edits.refill_state(self.optimizer, p, index, trained.squeeze(1).to(p.device))
 
     def _holding_references(self) -> set[int]:
         return {self.embedding.tensor_of(r) for r in self.modes.reference.tolist()}
@@ -263,6 +316,12 @@ class STDET:
     def reference_values(self) -> torch.Tensor:
         """Current raw values of the references, float64 (M',) on the bookkeeping device."""
         return self.embedding.references().to(self.device, torch.float64)
+
+    @property
+    def active(self) -> bool:
+        """Whether STDET still observes, accumulates sensitivity and holds events: until it is
+        saturated, or always when it may release scalars (``release_beyond > 0``)."""
+        return self.config.release_beyond > 0 or not self.saturated
 
     @property
     def saturated(self) -> bool:
@@ -291,6 +350,73 @@ class STDET:
     def _cap_left(self) -> int:
         return math.floor(self.config.max_embedded * self.size) - self._embedded_total
 
+    def _at_embedding(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For every embedded scalar (flat indices ``where``): its reference's raw value now, and
+        at its event, and the range its line was fitted on then (low, high); float64."""
+        where = torch.nonzero(self.kind != TRAINABLE).squeeze(1)
+        event = self.embedded_event[where].long()
+        mode = self.modes.mode[where].long()
+        now = self.reference_values()[mode]
+        then, low, high = (
+            torch.stack(history)[event, mode]
+            for history in (self.event_reference, self.event_low, self.event_high)
+        )
+        return where, now, then, torch.stack([low, high])
+
+    def extrapolation(self) -> torch.Tensor:
+        """How far each embedded scalar's reference now lies outside the range its line was
+        fitted on (observed reference values up to the embedding event), in widths of that
+        range: ``max(low - r, r - high, 0) / (high - low)``; float64 (N,), 0 for trainable
+        scalars; ``FAR`` (1e6) where the range had width 0 and the reference left it."""
+        out = torch.zeros(self.size, dtype=torch.float64, device=self.device)
+        if self._embedded_total == 0:
+            return out
+        where, now, _, (low, high) = self._at_embedding()
+        beyond = torch.maximum(low - now, now - high).clamp_(min=0.0)
+        width = high - low
+        ratio = torch.where(width > 0, beyond / torch.where(width > 0, width, 1.0), beyond * FAR)
+        out[where] = ratio.clamp_(max=FAR)
+        return out
+
+    def health(self) -> dict[str, float]:
+        """STDET's health, the numbers that show an embedding going bad before the loss does
+        (issue 15); empty before the fit. All floats:
+
+        * ``embedded``: share of the tracked scalars embedded;
+        * ``still_references``: references whose observed range has width 0 (they cannot move
+          their members in a way the lines were fitted for);
+        * ``members_max``: the largest share of the tracked scalars embedded on one reference;
+        * ``leverage_max``: the largest ``||a||_2`` over one reference's embedded members, the
+          L2 distance they move per unit step of the reference;
+        * ``extrapolation_max``: the largest :meth:`extrapolation`;
+        * ``embedded_drift``: ``||w_E - w_E(t_e)|| / ||w_E(t_e)||``, how far the embedded scalars
+          moved since their embedding, relative to their values then (0: none embedded).
+        """
+        if not self.modes.fitted:
+            return {}
+        m = self.modes.reference.numel()
+        embedded = self.kind != TRAINABLE
+        mode = self.modes.mode[embedded].long()
+        a = self.frozen_a[embedded]
+        members = torch.bincount(mode, minlength=m)
+        leverage = torch.zeros(m, dtype=torch.float64, device=self.device)
+        leverage.index_add_(0, mode, a.square())
+        width = self.modes.high - self.modes.low
+        health = {
+            "embedded": self._embedded_total / self.size,
+            "still_references": float(int((width <= 0).sum())),
+            "members_max": int(members.max()) / self.size,
+            "leverage_max": float(leverage.max().sqrt()),
+            "extrapolation_max": float(self.extrapolation().max()),
+            "embedded_drift": 0.0,
+        }
+        if self._embedded_total:
+            where, now, then, _ = self._at_embedding()
+            value_then = torch.addcmul(self.frozen_b[where], self.frozen_a[where], then)
+            moved = self.frozen_a[where] * (now - then)
+            health["embedded_drift"] = float(moved.norm() / value_then.norm().clamp(min=1e-30))
+        return health
+
     def embedded_count(self) -> dict[str, int]:
         """Number of tracked scalars by kind: ``{"true": .., "dummy": .., "trainable": ..}``."""
         counts = torch.bincount(self.kind.long(), minlength=3).tolist()
@@ -306,7 +432,8 @@ class STDET:
 
     def nbytes(self) -> int:
         """Bookkeeping memory in bytes (modes, embedding table, sensitivity), all devices."""
-        tensors = [self.kind, self.frozen_a, self.frozen_b]
+        tensors = [self.kind, self.frozen_a, self.frozen_b, self.embedded_event]
+        tensors += self.event_reference + self.event_low + self.event_high
         if self._last_a is not None:
             tensors += [self._last_a, self._last_b]
         own = sum(t.numel() * t.element_size() for t in tensors)
@@ -326,6 +453,10 @@ class STDET:
             "frozen_b": self.frozen_b.clone(),
             "last_a": None if self._last_a is None else self._last_a.clone(),
             "last_b": None if self._last_b is None else self._last_b.clone(),
+            "embedded_event": self.embedded_event.clone(),
+            "event_reference": [t.clone() for t in self.event_reference],
+            "event_low": [t.clone() for t in self.event_low],
+            "event_high": [t.clone() for t in self.event_high],
             **self.sensitivity_sums.state_dict(),
         }
 
@@ -359,6 +490,9 @@ class STDET:
         self._last_a, self._last_b = (
             (None, None) if last[0] is None else tuple(t.to(self.device).clone() for t in last)
         )
+        self.embedded_event = state["embedded_event"].to(self.device, torch.int16).clone()
+        for key in ("event_reference", "event_low", "event_high"):
+            setattr(self, key, [t.to(self.device, torch.float64).clone() for t in state[key]])
         self.sensitivity_sums.load_state_dict(state)
         self._tie()
         self.embedding.materialize()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -39,12 +40,16 @@ def steadiest_scalars(
     min_r2: float,
     keep_sensitive: float,
     sensitivity: torch.Tensor,
+    leverage: Leverage | None = None,
 ) -> torch.Tensor:
     """The ``budget`` steadiest eligible scalars (not embedded, not a reference, ``R^2 >=
-    min_r2``), less the most sensitive ``floor(keep_sensitive * n)`` of them. Flat indices."""
+    min_r2``, and within the ``leverage`` bound when one is given), less the most sensitive
+    ``floor(keep_sensitive * n)`` of them. Flat indices."""
     eligible = ~embedded & (r2 >= min_r2)
     eligible[references] = False
     candidates = torch.nonzero(eligible).squeeze(1)
+    if leverage is not None:
+        candidates = leverage.within(candidates[torch.argsort(drift[candidates], stable=True)])
     n = min(budget, candidates.numel())
     steady = candidates[torch.topk(drift[candidates], n, largest=False, sorted=False).indices]
     keep = math.floor(keep_sensitive * n)
@@ -53,6 +58,44 @@ def steadiest_scalars(
             torch.topk(sensitivity[steady], n - keep, largest=False, sorted=False).indices
         ]
     return steady
+
+
+class Leverage(NamedTuple):
+    """The bound on a reference's leverage: ``||a||_2`` over its embedded members at most
+    ``bound``. ``a`` and ``mode`` (N,) are every scalar's slope and mode, ``embedded_sq`` (M,) the
+    ``sum a^2`` each reference carries already."""
+
+    a: torch.Tensor
+    mode: torch.Tensor
+    embedded_sq: torch.Tensor
+    bound: float
+
+    def within(self, ordered: torch.Tensor) -> torch.Tensor:
+        """The scalars of ``ordered`` (flat indices, preferred first) that each reference can
+        still take, in order: the longest prefix of each mode's scalars whose ``sum a^2``, added
+        to the reference's, stays at most ``bound^2``.
+
+        Examples:
+            >>> a = torch.tensor([3.0, 4.0, 1.0, 2.0], dtype=torch.float64)
+            >>> lever = Leverage(a, torch.tensor([0, 0, 0, 1]), torch.zeros(2, dtype=torch.float64), 5.0)
+            >>> lever.within(torch.tensor([0, 1, 2, 3])).tolist()  # 9 + 16 = 25; + 1 is too much
+            [0, 1, 3]
+        """
+        if ordered.numel() == 0:
+            return ordered
+        mode = self.mode[ordered].long()
+        sq = self.a[ordered].to(torch.float64).square()
+        # The running sum of a^2 inside each mode, in preference order: sort by mode (stable,
+        # so the order inside a mode is kept), cumulate, subtract each mode's start.
+        by_mode = torch.argsort(mode, stable=True)
+        cumulative = sq[by_mode].cumsum(0)
+        sorted_mode = mode[by_mode]
+        starts = torch.searchsorted(sorted_mode, sorted_mode)  # first position of each mode
+        before = torch.where(starts > 0, cumulative[(starts - 1).clamp(min=0)], 0.0)
+        running = torch.empty_like(sq)
+        running[by_mode] = cumulative - before
+        room = self.bound**2 - self.embedded_sq.to(torch.float64)[mode]
+        return ordered[running <= room]
 
 
 def steadiest_tensors(

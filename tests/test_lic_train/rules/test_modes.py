@@ -202,7 +202,7 @@ def test_memory_after_the_fit_does_not_grow():
     after = modes.nbytes()
     observe_all(modes, history[20:])
     assert modes.nbytes() == after  # O(N), independent of the number of observations
-    assert after == 500 * (4 * 8 + 8) + modes.reference.numel() * (4 * 8)
+    assert after == 500 * (4 * 8 + 4) + modes.reference.numel() * (6 * 8)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,31 @@
+"""Candidates for a stable STDET (issue 15), on the time-to-quality benchmark's configuration.
+
+What: ``lic_train.experiments.compare`` with its ``stability`` preset: hyperprior N=32/M=48,
+128x128 crops, batch 8, Adam lr 1e-3 with the step decay (x0.1 at 90%), T = 1200 steps, lambda
+0.0018, seeds 0, 1, 2; full-length runs only (no budget sweep). Against Adam with the same seed:
+
+  stdet                  as measured by the time-to-quality benchmark of issue 14 (10 modes);
+  + live_references      the clustering sees only scalars that moved during the warm-up;
+  + modes=256, max_amplification=30
+                         more modes and ||a||_2 <= 30 behind one reference;
+  + release_beyond=1.0   embedded scalars whose reference left its fitted range by more than
+                         one width are released, with a typical Adam state;
+  + route_gradients      each reference gets its mode's gradient, least-squares scaled;
+  max_amplification=10   a tighter bound.
+
+Each run logs STDET's health (members per reference, leverage, extrapolation, drift) in its
+metrics.jsonl; the report adds each method's largest validation excursion after the first event.
+
+Run:  python benchmarks/stdet_stability.py          # about 25 minutes on 2 CPU cores (--jobs 2)
+      python benchmarks/stdet_stability.py --quick  # smoke test
+Files: benchmarks/results/stability/ (report.md, results.json, PNGs).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _training import main
+
+if __name__ == "__main__":
+    sys.exit(main("stability", __doc__))
