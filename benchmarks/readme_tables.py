@@ -17,7 +17,7 @@ import nqm_scaling
 import time_to_quality
 import trainer_throughput
 
-from lic_train.experiments import format_stat, ttq_report
+from lic_train.experiments import format_stat, report, ttq_report
 
 # Earlier, shorter runs that the README links to without their tables.
 LINKED_ONLY = ("convergence", "convergence-raw")
@@ -102,6 +102,8 @@ def tables() -> dict[str, list[str]]:
                 out[f"{name} scales"] = time_to_quality.scale_table(scales)
             continue
         out[path.parent.name] = method_table(results)
+        if report.stability_table(results):
+            out[f"{path.parent.name} stability"] = report.stability_table(results)
         if len(results["preset"]["lambdas"]) > 1:
             out[f"{path.parent.name} bit streams"] = rd_table(results)
     return out

@@ -13,12 +13,18 @@ What: ``lic_train.experiments.compare`` with its ``stability`` preset: hyperprio
   + route_gradients      each reference gets its mode's gradient, least-squares scaled;
   max_amplification=10   a tighter bound.
 
+The second round (``--preset stability-2``) starts from the first round's best (live references,
+256 modes, ||a||_2 <= 30, routed gradients) and tries release at one width, a looser bound (50)
+that embeds about half the model, with release, with dummy embedding only, and with a later start
+(snapshot_every=20: first event at step 250).
+
 Each run logs STDET's health (members per reference, leverage, extrapolation, drift) in its
 metrics.jsonl; the report adds each method's largest validation excursion after the first event.
 
-Run:  python benchmarks/stdet_stability.py          # about 25 minutes on 2 CPU cores (--jobs 2)
-      python benchmarks/stdet_stability.py --quick  # smoke test
-Files: benchmarks/results/stability/ (report.md, results.json, PNGs).
+Run:  python benchmarks/stdet_stability.py                        # about 30 minutes, 2 CPU cores
+      python benchmarks/stdet_stability.py --preset stability-2   # about 25 minutes
+      python benchmarks/stdet_stability.py --quick                # smoke test
+Files: benchmarks/results/stability/ and stability-2/ (report.md, results.json, PNGs).
 """
 
 from __future__ import annotations

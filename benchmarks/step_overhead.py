@@ -59,6 +59,7 @@ from torch import nn
 
 from lic_train.rules import SMA, STDET, Chain, STDETConfig, chain_of
 from lic_train.rules.parameters import is_quantiles
+from lic_train.rules.stdet.optimizer import mask_of
 from lic_train.trainer.step import train_step
 
 with warnings.catch_warnings():  # torch.jit.script is deprecated; compressai uses it on import
@@ -222,10 +223,10 @@ def state_nbytes(*optimizers: torch.optim.Optimizer) -> int:
 
 
 def in_optimizer(s: Setup) -> int:
-    """Scalars in the param groups of both optimizers (embedded scalars of partly embedded
-    tensors included: they stay in the optimizer, with zero gradient)."""
+    """Scalars the two optimizers step: whole parameters, and the trainable scalars of partly
+    embedded tensors (STDET's proxies, whose state is packed to them)."""
     return sum(
-        p.numel()
+        p.numel() if mask_of(p) is None else int(mask_of(p).sum())
         for opt in (s.optimizer, s.aux_optimizer)
         for group in opt.param_groups
         for p in group["params"]

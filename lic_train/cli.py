@@ -118,6 +118,7 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
         ("snapshot-every", int), ("snapshots", int), ("every", int), ("modes", int),
         ("samples", int), ("fraction", float), ("max-embedded", float), ("min-r2", float),
         ("keep-sensitive", float), ("sensitivity-quantile", float),
+        ("max-amplification", float), ("release-beyond", float),
     ):  # fmt: skip
         default = getattr(d, flag.replace("-", "_"))
         stdet.add_argument(f"--stdet-{flag}", type=kind, default=default, help=f"default {default}")
@@ -125,6 +126,13 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     stdet.add_argument("--stdet-granularity", choices=GRANULARITIES, default=d.granularity)
     stdet.add_argument("--stdet-trajectory", choices=TRAJECTORIES, default=d.trajectory,
                        help="with --sma: observe the average (sma) or the raw weights")  # fmt: skip
+    for flag, what in (
+        ("live-references", "cluster only the scalars that moved"),
+        ("route-gradients", "give each reference its mode's gradient"),
+    ):
+        default = getattr(d, flag.replace("-", "_"))
+        stdet.add_argument(f"--stdet-{flag}", action=argparse.BooleanOptionalAction,
+                           default=default, help=f"{what} (default {default})")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from statistics import fmean, stdev
 
 import numpy as np
 
-from lic_train.experiments.stats import bd_rate, mean_spread
+from lic_train.experiments.stats import bd_rate, largest_excursion, mean_spread
 
 BOOTSTRAP = 10_000  # resamples of the seeds
 CONFIDENCE = 0.95
@@ -279,4 +279,44 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
         for m in claim_ready
     }  # fmt: skip
     summary["finetuned"] = sorted({m for m, _ in finetunes})
+    summary["stability"] = stability(protocol, runs)
     return {"protocol": protocol, "runs": runs, "summary": summary}
+
+
+def stability(protocol: dict, runs: list[dict]) -> dict:
+    """Issue 15's "no spikes" goal, per lambda (the scratch runs at T, and the fine-tunes): each
+    run's :func:`~lic_train.experiments.stats.largest_excursion` after STDET's first event
+    (``warmup + every`` of the protocol's STDET, counted from each run's own start), the largest
+    of Adam's runs at that lambda, and per method how many runs exceed it (diverged runs count as
+    exceeding). Also, per method, the worst STDET health numbers of its full-length runs."""
+    stdet = protocol.get("stdet")
+    if stdet is None:
+        return {}
+    after = stdet["snapshot_every"] * stdet["snapshots"] + stdet["every"]
+    chosen = [r for r in runs if r["kind"] in ("trunk", "finetune")]
+    lambdas = sorted({r["lambda"] for r in chosen})
+    out: dict = {"after": after, "lambdas": {}, "health": {}}
+    for lmbda in lambdas:
+        here = [r for r in chosen if r["lambda"] == lmbda]
+        rises = [
+            None if r.get("diverged") is not None else largest_excursion(r["curve"], after)
+            for r in here
+        ]
+        adam = [x for x, r in zip(rises, here, strict=True) if r["method"] == "adam"]
+        adam_worst = max((x for x in adam if x is not None), default=None)
+        per_method = {}
+        for method in dict.fromkeys(r["method"] for r in here):
+            mine = [x for x, r in zip(rises, here, strict=True) if r["method"] == method]
+            per_method[method] = {
+                "largest": max((x for x in mine if x is not None), default=None),
+                "beyond_adam": None if adam_worst is None
+                else sum(x is None or x > adam_worst for x in mine),
+                "of": len(mine),
+            }  # fmt: skip
+        out["lambdas"][f"{lmbda:g}"] = {"adam_largest": adam_worst, "methods": per_method}
+    for method in protocol["methods"]:
+        health = [r["stdet_health"]["worst"] for r in runs if r["method"] == method
+                  and r["kind"] == "trunk" and r.get("stdet_health")]  # fmt: skip
+        if health:
+            out["health"][method] = {key: max(h[key] for h in health) for key in health[0]}
+    return out

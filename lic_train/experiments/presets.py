@@ -120,6 +120,15 @@ STABILITY_METHODS = (
     "adam", "stdet", f"stdet:{_LIVE}", f"stdet:{_BOUNDED}", f"stdet:{_BOUNDED},release_beyond=1.0",
     f"stdet:{_BOUNDED},route_gradients=true", f"stdet:{_LIVE},modes=256,max_amplification=10",
 )  # fmt: skip
+# The second round, from the first's best (bounded leverage and routed gradients): release, a
+# looser bound that embeds half the model, dummy embedding only, and a later start.
+_ROUTED = f"{_BOUNDED},route_gradients=true"
+_LOOSER = f"{_LIVE},modes=256,max_amplification=50,route_gradients=true"
+STABILITY_2_METHODS = (
+    "adam", f"stdet:{_ROUTED},release_beyond=1.0", f"stdet:{_LOOSER}",
+    f"stdet:{_LOOSER},release_beyond=1.0", f"stdet:{_LOOSER},variant=dummy",
+    f"stdet:{_LOOSER},snapshot_every=20",
+)  # fmt: skip
 # CompressAI's lambdas of qualities 2 to 5 (MSE).
 LADDER = (0.0035, 0.0067, 0.013, 0.025)
 
@@ -154,6 +163,10 @@ PRESETS = {
     "stability": Preset(
         base=CPU_BASE, seeds=(0, 1, 2), lambdas=(0.0018,), sma=_TINY_SMA, stdet=_STDET_V1,
         methods=STABILITY_METHODS,
+    ),
+    "stability-2": Preset(
+        base=CPU_BASE, seeds=(0, 1, 2), lambdas=(0.0018,), sma=_TINY_SMA, stdet=_STDET_V1,
+        methods=STABILITY_2_METHODS,
     ),
 }  # fmt: skip
 

@@ -80,6 +80,48 @@ def _per_lambda_table(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def stability_table(results: dict) -> list[str]:
+    """Spikes and STDET's health, one row per method (no lines when no method runs STDET)."""
+    stability = results.get("stability")
+    rows = stability["methods"] if stability else {}
+    if not any(row["leverage_max"]["n"] for row in rows.values()):
+        return []
+    lines = [
+        "| method | largest rise (%) | largest | runs beyond Adam's | leverage | members on one "
+        "reference | extrapolation | drift | still references |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in rows.items():
+        worst = row["excursion_max"]
+        beyond = "-" if row["beyond_adam"] is None else f"{row['beyond_adam']}/{row['runs']}"
+        lines.append(
+            f"| {method} | {format_stat(row['excursion'], 1, 100)} | "
+            f"{'-' if worst is None else f'{100 * worst:.1f}'} | {beyond} | "
+            f"{format_stat(row['leverage_max'], 1)} | {format_stat(row['members_max'], 3)} | "
+            f"{format_stat(row['extrapolation_max'], 2)} | "
+            f"{format_stat(row['embedded_drift'], 3)} | "
+            f"{format_stat(row['still_references'], 1)} |"
+        )
+    return lines
+
+
+def _stability_section(results: dict) -> list[str]:
+    table = stability_table(results)
+    if not table:
+        return []
+    return [
+        f"Stability after step {results['stability']['after']} (STDET's first event): the largest "
+        "rise of a validation above the best before it (%), mean ± sd over the runs and the "
+        "largest; runs whose rise exceeds the largest of Adam's; STDET's health: the worst "
+        "leverage (||a||_2 behind one reference), share of the scalars on one reference and "
+        "extrapolation (in widths of the fitted range) of each run, the embedded scalars' drift "
+        "at the end and the still references.",
+        "",
+        *table,
+        "",
+    ]
+
+
 def markdown(results: dict) -> str:
     """``report.md``: the main table (one row per method), how to read it, and the per-lambda
     table."""
@@ -104,6 +146,7 @@ def markdown(results: dict) -> str:
         "needs at least 4 lambdas.",
         "",
         *_per_lambda_table(results),
+        *_stability_section(results),
     ]
     return "\n".join(lines)
 

@@ -42,6 +42,55 @@ def steps_to_reach(curve: Sequence[Sequence[float]], target: float) -> int | Non
     return next((step for step, loss in smoothed(curve) if loss <= target), None)
 
 
+def largest_excursion(curve: Sequence[Sequence[float]], after: int) -> float | None:
+    """The largest rise of a validation above the best one before it, relative to that best, over
+    the validations after step ``after``: ``max_t (v_t - min_{s<t} v_s) / min_{s<t} v_s`` (raw
+    validations, no trailing mean: a spike is what is measured); 0 when none rises, None when
+    no validation follows ``after`` (issue 15's "no spikes" goal compares it with Adam's). RD
+    losses are positive; a best of 0 or less has no relative rise and is skipped.
+
+    Examples:
+        >>> largest_excursion([(10, 4.0), (20, 2.0), (30, 3.0), (40, 1.0)], after=10)
+        0.5
+    """
+    best, largest, seen = math.inf, None, False
+    for step, loss in curve:
+        if step > after and 0 < best < math.inf:
+            largest = max(largest or 0.0, (loss - best) / best)
+            seen = True
+        best = min(best, loss)
+    return largest if seen else None
+
+
+def stability(runs: list[dict], methods: list[str], after: int) -> dict[str, dict]:
+    """Per method: :func:`mean_spread` of each run's :func:`largest_excursion` after step
+    ``after`` (STDET's first event), its largest value, how many runs exceed the largest of
+    Adam's runs, and the means of STDET's health over the runs (the worst value of each number
+    in a run; the drift at its end)."""
+    excursions = {m: [largest_excursion(r["curve"], after) for r in runs if r["method"] == m]
+                  for m in methods}  # fmt: skip
+    adam_worst = max((e for e in excursions.get("adam", []) if e is not None), default=None)
+    rows = {}
+    for method in methods:
+        values = excursions[method]
+        present = [e for e in values if e is not None]
+        health = [r.get("stdet_health") or {} for r in runs if r["method"] == method]
+        rows[method] = {
+            "excursion": mean_spread(values),
+            "excursion_max": max(present, default=None),
+            "beyond_adam": None if adam_worst is None
+            else sum(e > adam_worst for e in present),
+            "runs": len(values),
+            **{
+                key: mean_spread([h[part].get(key) for h in health if h])
+                for part, key in (("worst", "leverage_max"), ("worst", "members_max"),
+                                  ("worst", "extrapolation_max"), ("last", "embedded_drift"),
+                                  ("last", "still_references"))
+            },
+        }  # fmt: skip
+    return {"after": after, "methods": rows}
+
+
 def ratio(value: float, reference: float) -> float | None:
     """``value / reference``; None where the reference is not positive (a peak-memory increase
     too small to measure)."""
@@ -152,9 +201,11 @@ def summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         }
         for method in methods
     }
+    first_event = preset.stdet.warmup + preset.stdet.every
     return {
         "preset": preset_dict(preset, methods),
         "methods": rows,
         "by_lambda": by_lambda,
+        "stability": stability(runs, methods, first_event),
         "runs": runs,
     }

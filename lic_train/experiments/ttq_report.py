@@ -74,6 +74,7 @@ def markdown(results: dict) -> str:
         *acceleration_table(results),
         "",
         *_claim(results),
+        *stability_table(results),
         *_checks(protocol, results["summary"]),
     ]
     return "\n".join(lines) + "\n"
@@ -211,6 +212,55 @@ def _stat(stat: dict) -> str:
         return "not computable"
     text = f"{stat['mean']:+.2f} ± {stat['std']:.2f}"
     return text if stat["n"] == stat["of"] else f"{text} ({stat['n']}/{stat['of']} seeds)"
+
+
+def stability_table(results: dict) -> list[str]:
+    """Issue 15's spikes: per lambda, each method's largest rise of a validation above the best
+    before it after STDET's first event, and how many of its runs rise more than Adam's largest;
+    then the worst STDET health numbers of the full-length runs."""
+    found = results["summary"].get("stability")
+    if not found or not found["lambdas"]:
+        return []
+    lambdas = list(found["lambdas"])
+    methods = list(dict.fromkeys(m for x in found["lambdas"].values() for m in x["methods"]))
+    lines = [
+        "## Spikes and STDET's health",
+        "",
+        f"After step {found['after']} of each run (STDET's first event): the largest rise of a "
+        "validation above the best validation before it (%), and in brackets the runs that rise "
+        "more than the largest of Adam's runs at that lambda (a diverged run counts).",
+        "",
+        "| method | " + " | ".join(f"lambda {x}" for x in lambdas) + " |",
+        "|---|" + "---|" * len(lambdas),
+    ]
+    for method in methods:
+        cells = []
+        for x in lambdas:
+            row = found["lambdas"][x]["methods"].get(method)
+            if row is None:
+                cells.append("-")
+                continue
+            largest = "-" if row["largest"] is None else f"{100 * row['largest']:.3g}"
+            beyond = "" if row["beyond_adam"] is None else f" ({row['beyond_adam']}/{row['of']})"
+            cells.append(largest + beyond)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if found["health"]:
+        lines += [
+            "",
+            "Worst over the full-length runs: leverage (||a||_2 behind one reference), share of "
+            "the tracked scalars on one reference, extrapolation of a line (widths of its fitted "
+            "range), drift of the embedded scalars since embedding (relative), still references.",
+            "",
+            "| method | leverage | members on one reference | extrapolation | drift | still |",
+            "|---|---|---|---|---|---|",
+        ]
+        for method, h in found["health"].items():
+            lines.append(
+                f"| {method} | {h['leverage_max']:.1f} | {h['members_max']:.3f} | "
+                f"{h['extrapolation_max']:.2f} | {h['embedded_drift']:.3f} | "
+                f"{h['still_references']:.0f} |"
+            )
+    return [*lines, ""]
 
 
 def _checks(protocol: dict, summary: dict) -> list[str]:

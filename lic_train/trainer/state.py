@@ -32,6 +32,7 @@ from torch import nn
 
 from lic_train.rules import Chain
 from lic_train.rules.parameters import is_quantiles, unwrap
+from lic_train.rules.stdet import optimizer as packing
 from lic_train.trainer.config import FitConfig
 from lic_train.trainer.models import describe
 
@@ -90,13 +91,18 @@ def layout(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
 def optimizer_state(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict:
     """``optimizer.state_dict()`` in the layout of ``params`` (one param group holding all of
     them, in that order): a parameter that left the optimizer is listed without state, which
-    torch's optimizers accept (they start its state afresh)."""
+    torch's optimizers accept (they start its state afresh); the packed state of a tensor that
+    STDET embedded in part is unpacked, zero for its embedded scalars."""
     saved = optimizer.state_dict()
     (group,) = saved["param_groups"]  # net_aux_optimizer makes one group per optimizer
     position = {id(p): i for i, p in enumerate(params)}
-    index = [position[id(p)] for p in optimizer.param_groups[0]["params"]]
+    held = optimizer.param_groups[0]["params"]
+    index = [position[id(packing.owner(p))] for p in held]
     return {
-        "state": {index[i]: state for i, state in saved["state"].items()},
+        "state": {
+            index[i]: {key: packing.unpacked(held[i], value) for key, value in state.items()}
+            for i, state in saved["state"].items()
+        },
         "param_groups": [{**group, "params": list(range(len(params)))}],
     }
 
@@ -105,7 +111,7 @@ def load_optimizer_state(
     optimizer: torch.optim.Optimizer, saved: dict, params: list[nn.Parameter]
 ) -> None:
     """Restore an :func:`optimizer_state` of ``params`` into ``optimizer``, which may hold fewer
-    of them (those STDET took out lose their saved state)."""
+    of them (those STDET took out lose their saved state) or stand-ins for them (packed again)."""
     (group,) = saved["param_groups"]
     if len(group["params"]) != len(params):
         raise ValueError(
@@ -113,11 +119,13 @@ def load_optimizer_state(
             f"{len(params)}: another architecture"
         )
     position = {id(p): i for i, p in enumerate(params)}
-    current = {position[id(p)]: i for i, p in enumerate(optimizer.param_groups[0]["params"])}
+    held = optimizer.param_groups[0]["params"]
+    current = {position[id(packing.owner(p))]: i for i, p in enumerate(held)}
     optimizer.load_state_dict({
         "state": {current[i]: state for i, state in saved["state"].items() if i in current},
         "param_groups": [{**group, "params": list(range(len(current)))}],
     })  # fmt: skip
+    packing.pack_loaded(optimizer)
 
 
 @dataclass

@@ -10,7 +10,8 @@ Counting optimizer steps n = 1, 2, ...:
   else the raw weights. After
   ``snapshots`` (T) observations, at step ``warmup = s * T``, modes, references and the lines
   ``theta_i ~ a_i r + b_i`` are fitted; the lines are then kept exact by streaming sums, one more
-  observation every s steps.
+  observation every s steps. With ``live_references`` only scalars that moved are clustered, so
+  every reference can move.
 * **Sensitivity.** ``s_i``, the mean of ``|theta_i * g_i|`` (first-order Taylor saliency) over the
   observation steps since the last event, read from the gradients the loop already computed.
 * **Events**, at ``n = warmup + j * every``, while fewer than ``max_embedded`` of the tracked scalars
@@ -19,8 +20,11 @@ Counting optimizer steps n = 1, 2, ...:
   event (``sqrt(da^2 + db^2)``, as in CMD) are chosen; the ``keep_sensitive`` most sensitive of them
   stay trainable this round. With ``granularity="tensor"`` whole tensors are chosen instead:
   those without a reference whose mean ``R^2`` passes the floor, by mean drift, as long as they fit
-  in the budget, less the ``keep_sensitive`` most sensitive by mean sensitivity. The rest are
-  embedded by the variant:
+  in the budget, less the ``keep_sensitive`` most sensitive by mean sensitivity. With
+  ``max_amplification`` A > 0 (scalar granularity) each mode takes only its steadiest candidates
+  whose ``sum a^2``, with its members embedded already, stays at most A^2: one step ``dr`` of a
+  reference then moves its members by at most ``A |dr|`` in L2. The rest are embedded by the
+  variant:
 
   - ``"true"``: snap onto the line, ``theta_i := a_i r + b_i``;
   - ``"dummy"``: keep the value, ``theta_i := a_i (r - r_e) + theta_i(t_e)``, i.e. the line through
@@ -31,13 +35,25 @@ Counting optimizer steps n = 1, 2, ...:
   Both kinds freeze ``(a_i, b_i)`` (dummy: ``b_i = theta_i(t_e) - a_i r(t_e)``) and follow the
   reference from then on.
 * **Embedded scalars** receive no gradient (the embedding table zeroes it after backward, so
-  clipping and the optimizer never see it), their optimizer state is zeroed at embedding (an
-  optimizer that folds weight decay into its state refills it, harmlessly), and they are
-  recomputed from the references after every optimizer step. A tensor whose scalars are all
-  embedded leaves the optimizer's param groups and autograd (``requires_grad=False``): its weight
-  gradient is no longer computed and its optimizer state is freed. References are never embedded.
+  clipping and the optimizer never see it), have no optimizer state (the optimizer holds only the
+  trainable scalars of a tensor embedded in part, packed: :mod:`.optimizer`), and are recomputed
+  from the references after every optimizer step. A tensor whose scalars are all embedded leaves
+  the optimizer's param groups and autograd (``requires_grad=False``): its weight gradient is no
+  longer computed. References are never embedded.
+  With ``route_gradients`` each reference first receives its mode's gradient (see
+  :mod:`.embedding`).
+* **Release** (``release_beyond`` > 0). At each event, before choosing, the embedded scalars whose
+  reference now lies more than ``release_beyond`` widths outside the range their line was fitted
+  on (:meth:`STDET.extrapolation`) become trainable again: their second moments take the median
+  of their tensor's trained scalars, their momentum zero; a tensor that had left the optimizer
+  comes back at its place (with fresh state). Their lines keep being refitted on the whole
+  trajectory, so they may be embedded again with a line that covers the longer range.
 * **Saturation.** Once the cap is reached nothing can change (embedding is final), so observations,
-  sensitivity and events stop; each step then only recomputes the embedded scalars.
+  sensitivity and events stop; each step then only recomputes the embedded scalars. With release,
+  nothing is final: observations and events go on.
+* **Health** (:meth:`STDET.health`): the members and leverage per reference, the extrapolation
+  of the lines, the drift of the embedded scalars; the trainer logs it at every event and
+  validation.
 
 The pieces, each in its own module: the configuration (:mod:`.config`), the pure selection rules
 (:mod:`.selection`), the sensitivity sums (:mod:`.sensitivity`), the embedding table that ties the
@@ -66,7 +82,7 @@ import torch
 from torch import nn
 
 from lic_train.rules import distributed
-from lic_train.rules.modes import Modes
+from lic_train.rules.modes import STILL, Modes
 from lic_train.rules.parameters import network_parameters
 from lic_train.rules.stdet import optimizer as edits
 from lic_train.rules.stdet import selection
@@ -119,10 +135,9 @@ class STDET:
         self.params = [p for _, p in named]
         self.total = sum(p.numel() for _, p in model.named_parameters())
         self.embedding = EmbeddingTable(self.params, route_gradients=self.config.route_gradients)
-        # Each group's parameters in their first order: a tensor that comes back into the
-        # optimizer (released) takes its old place, so that optimizer.state_dict() of a resumed
-        # run lines up with the one saved.
-        self._group_order = [list(group["params"]) for group in optimizer.param_groups]
+        self.packing = edits.Packing(optimizer, self.params)
+        # Trainable scalars of each tensor as the optimizer holds it (all, at first).
+        self._held = [p.numel() for p in self.params]
         self.offsets = self.embedding.offsets
         self.device = torch.device(device)
         float64 = any(p.dtype == torch.float64 for p in self.params) or (
@@ -155,7 +170,6 @@ class STDET:
         self.event_reference: list[torch.Tensor] = []
         self.event_low: list[torch.Tensor] = []
         self.event_high: list[torch.Tensor] = []
-        self._removed: set[int] = set()
         self._embedded_total = 0
         self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
 
@@ -214,7 +228,7 @@ class STDET:
         distributed.broadcast_from_rank0(new_kind)
         if budget <= 0 or not bool((new_kind != TRAINABLE).any()):
             if released is not None and bool(released.any()):
-                self._tie(released=released)
+                self._tie(released)
                 self.embedding.materialize()
             return
         chosen = new_kind != TRAINABLE
@@ -234,7 +248,7 @@ class STDET:
         self.sensitivity_sums.reset()
         if released is not None:
             released &= ~chosen  # released and embedded again at once: fresh, with a new line
-        self._tie(fresh=chosen, released=released)
+        self._tie(released)
         self.embedding.materialize()
 
     def _release(self) -> torch.Tensor:
@@ -279,29 +293,24 @@ class STDET:
             quantile=cfg.sensitivity_quantile,
         )  # fmt: skip
 
-    def _tie(self, fresh: torch.Tensor | None = None, released: torch.Tensor | None = None) -> None:
-        """Rebuild the embedding table; zero the optimizer state of the ``fresh`` embedded
-        scalars; take wholly embedded tensors out of the optimizer and autograd, and bring back
-        those that are no longer whole (with fresh state); give the ``released`` scalars of the
-        other tensors a typical optimizer state (:func:`~.optimizer.refill_state`)."""
-        whole = set(self.embedding.set(self.kind, self.frozen_a, self.frozen_b, self.modes.mode))
-        for i in sorted(self._removed - whole):
-            edits.restore_parameter(self.optimizer, self.params[i], self._group_order)
-            self._removed.discard(i)
-        for i in sorted(whole - self._removed):
-            edits.remove_parameter(self.optimizer, self.params[i])
-            self._removed.add(i)
+    def _tie(self, released: torch.Tensor | None = None) -> None:
+        """Rebuild the embedding table, and have the optimizer hold the trainable scalars of each
+        tensor whose set changed (:class:`~.optimizer.Packing`; ``released``: the scalars given
+        back to training at this event, which get a typical optimizer state)."""
+        self.embedding.set(self.kind, self.frozen_a, self.frozen_b, self.modes.mode)
         for i, p in enumerate(self.params):
-            if i in self._removed:
-                continue
             lo, hi = self.offsets[i], self.offsets[i + 1]
-            if fresh is not None and bool(fresh[lo:hi].any()):
-                index = torch.nonzero(fresh[lo:hi]).squeeze(1).to(p.device)
-                edits.zero_state(self.optimizer, p, index)
-            if released is not None and bool(released[lo:hi].any()):
-                index = torch.nonzero(released[lo:hi]).squeeze(1).to(p.device)
-                trained = torch.nonzero((self.kind[lo:hi] == TRAINABLE) & ~released[lo:hi])
-                edits.refill_state(self.optimizer, p, index, trained.squeeze(1).to(p.device))
+            trainable = self.kind[lo:hi] == TRAINABLE
+            count = int(trainable.sum())
+            given_back = None if released is None else released[lo:hi]
+            if count != self._held[i] or (given_back is not None and bool(given_back.any())):
+                self.packing.set(p, trainable, given_back)
+                self._held[i] = count
+
+    @property
+    def _removed(self) -> set[int]:
+        """The tensors embedded whole (out of the optimizer and autograd)."""
+        return {i for i, held in enumerate(self._held) if held == 0}
 
     def _holding_references(self) -> set[int]:
         return {self.embedding.tensor_of(r) for r in self.modes.reference.tolist()}
@@ -383,8 +392,9 @@ class STDET:
         (issue 15); empty before the fit. All floats:
 
         * ``embedded``: share of the tracked scalars embedded;
-        * ``still_references``: references whose observed range has width 0 (they cannot move
-          their members in a way the lines were fitted for);
+        * ``still_references``: references whose observed range is still (at most
+          :data:`~lic_train.rules.modes.STILL` of their magnitude): lines fitted on them are
+          meaningless;
         * ``members_max``: the largest share of the tracked scalars embedded on one reference;
         * ``leverage_max``: the largest ``||a||_2`` over one reference's embedded members, the
           L2 distance they move per unit step of the reference;
@@ -402,9 +412,10 @@ class STDET:
         leverage = torch.zeros(m, dtype=torch.float64, device=self.device)
         leverage.index_add_(0, mode, a.square())
         width = self.modes.high - self.modes.low
+        scale = torch.maximum(self.modes.high.abs(), self.modes.low.abs())
         health = {
             "embedded": self._embedded_total / self.size,
-            "still_references": float(int((width <= 0).sum())),
+            "still_references": float(int((width <= STILL * scale).sum())),
             "members_max": int(members.max()) / self.size,
             "leverage_max": float(leverage.max().sqrt()),
             "extrapolation_max": float(self.extrapolation().max()),
@@ -437,7 +448,10 @@ class STDET:
         if self._last_a is not None:
             tensors += [self._last_a, self._last_b]
         own = sum(t.numel() * t.element_size() for t in tensors)
-        return self.modes.nbytes() + own + self.sensitivity_sums.nbytes() + self.embedding.nbytes()
+        return (
+            self.modes.nbytes() + own + self.sensitivity_sums.nbytes() + self.embedding.nbytes()
+            + self.packing.nbytes()
+        )  # fmt: skip
 
     # --- state ----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from lic_train.experiments.acceleration import (
     crossing,
     rd_loss,
     rises_with_rate,
+    stability,
     summarise,
 )
 
@@ -192,3 +193,35 @@ def test_a_diverged_run_reaches_nothing_and_is_counted():
     assert 0.4 < found["per_seed"][0] < 0.6 and found["per_seed"][1] is None
     assert found["factor"] is None and 0 < found["never"] < 1
     assert summary["at_t"]["stdet"]["wall_seconds_per_step"]["of"] == 1
+
+
+def test_stability_counts_the_runs_that_spike_more_than_adams_largest_rise():
+    """After STDET's first event (step warmup + every = 30 here), each run's largest rise above
+    its best validation so far; a run rising more than the largest of Adam's runs at its lambda,
+    or diverged, counts as beyond."""
+    protocol = {"methods": ["adam", "stdet"],
+                "stdet": {"snapshot_every": 2, "snapshots": 10, "every": 10}}  # fmt: skip
+
+    def run(method, kind, lmbda, losses, **extra):
+        curve = [(10 * (i + 1), v) for i, v in enumerate(losses)]
+        return {"method": method, "kind": kind, "lambda": lmbda, "curve": curve, **extra}
+
+    health = {"worst": {"leverage_max": 3.0, "extrapolation_max": 0.5}}
+    runs = [
+        run("adam", "trunk", 0.01, [4, 2, 1, 1.2, 0.9]),  # +20% at step 40
+        run("adam", "trunk", 0.01, [4, 2, 1, 1.1, 0.9]),
+        run("adam", "branch", 0.01, [4, 2, 5]),  # branches are not counted
+        run("stdet", "trunk", 0.01, [4, 2, 1, 1.5, 0.9], stdet_health=health),  # +50%: beyond
+        run("stdet", "trunk", 0.01, [4, 6, 1, 1.1, 0.9], stdet_health=health),  # rise before 30
+        run("stdet", "finetune", 0.02, [1, 1, 1], diverged=25),
+        run("adam", "finetune", 0.02, [1, 1, 1, 1]),
+    ]
+    found = stability(protocol, runs)
+    assert found["after"] == 30
+    at = found["lambdas"]["0.01"]
+    assert at["adam_largest"] == pytest.approx(0.2)
+    assert at["methods"]["stdet"] == {"largest": pytest.approx(0.5), "beyond_adam": 1, "of": 2}
+    assert at["methods"]["adam"]["beyond_adam"] == 0
+    assert found["lambdas"]["0.02"]["methods"]["stdet"]["beyond_adam"] == 1  # diverged
+    assert found["health"] == {"stdet": {"leverage_max": 3.0, "extrapolation_max": 0.5}}
+    assert stability({"methods": ["adam"]}, runs) == {}  # no STDET in the protocol

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from lic_train.rules import SMA, chain_of  # noqa: E402
 from lic_train.rules.stdet import DUMMY, STDET, TRAINABLE, TRUE, STDETConfig  # noqa: E402
+from lic_train.rules.stdet.optimizer import owner  # noqa: E402
 from lic_train.testing import NoisyQuadratic  # noqa: E402
 from nqm.closed_form import sgd_variance  # noqa: E402
 from nqm.embedding import Tie  # noqa: E402
@@ -217,7 +218,7 @@ def test_a_fully_embedded_tensor_leaves_the_optimizer_and_autograd():
     assert removed == {"first", "second", "third"} - holds_reference
     assert removed
     for name, p in model.named_parameters():
-        in_groups = any(p is q for group in optimizer.param_groups for q in group["params"])
+        in_groups = any(owner(q) is p for group in optimizer.param_groups for q in group["params"])
         if name in removed:
             assert not p.requires_grad and p.grad is None
             assert p not in optimizer.state and not in_groups

@@ -79,14 +79,112 @@ def test_the_table_ties_members_zeroes_their_gradient_and_reports_whole_tensors(
     assert table.state_dict() == {}
 
 
-def test_optimizer_edits_zero_state_and_remove_a_parameter():
-    w, v = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(2))
-    optimizer = torch.optim.Adam([w, v], lr=0.1)
-    (w.sum() + v.sum()).backward()
-    optimizer.step()
-    edits.zero_state(optimizer, w, torch.tensor([1, 3]))
-    assert optimizer.state[w]["exp_avg"].tolist()[1::2] == [0.0, 0.0]
-    assert all(x != 0 for x in optimizer.state[w]["exp_avg"].tolist()[0::2])
-    edits.remove_parameter(optimizer, v)
-    assert [p for g in optimizer.param_groups for p in g["params"]] == [w]
-    assert v not in optimizer.state and not v.requires_grad and v.grad is None
+def test_routed_gradient_is_the_least_squares_step_of_the_mode():
+    """With route_gradients, the reference's gradient is (g_r + sum a_i g_i) / (1 + sum a_i^2)
+    over its members in autograd, the members' own gradients are zeroed, and a tensor embedded
+    whole (no gradient) is not counted."""
+    w = torch.nn.Parameter(torch.zeros(2, 3))
+    v = torch.nn.Parameter(torch.zeros(2))
+    table = EmbeddingTable([w, v], route_gradients=True)
+    table.set_references([0, 2])  # w[0, 0] and w[0, 2]
+    kind = torch.tensor([0, 1, 0, 1, 2, 0, 1, 1], dtype=torch.uint8)
+    a = torch.tensor([1.0, 2.0, 1.0, -1.0, 3.0, 0.0, 5.0, 5.0], dtype=torch.float64)
+    mode = torch.tensor([0, 0, 1, 1, 0, 1, 0, 0])
+    assert table.set(kind, a, torch.zeros(8, dtype=torch.float64), mode) == [1]
+    w.grad = torch.tensor([[0.5, 1.0, 2.0], [4.0, 8.0, 16.0]])
+    table.after_backward()
+    # mode 0: members 1 (a 2, g 1) and 4 (a 3, g 8); mode 1: member 3 (a -1, g 4)
+    expected_0 = (0.5 + 2 * 1.0 + 3 * 8.0) / (1 + 4 + 9)
+    expected_1 = (2.0 - 4.0) / (1 + 1)
+    torch.testing.assert_close(w.grad[0, 0], torch.tensor(expected_0))
+    torch.testing.assert_close(w.grad[0, 2], torch.tensor(expected_1))
+    assert w.grad.reshape(-1)[[1, 3, 4]].tolist() == [0.0, 0.0, 0.0]
+    assert w.grad[1, 2].item() == 16.0  # trainable, untouched
+
+
+def test_leverage_keeps_each_modes_steadiest_prefix_within_the_bound():
+    a = torch.tensor([1.0, 2.0, 2.0, 1.0, 3.0, 0.5], dtype=torch.float64)
+    mode = torch.tensor([0, 0, 0, 1, 1, 1])
+    carried = torch.tensor([0.0, 4.0], dtype=torch.float64)  # mode 1 carries sum a^2 = 4 already
+    lever = selection.Leverage(a, mode, carried, bound=3.0)
+    # mode 0 in order 0, 1, 2: 1, 5, 9 <= 9; mode 1 in order 4, 3, 5: 4 + 9 > 9 stops the prefix
+    assert lever.within(torch.tensor([0, 4, 1, 3, 2, 5])).tolist() == [0, 1, 2]
+    drift = torch.tensor([0.1, 0.2, 0.3, 0.0, 0.0, 0.0])
+    steady = selection.steadiest_scalars(
+        drift, torch.ones(6), torch.zeros(6, dtype=torch.bool), references=torch.tensor([3]),
+        budget=6, min_r2=0.5, keep_sensitive=0.0, sensitivity=torch.zeros(6), leverage=lever,
+    )  # fmt: skip
+    # by drift: 4 (9 + 4 > 9, and the prefix of mode 1 ends there), then 0, 1, 2 of mode 0
+    assert sorted(steady.tolist()) == [0, 1, 2]
+
+
+def adam_pair(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    first = [torch.nn.Parameter(torch.randn(3, 4, generator=g)) for _ in range(3)]
+    second = [torch.nn.Parameter(p.detach().clone()) for p in first]
+    return first, torch.optim.Adam(first, lr=0.1), second, torch.optim.Adam(second, lr=0.1)
+
+
+def adam_steps(params, optimizer, steps, g, frozen=None):
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        if frozen is not None:  # the embedding table's work: no gradient for embedded scalars
+            for p, mask in zip(params, frozen, strict=True):
+                p.grad[mask] = 0.0
+        optimizer.step()
+
+
+def test_packed_state_trains_the_trainable_scalars_bit_for_bit_as_zeroed_state():
+    """Adam holding a proxy of the trainable scalars steps them exactly as Adam on the whole
+    tensor with the embedded entries' state zeroed and their gradients zero (what STDET did
+    before packing), and holds two moments per trainable scalar only."""
+    packed, packed_adam, full, full_adam = adam_pair()
+    adam_steps(packed, packed_adam, 3, torch.Generator().manual_seed(1))
+    adam_steps(full, full_adam, 3, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    embedded = [torch.rand(3, 4, generator=g) < 0.6 for _ in range(3)]
+    embedded[2][:] = True  # a tensor embedded whole
+    packing = edits.Packing(packed_adam, packed)
+    for p, q, mask in zip(packed, full, embedded, strict=True):
+        packing.set(p, ~mask.reshape(-1), released=None)
+        for value in full_adam.state[q].values():
+            if value.shape == q.shape:
+                value[mask] = 0.0
+    held = packed_adam.param_groups[0]["params"]
+    assert [edits.owner(q) for q in held] == packed[:2] and packed[2].requires_grad is False
+    assert packed_adam.state[held[0]]["exp_avg"].numel() == int((~embedded[0]).sum())
+    whole_before = packed[2].detach().clone()
+    adam_steps(packed, packed_adam, 4, torch.Generator().manual_seed(3), frozen=embedded)
+    adam_steps(full, full_adam, 4, torch.Generator().manual_seed(3), frozen=embedded)
+    for p, q, mask in zip(packed[:2], full[:2], embedded[:2], strict=True):
+        assert torch.equal(p.detach()[~mask], q.detach()[~mask])
+        assert torch.equal(p.detach()[mask], q.detach()[mask])  # untouched: zero state, zero grad
+        assert p.grad is None  # the full gradient is dropped after the step
+    assert torch.equal(packed[2].detach(), whole_before)  # out of the optimizer: never stepped
+    # The optimizer's state in the model's layout: packed entries unpacked, zero where embedded.
+    state = edits.unpacked(held[0], packed_adam.state[held[0]]["exp_avg_sq"])
+    assert torch.equal(state, full_adam.state[full[0]]["exp_avg_sq"])
+
+
+def test_release_and_return_keep_each_parameters_place_and_give_a_typical_state():
+    params, adam, _, _ = adam_pair()
+    adam_steps(params, adam, 2, torch.Generator().manual_seed(1))
+    packing = edits.Packing(adam, params)
+    everything = torch.ones(12, dtype=torch.bool)
+    packing.set(params[0], ~everything, released=None)  # out
+    packing.set(params[1], everything.clone().index_fill_(0, torch.tensor([0, 1]), False), None)
+    assert [edits.owner(q) for q in adam.param_groups[0]["params"]] == params[1:]
+    packing.set(params[0], everything, released=None)  # back, at its first place, fresh state
+    held = adam.param_groups[0]["params"]
+    assert [edits.owner(q) for q in held] == params and params[0] not in adam.state
+    released = torch.zeros(12, dtype=torch.bool)
+    released[1] = True
+    trained_sq = edits.unpacked(held[1], adam.state[held[1]]["exp_avg_sq"]).reshape(-1)[2:]
+    packing.set(params[1], everything.clone().index_fill_(0, torch.tensor([0]), False), released)
+    state = adam.state[adam.param_groups[0]["params"][1]]
+    assert state["exp_avg_sq"][0] == trained_sq.median() and state["exp_avg"][0] == 0.0
+    assert state["exp_avg_sq"].numel() == 11
+    with pytest.raises(ValueError, match="none of the optimizer"):
+        packing.set(torch.nn.Parameter(torch.ones(1)), torch.ones(1, dtype=torch.bool), None)

@@ -72,9 +72,16 @@ def test_a_run_writes_metrics_checkpoints_and_a_summary(images, tmp_path):
     assert lines == records
     train = [r for r in lines if "split" not in r]
     assert [r["step"] for r in train] == [2, 4, 6, 8, 10, 12]
+    # STDET's health: at every event (steps 5, 7, 9, 11: after the fit at 3, every 2) and with
+    # every validation once fitted (4, 8, 12); its worst values in the summary.
+    health = [r for r in lines if r.get("split") == "stdet"]
+    assert [r["step"] for r in health] == [4, 5, 7, 8, 9, 11, 12]
+    keys = {"embedded", "still_references", "members_max", "leverage_max", "extrapolation_max",
+            "embedded_drift"}  # fmt: skip
+    assert all(keys <= r.keys() for r in health) and health[-1]["embedded"] > 0
     val = [r for r in lines if r.get("split") == "val"]
     assert {(r["step"], r["readout"]) for r in val} >= {(12, "raw"), (12, "sma")}
-    assert all(np.isfinite(r["loss"]) for r in lines)
+    assert all(np.isfinite(r["loss"]) for r in train + val)
     assert train[-1]["trainable"] < 1.0  # STDET embedded something
     saved = checkpoint.load(run / "checkpoint.pth.tar")
     for key in checkpoint.COMPRESSAI_KEYS:
@@ -88,11 +95,17 @@ def test_a_run_writes_metrics_checkpoints_and_a_summary(images, tmp_path):
     assert written["best"]["sma"] <= written["final"]["sma"]["loss"]
     assert written["trainable_fraction"] == summary.trainable_fraction < 1.0
     assert written["peak_memory_bytes"] > 0
+    last = {k: v for k, v in health[-1].items() if isinstance(v, float)}
+    assert written["stdet_health"]["last"] == last
+    assert written["stdet_health"]["worst"]["leverage_max"] == max(
+        r["leverage_max"] for r in health
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     board = EventAccumulator(str(run / "tb")).Reload().Tags()
     assert {"val/raw/reconstruction", "val/sma/reconstruction"} <= set(board["images"])
-    assert "train/loss" in board["scalars"] and any("config" in tag for tag in board["tensors"])
+    assert {"train/loss", "stdet/leverage_max"} <= set(board["scalars"])
+    assert any("config" in tag for tag in board["tensors"])
     name, model = load_trained(run)
     assert name == "bmshj2018-hyperprior-sma"
     raw_name, raw = load_trained(run, weights="raw")
