@@ -17,8 +17,8 @@ its own deep copy of one seeded model and its own optimizers:
 
 The STDET configurations are timed *after embedding*: before timing, untimed steps run until STDET
 is saturated (its cap reached; with whole tensors, no free tensor fits under it) or an event embeds
-nothing new, with ``snapshot_every=2, snapshots=5, every=5, samples=1000, modes=10, fraction=0.2``
-(other knobs at their defaults). A saturated STDET stops observing, so the timed steps pay only for
+nothing new, with ``snapshot_every=2, snapshots=5, every=5, samples=1000, fraction=0.2`` (other
+knobs at their defaults). A saturated STDET stops observing, so the timed steps pay only for
 zeroing the embedded gradients and recomputing the embedded scalars; the output says whether any
 event ran while timing. Every configuration runs the trainer's own step,
 ``lic_train.trainer.step.train_step``, with its rules chained by ``lic_train.rules.chain_of``
@@ -87,7 +87,7 @@ def stdet_config(max_embedded: float, granularity: str, quick: bool = False) -> 
             max_embedded=max_embedded, granularity=granularity,
         )  # fmt: skip
     return STDETConfig(
-        snapshot_every=2, snapshots=5, every=5, samples=1000, modes=10, fraction=0.2,
+        snapshot_every=2, snapshots=5, every=5, samples=1000, fraction=0.2,
         max_embedded=max_embedded, granularity=granularity,
     )  # fmt: skip
 

@@ -38,7 +38,7 @@ def test_step_overhead_runs():
     assert "optim state B" in out
 
 
-@pytest.mark.parametrize("script", ["convergence.py", "ablations.py"])
+@pytest.mark.parametrize("script", ["convergence.py", "ablations.py", "stdet_stability.py"])
 def test_training_benchmarks_run_and_publish_their_files(script, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("skimage")
@@ -52,6 +52,7 @@ def test_training_benchmarks_run_and_publish_their_files(script, tmp_path):
     for name in ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0
     report = (tmp_path / "results" / "report.md").read_text()
+    assert "| method | largest rise (%) |" in report  # spikes and STDET's health
     (tmp_path / "results" / "report.md").unlink()
     again = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--report-only",
@@ -75,6 +76,7 @@ def test_time_to_quality_runs_publishes_and_rebuilds_its_report(tmp_path):
                  "rd_curves.png"):  # fmt: skip
         assert (tmp_path / "results" / name).stat().st_size > 0
     report = (tmp_path / "results" / "report.md").read_text()
+    assert "| method | largest rise (%) |" in report  # spikes and STDET's health
     (tmp_path / "results" / "report.md").unlink()
     again = subprocess.run([sys.executable, script, "--report-only", *flags], capture_output=True,
                            text=True, timeout=300, check=False)  # fmt: skip
