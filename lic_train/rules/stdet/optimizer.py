@@ -85,6 +85,12 @@ class Packing:
         self.optimizer = optimizer
         self.order = [list(group["params"]) for group in optimizer.param_groups]
         self.group_of = {id(p): g for g, first in enumerate(self.order) for p in first}
+        missing = sum(id(p) not in self.group_of for p in params)
+        if missing:
+            raise ValueError(
+                f"{missing} of the tracked parameters are in none of the optimizer's param "
+                "groups: give STDET the optimizer that trains them"
+            )
         self.proxies: dict[int, nn.Parameter] = {}  # id(tensor) -> its proxy
         optimizer.register_step_pre_hook(lambda *_: self._gather())
         optimizer.register_step_post_hook(lambda *_: self._scatter())

@@ -188,3 +188,6 @@ def test_release_and_return_keep_each_parameters_place_and_give_a_typical_state(
     assert state["exp_avg_sq"].numel() == 11
     with pytest.raises(ValueError, match="none of the optimizer"):
         packing.set(torch.nn.Parameter(torch.ones(1)), torch.ones(1, dtype=torch.bool), None)
+    fresh = torch.optim.Adam(params, lr=0.1)
+    with pytest.raises(ValueError, match="1 of the tracked parameters are in none"):
+        edits.Packing(fresh, [*params, torch.nn.Parameter(torch.ones(1))])
