@@ -18,9 +18,10 @@ its own deep copy of one seeded model and its own optimizers:
 The STDET configurations are timed *after embedding*: before timing, untimed steps run until STDET
 is saturated (its cap reached; with whole tensors, no free tensor fits under it) or an event embeds
 nothing new, with ``snapshot_every=2, snapshots=5, every=5, samples=1000, fraction=0.2`` (other
-knobs at their defaults). A saturated STDET stops observing, so the timed steps pay only for
-zeroing the embedded gradients and recomputing the embedded scalars; the output says whether any
-event ran while timing. Every configuration runs the trainer's own step,
+knobs at their defaults), or a step limit. A saturated STDET stops observing, so the timed steps
+pay only for routing and zeroing the embedded gradients, the packed optimizer step and
+recomputing the embedded scalars; with the default leverage bound STDET stays under its cap,
+so observations and events go on while timing (the output says how many ran). Every configuration runs the trainer's own step,
 ``lic_train.trainer.step.train_step``, with its rules chained by ``lic_train.rules.chain_of``
 (embedding table, SMA, STDET): the time measured is the time ``lic-train fit`` spends.
 

@@ -132,6 +132,9 @@ LIC_TRAIN: list[tuple[str, str]] = [
     ("fit --stdet-variant x", "--stdet-variant"),
     ("fit --stdet-granularity x", "--stdet-granularity"),
     ("fit --stdet-trajectory x", "--stdet-trajectory"),
+    ("fit --stdet-max-amplification -1", "--stdet-max-amplification"),
+    ("fit --stdet-max-amplification inf", "--stdet-max-amplification"),
+    ("fit --stdet-release-beyond nan", "--stdet-release-beyond"),
     # eval
     ("eval {missing}", "{missing}"),
     ("eval {noise}", "{noise}"),

@@ -306,11 +306,12 @@ def stability(protocol: dict, runs: list[dict]) -> dict:
         adam_worst = max((x for x in adam if x is not None), default=None)
         per_method = {}
         for method in dict.fromkeys(r["method"] for r in here):
-            mine = [x for x, r in zip(rises, here, strict=True) if r["method"] == method]
+            mine = [(x, r) for x, r in zip(rises, here, strict=True) if r["method"] == method]
             per_method[method] = {
-                "largest": max((x for x in mine if x is not None), default=None),
+                "largest": max((x for x, _ in mine if x is not None), default=None),
                 "beyond_adam": None if adam_worst is None
-                else sum(x is None or x > adam_worst for x in mine),
+                else sum(r.get("diverged") is not None or (x is not None and x > adam_worst)
+                         for x, r in mine),
                 "of": len(mine),
             }  # fmt: skip
         out["lambdas"][f"{lmbda:g}"] = {"adam_largest": adam_worst, "methods": per_method}

@@ -110,7 +110,8 @@ def _stability_section(results: dict) -> list[str]:
     if not table:
         return []
     return [
-        f"Stability after step {results['stability']['after']} (STDET's first event): the largest "
+        f"Stability from STDET's first event on (step {min(results['stability']['after'].values())}; "
+        "later for a method whose schedule starts later): the largest "
         "rise of a validation above the best before it (%), mean ± sd over the runs and the "
         "largest; runs whose rise exceeds the largest of Adam's; STDET's health: the worst "
         "leverage (||a||_2 behind one reference), share of the scalars on one reference and "

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Sequence
 from statistics import fmean, stdev
 
+from lic_train.experiments.methods import method_config
 from lic_train.experiments.presets import Preset, preset_dict
 
 SMOOTHING = 3  # validations in the trailing mean (see the module's docstring)
@@ -44,31 +45,34 @@ def steps_to_reach(curve: Sequence[Sequence[float]], target: float) -> int | Non
 
 def largest_excursion(curve: Sequence[Sequence[float]], after: int) -> float | None:
     """The largest rise of a validation above the best one before it, relative to that best, over
-    the validations after step ``after``: ``max_t (v_t - min_{s<t} v_s) / min_{s<t} v_s`` (raw
-    validations, no trailing mean: a spike is what is measured); 0 when none rises, None when
-    no validation follows ``after`` (issue 15's "no spikes" goal compares it with Adam's). RD
-    losses are positive; a best of 0 or less has no relative rise and is skipped.
+    the validations from step ``after`` on (a validation at an event's step follows it):
+    ``max_t (v_t - min_{s<t} v_s) / min_{s<t} v_s`` (raw validations, no trailing mean: a spike is
+    what is measured); 0 when none rises, None when no validation is at or after ``after``
+    (issue 15's "no spikes" goal compares it with Adam's). RD losses are positive; a best of 0 or
+    less has no relative rise and is skipped.
 
     Examples:
-        >>> largest_excursion([(10, 4.0), (20, 2.0), (30, 3.0), (40, 1.0)], after=10)
+        >>> largest_excursion([(10, 4.0), (20, 2.0), (30, 3.0), (40, 1.0)], after=20)
         0.5
     """
     best, largest, seen = math.inf, None, False
     for step, loss in curve:
-        if step > after and 0 < best < math.inf:
+        if step >= after and 0 < best < math.inf:
             largest = max(largest or 0.0, (loss - best) / best)
             seen = True
         best = min(best, loss)
     return largest if seen else None
 
 
-def stability(runs: list[dict], methods: list[str], after: int) -> dict[str, dict]:
-    """Per method: :func:`mean_spread` of each run's :func:`largest_excursion` after step
-    ``after`` (STDET's first event), its largest value, how many runs exceed the largest of
-    Adam's runs, and the means of STDET's health over the runs (the worst value of each number
-    in a run; the drift at its end)."""
-    excursions = {m: [largest_excursion(r["curve"], after) for r in runs if r["method"] == m]
-                  for m in methods}  # fmt: skip
+def stability(runs: list[dict], methods: list[str], after: dict[str, int]) -> dict[str, dict]:
+    """Per method: :func:`mean_spread` of each run's :func:`largest_excursion` from step
+    ``after[method]`` on (its first STDET event; for methods without STDET the preset's), its
+    largest value, how many runs exceed the largest of Adam's runs, and the means of STDET's
+    health over the runs (the worst value of each number in a run; the drift at its end)."""
+    excursions = {
+        m: [largest_excursion(r["curve"], after[m]) for r in runs if r["method"] == m]
+        for m in methods
+    }
     adam_worst = max((e for e in excursions.get("adam", []) if e is not None), default=None)
     rows = {}
     for method in methods:
@@ -201,7 +205,11 @@ def summarise(runs: list[dict], methods: list[str], preset: Preset) -> dict:
         }
         for method in methods
     }
-    first_event = preset.stdet.warmup + preset.stdet.every
+    first_event = {}
+    for method in methods:
+        stdet = method_config(preset, method, preset.seeds[0], preset.lambdas[0]).stdet
+        stdet = stdet or preset.stdet
+        first_event[method] = stdet.warmup + stdet.every
     return {
         "preset": preset_dict(preset, methods),
         "methods": rows,

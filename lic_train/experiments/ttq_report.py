@@ -226,7 +226,7 @@ def stability_table(results: dict) -> list[str]:
     lines = [
         "## Spikes and STDET's health",
         "",
-        f"After step {found['after']} of each run (STDET's first event): the largest rise of a "
+        f"From step {found['after']} of each run on (STDET's first event): the largest rise of a "
         "validation above the best validation before it (%), and in brackets the runs that rise "
         "more than the largest of Adam's runs at that lambda (a diverged run counts).",
         "",

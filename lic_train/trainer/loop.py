@@ -419,7 +419,9 @@ def fit(
         memory_baseline = reset_peak_memory(device)
         tick = time.perf_counter()
         training_batches = batches.from_step(state.step)
-        stdet, events_logged = state.rules.get("stdet"), None
+        # On resume the health of the checkpoint's step is in the log already.
+        stdet = state.rules.get("stdet")
+        events_logged = stdet.events if stdet is not None and saved is not None else None
         for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
             x = batch.to(device, non_blocking=True)
             began = time.perf_counter()
@@ -448,7 +450,8 @@ def fit(
                 tick = time.perf_counter()  # checkpoint writes are not the run's time
                 events_logged = None  # the health goes with every validation
             if stdet is not None and stdet.events != events_logged:
-                health = stdet.health()
+                # A step that made the weights non-finite shows in the next loss; JSON has null.
+                health = {k: v if math.isfinite(v) else None for k, v in stdet.health().items()}
                 if health:
                     log.write({"step": done, "split": "stdet", "events": stdet.events, **health})
                 events_logged = stdet.events
@@ -677,9 +680,9 @@ def stdet_health(out: Path) -> dict[str, dict[str, float]]:
     )
     if not records:
         return {}
-    keys = [k for k, v in records[-1].items() if isinstance(v, float)]
-    return {"last": {k: records[-1][k] for k in keys},
-            "worst": {k: max(r[k] for r in records if k in r) for k in keys}}  # fmt: skip
+    keys = [k for k in records[-1] if k not in ("step", "split", "events")]
+    worst = {k: max((r[k] for r in records if r.get(k) is not None), default=None) for k in keys}
+    return {"last": {k: records[-1][k] for k in keys}, "worst": worst}
 
 
 def _last_good(out: Path) -> str:

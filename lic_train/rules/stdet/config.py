@@ -54,7 +54,8 @@ class STDETConfig:
             is wasted on a reference that cannot move (:class:`~lic_train.rules.modes.Modes`).
         max_amplification: the most ``||a||_2`` over one reference's embedded members (>= 0; 0:
             unbounded). One step ``dr`` of a reference moves its members by ``||a||_2 |dr|`` in
-            L2, in a direction its own gradient chose: this bounds that leverage.
+            L2, in a direction its own gradient chose: this bounds that leverage. Scalar
+            granularity only (whole tensors are chosen without it).
         release_beyond: release (make trainable again) the embedded scalars whose reference has
             left the range their line was fitted on by more than this many times the range's
             width (>= 0; 0: never). Observations and events then go on after the cap, so the

@@ -80,7 +80,6 @@ class EmbeddingTable:
     def __init__(self, params: Sequence[nn.Parameter], *, route_gradients: bool = False) -> None:
         self.params = list(params)
         self.route_gradients = route_gradients
-        self._routed_sq: torch.Tensor | None = None  # (M,) sum a^2 of the members with gradients
         sizes = [p.numel() for p in self.params]
         self.offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()]
         self.entries: list[Embedded] = []
@@ -130,14 +129,6 @@ class EmbeddingTable:
             )
             if is_whole:
                 whole.append(i)
-        if self.route_gradients and self._reference_at:
-            device = self.params[0].device
-            self._routed_sq = torch.zeros(len(self._reference_at), device=device)
-            for e in self.entries:
-                if e.index is not None:
-                    self._routed_sq.index_add_(
-                        0, e.mode.to(device), e.a.float().square().to(device)
-                    )
         return whole
 
     @torch.no_grad()
@@ -162,20 +153,23 @@ class EmbeddingTable:
     def route(self) -> None:
         """Each reference's gradient becomes ``(g_r + sum_i a_i g_i) / (1 + sum_i a_i^2)`` over
         its embedded members that have a gradient (before they are zeroed)."""
-        if self._routed_sq is None or not self.entries:
+        if not self.entries or not self._reference_at:
             return
         device = self.params[0].device
         total = torch.zeros(len(self._reference_at), device=device)
+        squares = torch.zeros_like(total)  # sum a^2 of the members that gave a gradient now
         for e in self.entries:
             grad = self.params[e.tensor].grad
             if grad is None or e.index is None:
                 continue
             g = grad.reshape(-1).index_select(0, e.index)
-            total.index_add_(0, e.mode.to(device), (e.a * g).float().to(device))
+            mode = e.mode.to(device)
+            total.index_add_(0, mode, (e.a * g).float().to(device))
+            squares.index_add_(0, mode, e.a.float().square().to(device))
         for m, (p, where) in enumerate(self._reference_at):
             if p.grad is not None:
                 g_r = p.grad[where]
-                p.grad[where] = ((g_r + total[m].to(g_r)) / (1 + self._routed_sq[m])).to(g_r)
+                p.grad[where] = ((g_r + total[m].to(g_r)) / (1 + squares[m])).to(g_r)
 
     @torch.no_grad()
     def zero_gradients(self) -> None:

@@ -163,10 +163,11 @@ class STDET:
         self.frozen_a = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self.frozen_b = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self._last_a = self._last_b = None  # (a, b) at the fit or the last event
-        # Which event embedded each scalar (-1: trainable), and at every event the references'
-        # raw values and the range [low, high] their lines had been fitted on: the health
-        # metrics and the release rule measure from there.
-        self.embedded_event = torch.full((self.size,), -1, dtype=torch.int16, device=self.device)
+        # Which event record each scalar was embedded at (-1: trainable), and per record the
+        # references' raw values and the range [low, high] their lines had been fitted on then:
+        # the health metrics and the release rule measure from there. Records that no embedded
+        # scalar refers to are dropped (_forget_unused_events).
+        self.embedded_event = torch.full((self.size,), -1, dtype=torch.int32, device=self.device)
         self.event_reference: list[torch.Tensor] = []
         self.event_low: list[torch.Tensor] = []
         self.event_high: list[torch.Tensor] = []
@@ -215,8 +216,8 @@ class STDET:
         a, b = self.modes.coefficients()
         drift = torch.hypot(a - self._last_a, b - self._last_b)
         self._last_a, self._last_b = a, b
-        event = self.events
         self.events += 1
+        record = len(self.event_reference)  # this event's record (_forget_unused_events)
         self.event_reference.append(self.reference_values())
         self.event_low.append(self.modes.low.clone())
         self.event_high.append(self.modes.high.clone())
@@ -230,6 +231,7 @@ class STDET:
             if released is not None and bool(released.any()):
                 self._tie(released)
                 self.embedding.materialize()
+            self._forget_unused_events()
             return
         chosen = new_kind != TRAINABLE
         theta = torch.cat(
@@ -242,14 +244,30 @@ class STDET:
         self.frozen_b[chosen] = b_frozen[chosen]
         distributed.broadcast_from_rank0(self.frozen_a, self.frozen_b)
         self.kind[chosen] = new_kind[chosen]
-        self.embedded_event[chosen] = event
+        self.embedded_event[chosen] = record
         self._embedded_total = int((self.kind != TRAINABLE).sum())
         self._smallest_free = None
         self.sensitivity_sums.reset()
         if released is not None:
             released &= ~chosen  # released and embedded again at once: fresh, with a new line
+        self._forget_unused_events()
         self._tie(released)
         self.embedding.materialize()
+
+    def _forget_unused_events(self) -> None:
+        """Drop the per-event records no embedded scalar refers to any more (renumbering the
+        others), so that the history holds at most one record per event that still has members."""
+        used = torch.unique(self.embedded_event[self.embedded_event >= 0]).long()
+        if used.numel() == len(self.event_reference):
+            return
+        renumber = torch.full((len(self.event_reference),), -1, dtype=torch.int32,
+                              device=self.device)  # fmt: skip
+        renumber[used] = torch.arange(used.numel(), dtype=torch.int32, device=self.device)
+        embedded = self.embedded_event >= 0
+        self.embedded_event[embedded] = renumber[self.embedded_event[embedded].long()]
+        for key in ("event_reference", "event_low", "event_high"):
+            history = getattr(self, key)
+            setattr(self, key, [history[i] for i in used.tolist()])
 
     def _release(self) -> torch.Tensor:
         """Make trainable again the embedded scalars whose reference left the range their line was
@@ -376,7 +394,10 @@ class STDET:
         """How far each embedded scalar's reference now lies outside the range its line was
         fitted on (observed reference values up to the embedding event), in widths of that
         range: ``max(low - r, r - high, 0) / (high - low)``; float64 (N,), 0 for trainable
-        scalars; ``FAR`` (1e6) where the range had width 0 and the reference left it."""
+        scalars; ``FAR`` (1e6) where the range had width 0 and the reference left it. ``r`` is
+        the raw reference (what the embedded scalars follow) and the range is of what CMD
+        observed: with ``trajectory="sma"`` the SMA average, which lags a drifting reference, so
+        the extrapolation then reads a little high."""
         out = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         if self._embedded_total == 0:
             return out
@@ -504,7 +525,7 @@ class STDET:
         self._last_a, self._last_b = (
             (None, None) if last[0] is None else tuple(t.to(self.device).clone() for t in last)
         )
-        self.embedded_event = state["embedded_event"].to(self.device, torch.int16).clone()
+        self.embedded_event = state["embedded_event"].to(self.device, torch.int32).clone()
         for key in ("event_reference", "event_low", "event_high"):
             setattr(self, key, [t.to(self.device, torch.float64).clone() for t in state[key]])
         self.sensitivity_sums.load_state_dict(state)

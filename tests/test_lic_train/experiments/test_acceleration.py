@@ -196,9 +196,9 @@ def test_a_diverged_run_reaches_nothing_and_is_counted():
 
 
 def test_stability_counts_the_runs_that_spike_more_than_adams_largest_rise():
-    """After STDET's first event (step warmup + every = 30 here), each run's largest rise above
+    """From STDET's first event on (step warmup + every = 30 here), each run's largest rise above
     its best validation so far; a run rising more than the largest of Adam's runs at its lambda,
-    or diverged, counts as beyond."""
+    or diverged, counts as beyond; a short run with no validation from then on does not."""
     protocol = {"methods": ["adam", "stdet"],
                 "stdet": {"snapshot_every": 2, "snapshots": 10, "every": 10}}  # fmt: skip
 
@@ -213,6 +213,7 @@ def test_stability_counts_the_runs_that_spike_more_than_adams_largest_rise():
         run("adam", "branch", 0.01, [4, 2, 5]),  # branches are not counted
         run("stdet", "trunk", 0.01, [4, 2, 1, 1.5, 0.9], stdet_health=health),  # +50%: beyond
         run("stdet", "trunk", 0.01, [4, 6, 1, 1.1, 0.9], stdet_health=health),  # rise before 30
+        run("stdet", "trunk", 0.01, [4, 2]),  # ends before step 30: no rise, not beyond
         run("stdet", "finetune", 0.02, [1, 1, 1], diverged=25),
         run("adam", "finetune", 0.02, [1, 1, 1, 1]),
     ]
@@ -220,7 +221,7 @@ def test_stability_counts_the_runs_that_spike_more_than_adams_largest_rise():
     assert found["after"] == 30
     at = found["lambdas"]["0.01"]
     assert at["adam_largest"] == pytest.approx(0.2)
-    assert at["methods"]["stdet"] == {"largest": pytest.approx(0.5), "beyond_adam": 1, "of": 2}
+    assert at["methods"]["stdet"] == {"largest": pytest.approx(0.5), "beyond_adam": 1, "of": 3}
     assert at["methods"]["adam"]["beyond_adam"] == 0
     assert found["lambdas"]["0.02"]["methods"]["stdet"]["beyond_adam"] == 1  # diverged
     assert found["health"] == {"stdet": {"leverage_max": 3.0, "extrapolation_max": 0.5}}

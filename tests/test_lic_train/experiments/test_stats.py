@@ -77,8 +77,10 @@ def test_the_summary_counts_steps_against_adams_own_steps_and_reports_unreached_
 def test_largest_excursion_is_the_largest_rise_above_the_best_before_it_after_a_step():
     curve = [(10, 4.0), (20, 2.0), (30, 3.0), (40, 1.0), (50, 1.5)]
     assert largest_excursion(curve, after=10) == pytest.approx(0.5)  # 3 over 2, 1.5 over 1
-    assert largest_excursion(curve, after=30) == pytest.approx(0.5)  # 1.5 over 1
-    assert largest_excursion(curve[:4], after=30) == 0.0  # only a fall after step 30
-    assert largest_excursion(curve, after=50) is None  # nothing after it
-    # The best before a validation counts validations before `after` too.
-    assert largest_excursion([(10, 1.0), (20, 5.0), (30, 2.0)], after=20) == pytest.approx(1.0)
+    assert largest_excursion(curve, after=40) == pytest.approx(0.5)  # 1.5 over 1
+    assert largest_excursion(curve[:4], after=40) == 0.0  # only a fall from step 40 on
+    assert largest_excursion(curve, after=60) is None  # nothing from it on
+    # The validation at `after` counts (it follows the event), and the best before a validation
+    # counts validations before `after` too.
+    assert largest_excursion([(10, 1.0), (20, 5.0), (30, 2.0)], after=20) == pytest.approx(4.0)
+    assert largest_excursion([(10, 1.0), (20, 5.0), (30, 2.0)], after=30) == pytest.approx(1.0)

@@ -42,9 +42,12 @@ def _train(rank: int, world: int, same_data: bool, init_file: str, out_dir: str)
         optimizer = torch.optim.Adam(net, lr=1e-3)
         aux_optimizer = torch.optim.Adam([model.entropy_bottleneck.quantiles], lr=1e-3)
         # Each rank gets another clustering seed: only rank 0's decisions may count.
+        # Unbounded leverage, so that whole tensors leave the optimizer; routed gradients run
+        # under DDP too.
         config = STDETConfig(
             snapshot_every=2, snapshots=4, every=4, modes=4, samples=200,
-            fraction=0.3, max_embedded=0.95, seed=rank,
+            fraction=0.3, max_embedded=0.95, seed=rank, max_amplification=0.0,
+            route_gradients=True,
         )  # fmt: skip
         sma = SMA(ddp, k=2, beta=0.8)
         stdet = STDET(ddp, optimizer, config, trajectory=sma)

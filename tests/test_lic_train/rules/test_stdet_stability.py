@@ -40,6 +40,7 @@ class Walks(torch.nn.Module):
 BASE = STDETConfig(
     snapshot_every=1, snapshots=12, every=4, modes=6, samples=130, fraction=0.2,
     max_embedded=0.9, min_r2=0.0, keep_sensitive=0.0, variant="true", trajectory="raw",
+    live_references=False, max_amplification=0.0, route_gradients=False,
 )  # fmt: skip
 
 
