@@ -21,9 +21,10 @@ nothing new, with ``snapshot_every=2, snapshots=5, every=5, samples=1000, fracti
 knobs at their defaults), or a step limit. A saturated STDET stops observing, so the timed steps
 pay only for routing and zeroing the embedded gradients, the packed optimizer step and
 recomputing the embedded scalars; with the default leverage bound STDET stays under its cap,
-so observations and events go on while timing (the output says how many ran). Every configuration runs the trainer's own step,
-``lic_train.trainer.step.train_step``, with its rules chained by ``lic_train.rules.chain_of``
-(embedding table, SMA, STDET): the time measured is the time ``lic-train fit`` spends.
+so observations and events go on while timing (the output says how many ran). Every
+configuration runs the trainer's own step, ``lic_train.trainer.step.train_step``, with its rules
+chained by ``lic_train.rules.chain_of`` (embedding table, SMA, STDET): the time measured is the
+time ``lic-train fit`` spends.
 
 How: after a warm-up, ``--rounds`` rounds; in each round every configuration runs ``--steps`` steps
 in turn, the order rotating from round to round (interleaved, so drifts in machine speed hit all
