@@ -1,7 +1,7 @@
 """STDET, in pieces: :mod:`.config` (the knobs), :mod:`.selection` (pure selection rules),
 :mod:`.sensitivity` (``|theta * g|`` sums), :mod:`.embedding` (the table that ties embedded
-scalars to their references), :mod:`.optimizer` (the optimizer edits) and :mod:`.rule` (the
-schedule and the state: :class:`STDET`)."""
+scalars to their references), :mod:`.optimizer` (the optimizer's packed state), :mod:`.records`
+(where each line was fitted) and :mod:`.rule` (the schedule and the state: :class:`STDET`)."""
 
 from lic_train.rules.stdet.config import (
     DUMMY,

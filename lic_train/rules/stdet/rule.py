@@ -57,8 +57,9 @@ Counting optimizer steps n = 1, 2, ...:
 
 The pieces, each in its own module: the configuration (:mod:`.config`), the pure selection rules
 (:mod:`.selection`), the sensitivity sums (:mod:`.sensitivity`), the embedding table that ties the
-embedded scalars to their references (:mod:`.embedding`, the torch twin of ``nqm.embedding.Tie``)
-and the optimizer edits (:mod:`.optimizer`). :class:`STDET` holds the schedule and the state.
+embedded scalars to their references (:mod:`.embedding`, the torch twin of ``nqm.embedding.Tie``),
+the optimizer's packed state (:mod:`.optimizer`) and the records of where each line was fitted
+(:mod:`.records`). :class:`STDET` holds the schedule and the state.
 
 STDET is two update rules, in this order around an SMA (:func:`lic_train.rules.chain_of`; with an
 SMA with feedback, ``embedding_after_feedback`` follows the SMA)::
@@ -88,6 +89,7 @@ from lic_train.rules.stdet import optimizer as edits
 from lic_train.rules.stdet import selection
 from lic_train.rules.stdet.config import DUMMY, TRAINABLE, TRUE, STDETConfig
 from lic_train.rules.stdet.embedding import EmbeddingTable
+from lic_train.rules.stdet.records import EventRecords
 from lic_train.rules.stdet.sensitivity import Sensitivity
 
 FAR = 1e6  # the extrapolation reported beyond a range of width 0 (finite, for JSON)
@@ -163,14 +165,7 @@ class STDET:
         self.frozen_a = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self.frozen_b = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self._last_a = self._last_b = None  # (a, b) at the fit or the last event
-        # Which event record each scalar was embedded at (-1: trainable), and per record the
-        # references' raw values and the range [low, high] their lines had been fitted on then:
-        # the health metrics and the release rule measure from there. Records that no embedded
-        # scalar refers to are dropped (_forget_unused_events).
-        self.embedded_event = torch.full((self.size,), -1, dtype=torch.int32, device=self.device)
-        self.event_reference: list[torch.Tensor] = []
-        self.event_low: list[torch.Tensor] = []
-        self.event_high: list[torch.Tensor] = []
+        self.records = EventRecords(self.size, self.device)  # where each line was fitted
         self._embedded_total = 0
         self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
 
@@ -217,10 +212,7 @@ class STDET:
         drift = torch.hypot(a - self._last_a, b - self._last_b)
         self._last_a, self._last_b = a, b
         self.events += 1
-        record = len(self.event_reference)  # this event's record (_forget_unused_events)
-        self.event_reference.append(self.reference_values())
-        self.event_low.append(self.modes.low.clone())
-        self.event_high.append(self.modes.high.clone())
+        record = self.records.add(self.reference_values(), self.modes.low, self.modes.high)
         released = self._release() if cfg.release_beyond > 0 else None
         budget = min(math.ceil(cfg.fraction * self.size), self._cap_left())
         new_kind = torch.zeros_like(self.kind)
@@ -231,7 +223,7 @@ class STDET:
             if released is not None and bool(released.any()):
                 self._tie(released)
                 self.embedding.materialize()
-            self._forget_unused_events()
+            self.records.forget_unused()
             return
         chosen = new_kind != TRAINABLE
         theta = torch.cat(
@@ -244,30 +236,15 @@ class STDET:
         self.frozen_b[chosen] = b_frozen[chosen]
         distributed.broadcast_from_rank0(self.frozen_a, self.frozen_b)
         self.kind[chosen] = new_kind[chosen]
-        self.embedded_event[chosen] = record
+        self.records.embed(chosen, record)
         self._embedded_total = int((self.kind != TRAINABLE).sum())
         self._smallest_free = None
         self.sensitivity_sums.reset()
         if released is not None:
             released &= ~chosen  # released and embedded again at once: fresh, with a new line
-        self._forget_unused_events()
+        self.records.forget_unused()
         self._tie(released)
         self.embedding.materialize()
-
-    def _forget_unused_events(self) -> None:
-        """Drop the per-event records no embedded scalar refers to any more (renumbering the
-        others), so that the history holds at most one record per event that still has members."""
-        used = torch.unique(self.embedded_event[self.embedded_event >= 0]).long()
-        if used.numel() == len(self.event_reference):
-            return
-        renumber = torch.full((len(self.event_reference),), -1, dtype=torch.int32,
-                              device=self.device)  # fmt: skip
-        renumber[used] = torch.arange(used.numel(), dtype=torch.int32, device=self.device)
-        embedded = self.embedded_event >= 0
-        self.embedded_event[embedded] = renumber[self.embedded_event[embedded].long()]
-        for key in ("event_reference", "event_low", "event_high"):
-            history = getattr(self, key)
-            setattr(self, key, [history[i] for i in used.tolist()])
 
     def _release(self) -> torch.Tensor:
         """Make trainable again the embedded scalars whose reference left the range their line was
@@ -276,7 +253,7 @@ class STDET:
         released = self.extrapolation() > self.config.release_beyond
         distributed.broadcast_from_rank0(released)
         self.kind[released] = TRAINABLE
-        self.embedded_event[released] = -1
+        self.records.release(released)
         self._embedded_total = int((self.kind != TRAINABLE).sum())
         self._smallest_free = None
         return released
@@ -381,14 +358,9 @@ class STDET:
         """For every embedded scalar (flat indices ``where``): its reference's raw value now, and
         at its event, and the range its line was fitted on then (low, high); float64."""
         where = torch.nonzero(self.kind != TRAINABLE).squeeze(1)
-        event = self.embedded_event[where].long()
         mode = self.modes.mode[where].long()
-        now = self.reference_values()[mode]
-        then, low, high = (
-            torch.stack(history)[event, mode]
-            for history in (self.event_reference, self.event_low, self.event_high)
-        )
-        return where, now, then, torch.stack([low, high])
+        then, low, high = self.records.at(where, mode)
+        return where, self.reference_values()[mode], then, torch.stack([low, high])
 
     def extrapolation(self) -> torch.Tensor:
         """How far each embedded scalar's reference now lies outside the range its line was
@@ -464,14 +436,13 @@ class STDET:
 
     def nbytes(self) -> int:
         """Bookkeeping memory in bytes (modes, embedding table, sensitivity), all devices."""
-        tensors = [self.kind, self.frozen_a, self.frozen_b, self.embedded_event]
-        tensors += self.event_reference + self.event_low + self.event_high
+        tensors = [self.kind, self.frozen_a, self.frozen_b]
         if self._last_a is not None:
             tensors += [self._last_a, self._last_b]
         own = sum(t.numel() * t.element_size() for t in tensors)
         return (
             self.modes.nbytes() + own + self.sensitivity_sums.nbytes() + self.embedding.nbytes()
-            + self.packing.nbytes()
+            + self.packing.nbytes() + self.records.nbytes()
         )  # fmt: skip
 
     # --- state ----------------------------------------------------------------------------------
@@ -488,10 +459,7 @@ class STDET:
             "frozen_b": self.frozen_b.clone(),
             "last_a": None if self._last_a is None else self._last_a.clone(),
             "last_b": None if self._last_b is None else self._last_b.clone(),
-            "embedded_event": self.embedded_event.clone(),
-            "event_reference": [t.clone() for t in self.event_reference],
-            "event_low": [t.clone() for t in self.event_low],
-            "event_high": [t.clone() for t in self.event_high],
+            **self.records.state_dict(),
             **self.sensitivity_sums.state_dict(),
         }
 
@@ -525,9 +493,7 @@ class STDET:
         self._last_a, self._last_b = (
             (None, None) if last[0] is None else tuple(t.to(self.device).clone() for t in last)
         )
-        self.embedded_event = state["embedded_event"].to(self.device, torch.int32).clone()
-        for key in ("event_reference", "event_low", "event_high"):
-            setattr(self, key, [t.to(self.device, torch.float64).clone() for t in state[key]])
+        self.records.load_state_dict(state)
         self.sensitivity_sums.load_state_dict(state)
         self._tie()
         self.embedding.materialize()

@@ -104,7 +104,7 @@ def test_extrapolation_and_drift_measure_from_each_scalars_own_event():
     # Move one reference by hand two widths above its range: its members extrapolate by 2.
     m = 0
     reference = int(stdet.modes.reference[m])
-    low, high = float(stdet.event_low[0][m]), float(stdet.event_high[0][m])
+    low, high = float(stdet.records.low[0][m]), float(stdet.records.high[0][m])
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     before = flat[reference].item()
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_extrapolation_and_drift_measure_from_each_scalars_own_event():
     # Drift: ||a (r - r_e)|| over the embedded, relative to their values at embedding.
     embedded = stdet.kind != TRAINABLE
     a, b = stdet.frozen_a[embedded], stdet.frozen_b[embedded]
-    r_then = torch.stack(stdet.event_reference)[0][stdet.modes.mode[embedded].long()]
+    r_then = torch.stack(stdet.records.reference)[0][stdet.modes.mode[embedded].long()]
     moved = torch.where(
         stdet.modes.mode[embedded] == m, a * (high + 2 * (high - low) - before), 0.0
     )
@@ -145,7 +145,7 @@ def test_release_brings_back_scalars_whose_reference_left_its_range():
         assert stdet.health()["embedded"] <= 0.5 + 1e-12
     assert released_any
     # Released scalars left the embedding (their event index too); tensors are all back in order.
-    assert torch.all((stdet.embedded_event >= 0) == (stdet.kind != TRAINABLE))
+    assert torch.all((stdet.records.of_scalar >= 0) == (stdet.kind != TRAINABLE))
     held = [owner(q) for q in optimizer.param_groups[0]["params"]]
     assert held == [p for p in model.parameters() if any(p is q for q in held)]
 
