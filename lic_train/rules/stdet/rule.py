@@ -374,10 +374,7 @@ class STDET:
         if self._embedded_total == 0:
             return out
         where, now, _, (low, high) = self._at_embedding()
-        beyond = torch.maximum(low - now, now - high).clamp_(min=0.0)
-        width = high - low
-        ratio = torch.where(width > 0, beyond / torch.where(width > 0, width, 1.0), beyond * FAR)
-        out[where] = ratio.clamp_(max=FAR)
+        out[where] = _widths_beyond(now, low, high)
         return out
 
     def health(self) -> dict[str, float]:
@@ -411,11 +408,12 @@ class STDET:
             "still_references": float(int((width <= STILL * scale).sum())),
             "members_max": int(members.max()) / self.size,
             "leverage_max": float(leverage.max().sqrt()),
-            "extrapolation_max": float(self.extrapolation().max()),
+            "extrapolation_max": 0.0,
             "embedded_drift": 0.0,
         }
         if self._embedded_total:
-            where, now, then, _ = self._at_embedding()
+            where, now, then, (low, high) = self._at_embedding()
+            health["extrapolation_max"] = float(_widths_beyond(now, low, high).max())
             value_then = torch.addcmul(self.frozen_b[where], self.frozen_a[where], then)
             moved = self.frozen_a[where] * (now - then)
             health["embedded_drift"] = float(moved.norm() / value_then.norm().clamp(min=1e-30))
@@ -497,3 +495,12 @@ class STDET:
         self.sensitivity_sums.load_state_dict(state)
         self._tie()
         self.embedding.materialize()
+
+
+def _widths_beyond(now: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``max(low - now, now - high, 0) / (high - low)`` elementwise, ``FAR`` where the range has
+    width 0 and ``now`` left it (capped at ``FAR``)."""
+    beyond = torch.maximum(low - now, now - high).clamp_(min=0.0)
+    width = high - low
+    ratio = torch.where(width > 0, beyond / torch.where(width > 0, width, 1.0), beyond * FAR)
+    return ratio.clamp_(max=FAR)
