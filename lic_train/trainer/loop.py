@@ -408,6 +408,10 @@ def fit(
         state.load(saved, rank=rank)
         if per_step_schedule:
             restart_rate(state.scheduler)
+        if state.step == config.steps:
+            # Resumed from a best checkpoint of the last step whose latest copy was never written
+            # (killed between the two writes): no step will write it, so write it here.
+            save_checkpoints(state, config, out, batches.per_epoch, device)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
     criterion = rate_distortion_loss(config.lmbda, config.metric)

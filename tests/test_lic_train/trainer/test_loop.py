@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -242,6 +243,21 @@ def test_a_full_disk_is_one_line_and_resume_continues_from_the_best_checkpoint(
     assert cli.main(["fit", *flags, "--resume"]) == 0, capsys.readouterr().err
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r.get("split") == "val"] == [2, 2, 4, 4, 6, 6]
+
+
+def test_a_kill_between_the_last_best_and_latest_writes_resumes_to_the_final_latest(
+    images, tmp_path
+):
+    """Killed after the best checkpoint of the last step was written and before the latest
+    one: the resume has no step left to run, and still leaves the final state as the latest."""
+    run = tmp_path / "run"
+    fit(tiny(images, steps=8, keep_checkpoints=(4,), lr_schedule="multistep"), run)
+    final = weights(run)
+    shutil.copyfile(run / "checkpoint_step4.pth.tar", run / checkpoint.LATEST)  # never rewritten
+    assert resume_point(run)[0] == run / checkpoint.BEST
+    fit(tiny(images, steps=8, keep_checkpoints=(4,), lr_schedule="multistep"), run, resume=True)
+    assert checkpoint.load(run / checkpoint.LATEST)["step"] == 8
+    assert_same(final, weights(run))
 
 
 def test_a_crash_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
