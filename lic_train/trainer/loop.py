@@ -409,8 +409,8 @@ def fit(
         if per_step_schedule:
             restart_rate(state.scheduler)
         if state.step == config.steps:
-            # Resumed from a best checkpoint of the last step whose latest copy was never written
-            # (killed between the two writes): no step will write it, so write it here.
+            # No step is left to write the latest checkpoint, and it may lag: killed between the
+            # last step's best and latest writes, the run resumed from the best. Rewrite it.
             save_checkpoints(state, config, out, batches.per_epoch, device)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
