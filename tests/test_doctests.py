@@ -42,7 +42,8 @@ WITH_EXAMPLES = {
     "lic_dynamics.files",
     *(
         {"lic_train.rules.chain", "lic_train.rules.stdet.selection",
-         "lic_train.rules.stdet.embedding", "lic_train.trainer.schedules",
+         "lic_train.rules.stdet.embedding", "lic_train.rules.stdet.lines",
+         "lic_train.rules.stdet.records", "lic_train.trainer.schedules",
          "lic_train.experiments.time_to_quality", "lic_train.experiments.acceleration",
          "lic_train.experiments.ttq_report"}
         if lic_train is not None else ()

@@ -14,7 +14,7 @@ VARIANTS = ("sensitivity", "true", "dummy")
 GRANULARITIES = ("scalar", "tensor")
 TRAJECTORIES = ("sma", "raw")
 MAX_MODES = 256  # as in CMD; keeps the clustering and the reference gathers small
-TRAINABLE, TRUE, DUMMY = 0, 1, 2  # the kind of a tracked scalar (STDET.kind)
+TRAINABLE, TRUE, DUMMY = 0, 1, 2  # the kind of a tracked scalar (FrozenLines.kind)
 
 
 @dataclass(frozen=True)

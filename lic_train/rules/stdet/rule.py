@@ -1,5 +1,4 @@
-"""STDET, sensitivity-aware true and dummy embedding training (README, "The update rules for torch
-models").
+"""STDET, sensitivity-aware true and dummy embedding training (docs/rules.md).
 
 The paper (arXiv 2505.18107) does not publish its rule; this is the project's formalisation.
 Counting optimizer steps n = 1, 2, ...:
@@ -51,15 +50,17 @@ Counting optimizer steps n = 1, 2, ...:
 * **Saturation.** Once the cap is reached nothing can change (embedding is final), so observations,
   sensitivity and events stop; each step then only recomputes the embedded scalars. With release,
   nothing is final: observations and events go on.
-* **Health** (:meth:`STDET.health`): the members and leverage per reference, the extrapolation
-  of the lines, the drift of the embedded scalars; the trainer logs it at every event and
-  validation.
+* **Health** (:meth:`STDET.health`, :mod:`.health`): the members and leverage per reference, the
+  extrapolation of the lines, the drift of the embedded scalars; the trainer logs it at every
+  event and validation.
 
 The pieces, each in its own module: the configuration (:mod:`.config`), the pure selection rules
-(:mod:`.selection`), the sensitivity sums (:mod:`.sensitivity`), the embedding table that ties the
-embedded scalars to their references (:mod:`.embedding`, the torch twin of ``nqm.embedding.Tie``),
-the optimizer's packed state (:mod:`.optimizer`) and the records of where each line was fitted
-(:mod:`.records`). :class:`STDET` holds the schedule and the state.
+(:mod:`.selection`), the sensitivity sums (:mod:`.sensitivity`), which scalars are embedded on
+which frozen line (:mod:`.lines`, with the records of where each line was fitted,
+:mod:`.records`), the embedding table that ties the embedded scalars to their references
+(:mod:`.embedding`, the torch twin of ``nqm.embedding.Tie``), the optimizer's packed state
+(:mod:`.optimizer`) and the health (:mod:`.health`). :class:`STDET` holds the schedule of
+observations and events, and composes the state the pieces save.
 
 STDET is two update rules, in this order around an SMA (:func:`lic_train.rules.chain_of`; with an
 SMA with feedback, ``embedding_after_feedback`` follows the SMA)::
@@ -83,16 +84,14 @@ import torch
 from torch import nn
 
 from lic_train.rules import distributed
-from lic_train.rules.modes import STILL, Modes
+from lic_train.rules.modes import Modes
 from lic_train.rules.parameters import network_parameters
+from lic_train.rules.stdet import health, selection
 from lic_train.rules.stdet import optimizer as edits
-from lic_train.rules.stdet import selection
-from lic_train.rules.stdet.config import DUMMY, TRAINABLE, TRUE, STDETConfig
+from lic_train.rules.stdet.config import DUMMY, TRAINABLE, STDETConfig
 from lic_train.rules.stdet.embedding import EmbeddingTable
-from lic_train.rules.stdet.records import EventRecords
+from lic_train.rules.stdet.lines import FrozenLines
 from lic_train.rules.stdet.sensitivity import Sensitivity
-
-FAR = 1e6  # the extrapolation reported beyond a range of width 0 (finite, for JSON)
 
 
 class Trajectory(Protocol):
@@ -159,14 +158,10 @@ class STDET:
         )
         self.size = self.modes.size
         self.sensitivity_sums = Sensitivity(self.params)
+        self.lines = FrozenLines(self.size, self.device)  # which scalars are embedded, on what
         self.steps = 0
         self.events = 0
-        self.kind = torch.zeros(self.size, dtype=torch.uint8, device=self.device)
-        self.frozen_a = torch.zeros(self.size, dtype=torch.float64, device=self.device)
-        self.frozen_b = torch.zeros(self.size, dtype=torch.float64, device=self.device)
         self._last_a = self._last_b = None  # (a, b) at the fit or the last event
-        self.records = EventRecords(self.size, self.device)  # where each line was fitted
-        self._embedded_total = 0
         self._smallest_free: float | None = None  # cache of _smallest_free_tensor()
 
     # --- the UpdateRule protocol ----------------------------------------------------------------
@@ -212,10 +207,10 @@ class STDET:
         drift = torch.hypot(a - self._last_a, b - self._last_b)
         self._last_a, self._last_b = a, b
         self.events += 1
-        record = self.records.add(self.reference_values(), self.modes.low, self.modes.high)
+        record = self.lines.records.add(self.reference_values(), self.modes.low, self.modes.high)
         released = self._release() if cfg.release_beyond > 0 else None
         budget = min(math.ceil(cfg.fraction * self.size), self._cap_left())
-        new_kind = torch.zeros_like(self.kind)
+        new_kind = torch.zeros_like(self.lines.kind)
         if budget > 0 and distributed.rank() == 0:
             new_kind = self._choose(drift, budget, a)
         distributed.broadcast_from_rank0(new_kind)
@@ -223,26 +218,21 @@ class STDET:
             if released is not None and bool(released.any()):
                 self._tie(released)
                 self.embedding.materialize()
-            self.records.forget_unused()
+            self.lines.records.forget_unused()
             return
-        chosen = new_kind != TRAINABLE
         theta = torch.cat(
             [p.detach().reshape(-1).to(self.device, torch.float64) for p in self.params]
         )
         r = self.reference_values()[self.modes.mode]
         # dummy: the line through the current point, so the loss does not jump
         b_frozen = torch.where(new_kind == DUMMY, theta - a * r, b)
-        self.frozen_a[chosen] = a[chosen]
-        self.frozen_b[chosen] = b_frozen[chosen]
-        distributed.broadcast_from_rank0(self.frozen_a, self.frozen_b)
-        self.kind[chosen] = new_kind[chosen]
-        self.records.embed(chosen, record)
-        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        chosen = self.lines.embed(new_kind, a, b_frozen, record)
+        distributed.broadcast_from_rank0(self.lines.a, self.lines.b)
         self._smallest_free = None
         self.sensitivity_sums.reset()
         if released is not None:
             released &= ~chosen  # released and embedded again at once: fresh, with a new line
-        self.records.forget_unused()
+        self.lines.records.forget_unused()
         self._tie(released)
         self.embedding.materialize()
 
@@ -252,9 +242,7 @@ class STDET:
         rank 0 and broadcast."""
         released = self.extrapolation() > self.config.release_beyond
         distributed.broadcast_from_rank0(released)
-        self.kind[released] = TRAINABLE
-        self.records.release(released)
-        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self.lines.release(released)
         self._smallest_free = None
         return released
 
@@ -266,7 +254,7 @@ class STDET:
             "budget": budget, "min_r2": cfg.min_r2, "keep_sensitive": cfg.keep_sensitive,
             "sensitivity": sensitivity,
         }  # fmt: skip
-        embedded, r2 = self.kind != TRAINABLE, self.modes.r_squared()
+        embedded, r2 = self.lines.embedded, self.modes.r_squared()
         if cfg.granularity == "tensor":
             steady = selection.steadiest_tensors(
                 drift, r2, embedded, offsets=self.offsets,
@@ -278,7 +266,7 @@ class STDET:
                 mode = self.modes.mode.long()
                 carried = torch.zeros(self.modes.reference.numel(), dtype=torch.float64,
                                       device=self.device)  # fmt: skip
-                carried.index_add_(0, mode[embedded], self.frozen_a[embedded].square())
+                carried.index_add_(0, mode[embedded], self.lines.a[embedded].square())
                 leverage = selection.Leverage(a, mode, carried, cfg.max_amplification)
             steady = selection.steadiest_scalars(
                 drift, r2, embedded, references=self.modes.reference, leverage=leverage, **common
@@ -292,10 +280,10 @@ class STDET:
         """Rebuild the embedding table, and have the optimizer hold the trainable scalars of each
         tensor whose set changed (:class:`~.optimizer.Packing`; ``released``: the scalars given
         back to training at this event, which get a typical optimizer state)."""
-        self.embedding.set(self.kind, self.frozen_a, self.frozen_b, self.modes.mode)
+        self.embedding.set(self.lines.kind, self.lines.a, self.lines.b, self.modes.mode)
         for i, p in enumerate(self.params):
             lo, hi = self.offsets[i], self.offsets[i + 1]
-            trainable = self.kind[lo:hi] == TRAINABLE
+            trainable = self.lines.kind[lo:hi] == TRAINABLE
             count = int(trainable.sum())
             given_back = None if released is None else released[lo:hi]
             if count != self._held[i] or (given_back is not None and bool(given_back.any())):
@@ -309,17 +297,6 @@ class STDET:
 
     def _holding_references(self) -> set[int]:
         return {self.embedding.tensor_of(r) for r in self.modes.reference.tolist()}
-
-    # --- reporting ------------------------------------------------------------------------------
-
-    def sensitivity(self) -> torch.Tensor:
-        """Mean ``|theta * g|`` per tracked scalar since the last event, float64 (N,) (zeros before
-        any observation)."""
-        return self.sensitivity_sums.mean(self.device)
-
-    def reference_values(self) -> torch.Tensor:
-        """Current raw values of the references, float64 (M',) on the bookkeeping device."""
-        return self.embedding.references().to(self.device, torch.float64)
 
     @property
     def active(self) -> bool:
@@ -352,81 +329,42 @@ class STDET:
         return self._smallest_free
 
     def _cap_left(self) -> int:
-        return math.floor(self.config.max_embedded * self.size) - self._embedded_total
+        return math.floor(self.config.max_embedded * self.size) - self.lines.count
 
-    def _at_embedding(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For every embedded scalar (flat indices ``where``): its reference's raw value now, and
-        at its event, and the range its line was fitted on then (low, high); float64."""
-        where = torch.nonzero(self.kind != TRAINABLE).squeeze(1)
-        mode = self.modes.mode[where].long()
-        then, low, high = self.records.at(where, mode)
-        return where, self.reference_values()[mode], then, torch.stack([low, high])
+    # --- reporting ------------------------------------------------------------------------------
+
+    def sensitivity(self) -> torch.Tensor:
+        """Mean ``|theta * g|`` per tracked scalar since the last event, float64 (N,) (zeros before
+        any observation)."""
+        return self.sensitivity_sums.mean(self.device)
+
+    def reference_values(self) -> torch.Tensor:
+        """Current raw values of the references, float64 (M',) on the bookkeeping device."""
+        return self.embedding.references().to(self.device, torch.float64)
 
     def extrapolation(self) -> torch.Tensor:
-        """How far each embedded scalar's reference now lies outside the range its line was
-        fitted on (observed reference values up to the embedding event), in widths of that
-        range: ``max(low - r, r - high, 0) / (high - low)``; float64 (N,), 0 for trainable
-        scalars; ``FAR`` (1e6) where the range had width 0 and the reference left it. ``r`` is
-        the raw reference (what the embedded scalars follow) and the range is of what CMD
-        observed: with ``trajectory="sma"`` the SMA average, which lags a drifting reference, so
-        the extrapolation then reads a little high."""
-        out = torch.zeros(self.size, dtype=torch.float64, device=self.device)
-        if self._embedded_total == 0:
-            return out
-        where, now, _, (low, high) = self._at_embedding()
-        out[where] = _widths_beyond(now, low, high)
-        return out
+        """How far each embedded scalar's reference lies outside the range its line was fitted on,
+        in widths of that range, float64 (N,) (:func:`.health.extrapolation`)."""
+        if self.lines.count == 0:  # also before the fit, when there are no references yet
+            return torch.zeros(self.size, dtype=torch.float64, device=self.device)
+        return health.extrapolation(self.lines, self.modes, self.reference_values())
 
     def health(self) -> dict[str, float]:
-        """STDET's health, the numbers that show an embedding going bad before the loss does
-        (issue 15); empty before the fit. All floats:
-
-        * ``embedded``: share of the tracked scalars embedded;
-        * ``still_references``: references whose observed range is still (at most
-          :data:`~lic_train.rules.modes.STILL` of their magnitude): lines fitted on them are
-          meaningless;
-        * ``members_max``: the largest share of the tracked scalars embedded on one reference;
-        * ``leverage_max``: the largest ``||a||_2`` over one reference's embedded members, the
-          L2 distance they move per unit step of the reference;
-        * ``extrapolation_max``: the largest :meth:`extrapolation`;
-        * ``embedded_drift``: ``||w_E - w_E(t_e)|| / ||w_E(t_e)||``, how far the embedded scalars
-          moved since their embedding, relative to their values then (0: none embedded).
-        """
+        """The numbers that show an embedding going bad before the loss does: the share embedded,
+        still references, the largest share and leverage behind one reference, the largest
+        extrapolation, the embedded scalars' drift (:func:`.health.health`); empty before the
+        fit."""
         if not self.modes.fitted:
             return {}
-        m = self.modes.reference.numel()
-        embedded = self.kind != TRAINABLE
-        mode = self.modes.mode[embedded].long()
-        a = self.frozen_a[embedded]
-        members = torch.bincount(mode, minlength=m)
-        leverage = torch.zeros(m, dtype=torch.float64, device=self.device)
-        leverage.index_add_(0, mode, a.square())
-        width = self.modes.high - self.modes.low
-        scale = torch.maximum(self.modes.high.abs(), self.modes.low.abs())
-        health = {
-            "embedded": self._embedded_total / self.size,
-            "still_references": float(int((width <= STILL * scale).sum())),
-            "members_max": int(members.max()) / self.size,
-            "leverage_max": float(leverage.max().sqrt()),
-            "extrapolation_max": 0.0,
-            "embedded_drift": 0.0,
-        }
-        if self._embedded_total:
-            where, now, then, (low, high) = self._at_embedding()
-            health["extrapolation_max"] = float(_widths_beyond(now, low, high).max())
-            value_then = torch.addcmul(self.frozen_b[where], self.frozen_a[where], then)
-            moved = self.frozen_a[where] * (now - then)
-            health["embedded_drift"] = float(moved.norm() / value_then.norm().clamp(min=1e-30))
-        return health
+        return health.health(self.lines, self.modes, self.reference_values())
 
     def embedded_count(self) -> dict[str, int]:
         """Number of tracked scalars by kind: ``{"true": .., "dummy": .., "trainable": ..}``."""
-        counts = torch.bincount(self.kind.long(), minlength=3).tolist()
-        return {"trainable": counts[TRAINABLE], "true": counts[TRUE], "dummy": counts[DUMMY]}
+        return self.lines.counts()
 
     def trainable_fraction(self) -> float:
         """Share of all the model's parameters (``quantiles`` included) still trained."""
-        return 1.0 - int((self.kind != TRAINABLE).sum()) / self.total
+        return 1.0 - self.lines.count / self.total
 
     def removed_tensors(self) -> list[str]:
         """Names of the tensors that left the optimizer (fully embedded)."""
@@ -434,30 +372,26 @@ class STDET:
 
     def nbytes(self) -> int:
         """Bookkeeping memory in bytes (modes, embedding table, sensitivity), all devices."""
-        tensors = [self.kind, self.frozen_a, self.frozen_b]
-        if self._last_a is not None:
-            tensors += [self._last_a, self._last_b]
-        own = sum(t.numel() * t.element_size() for t in tensors)
+        last = [] if self._last_a is None else [self._last_a, self._last_b]
         return (
-            self.modes.nbytes() + own + self.sensitivity_sums.nbytes() + self.embedding.nbytes()
-            + self.packing.nbytes() + self.records.nbytes()
+            self.modes.nbytes() + self.lines.nbytes() + self.sensitivity_sums.nbytes()
+            + self.embedding.nbytes() + self.packing.nbytes()
+            + sum(t.numel() * t.element_size() for t in last)
         )  # fmt: skip
 
     # --- state ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        last = (self._last_a, self._last_b)
         return {
             "config": asdict(self.config),
             "names": list(self.names),
             "steps": self.steps,
             "events": self.events,
             "modes": self.modes.state_dict(),
-            "kind": self.kind.clone(),
-            "frozen_a": self.frozen_a.clone(),
-            "frozen_b": self.frozen_b.clone(),
-            "last_a": None if self._last_a is None else self._last_a.clone(),
-            "last_b": None if self._last_b is None else self._last_b.clone(),
-            **self.records.state_dict(),
+            "last_a": None if last[0] is None else last[0].clone(),
+            "last_b": None if last[1] is None else last[1].clone(),
+            **self.lines.state_dict(),
             **self.sensitivity_sums.state_dict(),
         }
 
@@ -482,25 +416,12 @@ class STDET:
         self.modes.load_state_dict(state["modes"])
         if self.modes.fitted:
             self.embedding.set_references(self.modes.reference.tolist())
-        self.kind = state["kind"].to(self.device).clone()
-        self._embedded_total = int((self.kind != TRAINABLE).sum())
+        self.lines.load_state_dict(state)
         self._smallest_free = None
-        self.frozen_a = state["frozen_a"].to(self.device).clone()
-        self.frozen_b = state["frozen_b"].to(self.device).clone()
         last = (state["last_a"], state["last_b"])
         self._last_a, self._last_b = (
             (None, None) if last[0] is None else tuple(t.to(self.device).clone() for t in last)
         )
-        self.records.load_state_dict(state)
         self.sensitivity_sums.load_state_dict(state)
         self._tie()
         self.embedding.materialize()
-
-
-def _widths_beyond(now: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """``max(low - now, now - high, 0) / (high - low)`` elementwise, ``FAR`` where the range has
-    width 0 and ``now`` left it (capped at ``FAR``)."""
-    beyond = torch.maximum(low - now, now - high).clamp_(min=0.0)
-    width = high - low
-    ratio = torch.where(width > 0, beyond / torch.where(width > 0, width, 1.0), beyond * FAR)
-    return ratio.clamp_(max=FAR)

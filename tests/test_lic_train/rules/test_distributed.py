@@ -64,9 +64,9 @@ def _train(rank: int, world: int, same_data: bool, init_file: str, out_dir: str)
         torch.save(
             {
                 "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-                "kind": stdet.kind,
-                "frozen_a": stdet.frozen_a,
-                "frozen_b": stdet.frozen_b,
+                "kind": stdet.lines.kind,
+                "frozen_a": stdet.lines.a,
+                "frozen_b": stdet.lines.b,
                 "reference": stdet.modes.reference,
                 "mode": stdet.modes.mode,
                 "average": sma.state_dict()["average"],

@@ -86,9 +86,9 @@ def test_planted_groups_are_the_modes_and_embedded_coordinates_follow_their_refe
     torch.testing.assert_close(b, center - planted_a * center[reference][mode], rtol=0, atol=1e-6)
     for _ in range(170):
         nqm_step(model, optimizer, stdet, g)
-        embedded = stdet.kind != TRAINABLE
+        embedded = stdet.lines.kind != TRAINABLE
         x = model.x.detach()
-        follow = torch.addcmul(stdet.frozen_b, stdet.frozen_a, x[reference][mode])
+        follow = torch.addcmul(stdet.lines.b, stdet.lines.a, x[reference][mode])
         assert torch.equal(x[embedded], follow[embedded])  # exactly, after every step
     assert stdet.embedded_count()["true"] == math.floor(0.9 * 120)
     assert stdet.trainable_fraction() == pytest.approx(1 - math.floor(0.9 * 120) / 120)
@@ -105,7 +105,7 @@ def test_embedded_variance_is_the_theory_of_tied_coordinates():
     g = torch.Generator().manual_seed(7)
     for _ in range(config.warmup + config.every):
         nqm_step(model, optimizer, stdet, g)
-    embedded = torch.nonzero(stdet.kind == TRUE).squeeze(1)
+    embedded = torch.nonzero(stdet.lines.kind == TRUE).squeeze(1)
     assert embedded.numel() == math.floor(0.9 * 60)
     reference = stdet.modes.reference[stdet.modes.mode[embedded]]
     steps, batches = 8_000, 40
@@ -117,7 +117,7 @@ def test_embedded_variance_is_the_theory_of_tied_coordinates():
     tie = Tie(
         embedded.numpy(),
         reference.numpy(),
-        stdet.frozen_a[embedded].numpy(),
+        stdet.lines.a[embedded].numpy(),
         np.zeros(len(embedded)),
     )
     _, want = tie.apply_steady(variance_untied)
@@ -148,7 +148,7 @@ def test_adam_never_moves_embedded_scalars_even_with_large_gradients():
         config, lambda p: torch.optim.Adam(p, lr=0.3), config.warmup + config.every
     )
     model.noise_scale.mul_(1e3)  # large gradients from here on
-    embedded = stdet.kind != TRAINABLE
+    embedded = stdet.lines.kind != TRAINABLE
     assert 0 < int(embedded.sum()) < embedded.numel()
     # The rules run after the checks, so that what Adam alone does to the embedded entries shows.
     for _ in range(100):
@@ -236,8 +236,8 @@ def test_a_fully_embedded_tensor_leaves_the_optimizer_and_autograd():
         rules.after_step()
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     r = theta[stdet.modes.reference][stdet.modes.mode]
-    follow = torch.addcmul(stdet.frozen_b, stdet.frozen_a, r)
-    embedded = stdet.kind != TRAINABLE
+    follow = torch.addcmul(stdet.lines.b, stdet.lines.a, r)
+    embedded = stdet.lines.kind != TRAINABLE
     assert torch.equal(theta[embedded], follow[embedded])
     for name in removed:
         assert getattr(model, name).grad is None
@@ -254,7 +254,7 @@ def test_dummy_embedding_keeps_the_value_and_true_embedding_snaps_onto_the_line(
         before = model.x.detach().clone()
         chain_of(stdet=stdet).after_step()  # the first event
         a, b = stdet.modes.coefficients()
-        embedded = stdet.kind != TRAINABLE
+        embedded = stdet.lines.kind != TRAINABLE
         assert int(embedded.sum()) > 0
         r = before[stdet.modes.reference][stdet.modes.mode]
         after = model.x.detach()
@@ -278,11 +278,13 @@ def test_sensitivity_variant_splits_by_sensitivity_and_keeps_the_most_sensitive(
     chain_of(stdet=stdet).after_step()
     chosen = math.ceil(config.fraction * 120)
     kept = math.floor(config.keep_sensitive * chosen)
-    n_true = int((stdet.kind == TRUE).sum())
-    n_dummy = int((stdet.kind == DUMMY).sum())
+    n_true = int((stdet.lines.kind == TRUE).sum())
+    n_dummy = int((stdet.lines.kind == DUMMY).sum())
     assert n_true + n_dummy == chosen - kept
     assert n_true == round(config.sensitivity_quantile * (chosen - kept))
-    assert sensitivity[stdet.kind == TRUE].max() <= sensitivity[stdet.kind == DUMMY].min()
+    assert (
+        sensitivity[stdet.lines.kind == TRUE].max() <= sensitivity[stdet.lines.kind == DUMMY].min()
+    )
     assert (sensitivity > 0).all()
 
 
@@ -291,7 +293,7 @@ def test_candidates_respect_the_fit_floor_the_cap_and_never_include_references()
     _, _, stdet, _ = embedded_during(
         config, lambda p: torch.optim.SGD(p, lr=0.5), config.warmup + 6 * config.every
     )
-    embedded = stdet.kind != TRAINABLE
+    embedded = stdet.lines.kind != TRAINABLE
     assert int(embedded.sum()) <= math.floor(0.3 * 120)
     assert not embedded[stdet.modes.reference].any()
     assert (stdet.modes.r_squared()[embedded] >= 0.9999 - 1e-9).all()
@@ -349,7 +351,7 @@ def test_on_a_compressai_hyperprior_the_trainable_fraction_falls_and_the_loss_st
     losses += train_hyperprior(model, optimizer, aux_optimizer, sma, stdet, 30, g)
     assert all(math.isfinite(v) for v in losses)
     assert stdet.trainable_fraction() < 0.5
-    assert not (stdet.kind[stdet.modes.reference] != TRAINABLE).any()
+    assert not (stdet.lines.kind[stdet.modes.reference] != TRAINABLE).any()
     quantiles = model.entropy_bottleneck.quantiles
     assert quantiles.requires_grad
     assert stdet.removed_tensors()  # some tensors are wholly embedded
@@ -370,7 +372,7 @@ def test_tensor_granularity_embeds_whole_tensors_that_leave_the_optimizer():
     train_hyperprior(
         model, optimizer, aux_optimizer, sma, stdet, config.warmup + 3 * config.every, g
     )
-    embedded = stdet.kind != TRAINABLE
+    embedded = stdet.lines.kind != TRAINABLE
     assert 0 < int(embedded.sum()) <= math.floor(0.6 * stdet.size)
     whole = set()
     for i, name in enumerate(stdet.names):
@@ -439,9 +441,9 @@ def assert_embedded_on_their_lines(stdet: STDET, tensors: list[torch.Tensor]) ->
     parameters) equals ``a * reference + b`` within float32 rounding."""
     theta = torch.cat([t.detach().reshape(-1).double() for t in tensors])
     r = theta[stdet.modes.reference][stdet.modes.mode]
-    embedded = stdet.kind != TRAINABLE
+    embedded = stdet.lines.kind != TRAINABLE
     assert int(embedded.sum()) > 0
-    want = (stdet.frozen_a * r + stdet.frozen_b)[embedded]
+    want = (stdet.lines.a * r + stdet.lines.b)[embedded]
     torch.testing.assert_close(theta[embedded], want, rtol=0, atol=1e-6)
 
 

@@ -87,9 +87,9 @@ def test_the_leverage_bound_holds_at_every_event():
     for _ in range(8):
         model, optimizer, stdet, walk = run(config, BASE.every, model=model, optimizer=optimizer,
                                             stdet=stdet, walk=walk)  # fmt: skip
-        embedded = stdet.kind != TRAINABLE
+        embedded = stdet.lines.kind != TRAINABLE
         per_mode = torch.zeros(stdet.modes.reference.numel(), dtype=torch.float64)
-        per_mode.index_add_(0, stdet.modes.mode[embedded].long(), stdet.frozen_a[embedded] ** 2)
+        per_mode.index_add_(0, stdet.modes.mode[embedded].long(), stdet.lines.a[embedded] ** 2)
         assert per_mode.max().sqrt() <= 1.5 + 1e-12
         assert stdet.health()["leverage_max"] == pytest.approx(float(per_mode.max().sqrt()))
     assert stdet.embedded_count()["true"] > 0
@@ -104,22 +104,22 @@ def test_extrapolation_and_drift_measure_from_each_scalars_own_event():
     # Move one reference by hand two widths above its range: its members extrapolate by 2.
     m = 0
     reference = int(stdet.modes.reference[m])
-    low, high = float(stdet.records.low[0][m]), float(stdet.records.high[0][m])
+    low, high = float(stdet.lines.records.low[0][m]), float(stdet.lines.records.high[0][m])
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     before = flat[reference].item()
     with torch.no_grad():
         target = [p for p in model.parameters()][stdet.embedding.tensor_of(reference)]
         offset = reference - stdet.offsets[stdet.embedding.tensor_of(reference)]
         target.view(-1)[offset] = high + 2 * (high - low)
-    members = (stdet.kind != TRAINABLE) & (stdet.modes.mode == m)
+    members = (stdet.lines.kind != TRAINABLE) & (stdet.modes.mode == m)
     assert members.any()
     extrapolation = stdet.extrapolation()
     assert torch.allclose(extrapolation[members], torch.tensor(2.0, dtype=torch.float64))
-    assert torch.all(extrapolation[stdet.kind == TRAINABLE] == 0)
+    assert torch.all(extrapolation[stdet.lines.kind == TRAINABLE] == 0)
     # Drift: ||a (r - r_e)|| over the embedded, relative to their values at embedding.
-    embedded = stdet.kind != TRAINABLE
-    a, b = stdet.frozen_a[embedded], stdet.frozen_b[embedded]
-    r_then = torch.stack(stdet.records.reference)[0][stdet.modes.mode[embedded].long()]
+    embedded = stdet.lines.kind != TRAINABLE
+    a, b = stdet.lines.a[embedded], stdet.lines.b[embedded]
+    r_then = torch.stack(stdet.lines.records.reference)[0][stdet.modes.mode[embedded].long()]
     moved = torch.where(
         stdet.modes.mode[embedded] == m, a * (high + 2 * (high - low) - before), 0.0
     )
@@ -131,21 +131,21 @@ def test_release_brings_back_scalars_whose_reference_left_its_range():
     config = STDETConfig(**{**BASE.__dict__, "release_beyond": 0.5, "max_embedded": 0.5,
                             "fraction": 0.5, "variant": "dummy"})  # fmt: skip
     model, optimizer, stdet, walk = run(config, config.warmup + config.every)
-    embedded_before = stdet.kind != TRAINABLE
+    embedded_before = stdet.lines.kind != TRAINABLE
     assert embedded_before.any()
     # The walks drift steadily: the references leave the range their members were fitted on.
     released_any = False
     for _ in range(10):  # each call ends with an event
-        before = stdet.kind != TRAINABLE
+        before = stdet.lines.kind != TRAINABLE
         model, optimizer, stdet, walk = run(config, config.every, drift=0.5, model=model,
                                             optimizer=optimizer, stdet=stdet, walk=walk)  # fmt: skip
-        released_any |= bool((before & (stdet.kind == TRAINABLE)).any())
+        released_any |= bool((before & (stdet.lines.kind == TRAINABLE)).any())
         # Right after an event nothing embedded lies beyond the bound, and the cap holds.
         assert stdet.extrapolation().max() <= 0.5
         assert stdet.health()["embedded"] <= 0.5 + 1e-12
     assert released_any
     # Released scalars left the embedding (their event index too); tensors are all back in order.
-    assert torch.all((stdet.records.of_scalar >= 0) == (stdet.kind != TRAINABLE))
+    assert torch.all((stdet.lines.records.of_scalar >= 0) == (stdet.lines.kind != TRAINABLE))
     held = [owner(q) for q in optimizer.param_groups[0]["params"]]
     assert held == [p for p in model.parameters() if any(p is q for q in held)]
 

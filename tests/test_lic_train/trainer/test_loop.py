@@ -325,7 +325,7 @@ def _ddp_rank(rank: int, world: int, images: str, out: str, port: int) -> None:
             {
                 "params": {n: p.detach().clone() for n, p in trained.model.named_parameters()},
                 "average": trained.sma.state_dict()["average"],
-                "kind": trained.stdet.kind.clone(),
+                "kind": trained.stdet.lines.kind.clone(),
                 "removed": trained.stdet.removed_tensors(),
             },
             Path(out) / f"rank{rank}.pt",
