@@ -49,8 +49,35 @@ def build_parser() -> argparse.ArgumentParser:
         "Lookahead, Polyak) on the noisy quadratic model.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_verify_flags(
+        commands.add_parser("verify", help="check every claim; exit 0 only if all hold")
+    )
+    rule_flags = _rule_flags()
+    _add_steady_flags(
+        commands.add_parser(
+            "steady",
+            parents=[rule_flags],
+            help="steady-state variance of one coordinate versus SGD",
+        )
+    )
+    _add_simulate_flags(
+        commands.add_parser(
+            "simulate",
+            parents=[rule_flags],
+            help="exact versus Monte Carlo loss over time on the standard NQM",
+        )
+    )
+    _add_scaling_flags(
+        commands.add_parser(
+            "scaling",
+            help="steps to a target loss versus batch size, learning rate tuned per batch size",
+        )
+    )
+    return parser
 
-    run = commands.add_parser("verify", help="check every claim; exit 0 only if all hold")
+
+def _add_verify_flags(run: argparse.ArgumentParser) -> None:
+    """``nqm verify``'s flags: the sample sizes, the report folder and the seed."""
     run.add_argument("--quick", action="store_true", help="smaller samples (seconds)")
     run.add_argument(
         "--out",
@@ -59,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
 
+
+def _rule_flags() -> Parser:
+    """The flags that describe one rule, shared by ``steady`` and ``simulate`` (a parent parser):
+    the rule, its learning rate, its hyperparameters (which of them apply: :data:`USES`), the
+    base optimizer's momentum and preconditioner, the batch size and ``--json``."""
     rule_flags = Parser(add_help=False)
     rule_flags.add_argument("--rule", choices=RULES, required=True)
     rule_flags.add_argument("--lr", type=float, required=True, help="learning rate a > 0")
@@ -92,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rule_flags.add_argument("--batch", type=int, default=1, help="batch size B (default 1)")
     rule_flags.add_argument("--json", action="store_true", help="print JSON")
+    return rule_flags
 
-    steady = commands.add_parser(
-        "steady", parents=[rule_flags], help="steady-state variance of one coordinate versus SGD"
-    )
+
+def _add_steady_flags(steady: argparse.ArgumentParser) -> None:
+    """``nqm steady``'s own flags: the coordinate (curvature and noise) and Polyak's window."""
     steady.add_argument("--h", type=float, required=True, help="curvature h > 0")
     steady.add_argument(
         "--c", type=float, default=1.0, help="gradient-noise variance of one example (default 1)"
@@ -106,11 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Polyak: number of stationary samples averaged (default 100)",
     )
 
-    sim = commands.add_parser(
-        "simulate",
-        parents=[rule_flags],
-        help="exact versus Monte Carlo loss over time on the standard NQM",
-    )
+
+def _add_simulate_flags(sim: argparse.ArgumentParser) -> None:
+    """``nqm simulate``'s own flags: the problem's size, the run's length, the chains and the
+    steps reported."""
     sim.add_argument("--dim", type=int, default=1000, help="d of the standard NQM (default 1000)")
     sim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     sim.add_argument("--chains", type=int, default=100, help="Monte Carlo chains (default 100)")
@@ -119,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--points", type=int, default=20, help="log-spaced steps reported (default 20)"
     )
 
-    scale = commands.add_parser(
-        "scaling",
-        help="steps to a target loss versus batch size, learning rate tuned per batch size",
-    )
+
+def _add_scaling_flags(scale: argparse.ArgumentParser) -> None:
+    """``nqm scaling``'s flags: the rule families and batch sizes swept, the target, the
+    preconditioner, the problem (exact or binned), the workers and the outputs."""
     scale.add_argument(
         "--rules",
         nargs="+",
@@ -164,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--out", help="folder for scaling.json, report.md and plots")
     scale.add_argument("--json", action="store_true", help="print the records as JSON")
-    return parser
 
 
 # The hyperparameter flags each rule reads, and their defaults when it reads them.
