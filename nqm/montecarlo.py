@@ -122,39 +122,13 @@ def simulate(
     d = problem.dim
     if tie is not None:
         tie.check_dim(d)
-    chunk = max(1, min(chains, max_elements // d))
-    sizes = [chunk] * (chains // chunk) + ([chains % chunk] if chains % chunk else [])
-    generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sizes))]
+    chunks = _chunks(chains, d, max_elements, seed)
     loss = _Accumulator((record.size,))
     coords = _Accumulator((record.size, d)) if per_coordinate else None
-    readout = rule.readout
-    h, sd, sd0 = problem.h, np.sqrt(problem.sigma2), np.sqrt(problem.var0)
-    half_h = 0.5 * h
-
-    for size, rng in zip(sizes, generators, strict=True):
-        x = problem.mean0 + sd0 * rng.standard_normal((size, d))
-        s = State(x=x, y=x.copy(), v=np.zeros_like(x))
-        noise = np.empty((size, d))
-        j = 0
-        for t in range(int(record[-1]) + 1):
-            if t:
-                rng.standard_normal(out=noise)
-                noise *= sd
-                s = rule.step(t, s, h, noise)
-            if tie is not None and tie.active(t):
-                s = tie.apply_state(s)
-            if t == record[j]:
-                y = getattr(s, readout)
-                loss.add(j, (y * y) @ half_h)
-                if coords is not None:
-                    coords.add(j, y)
-                j += 1
-        loss.commit(size)
-        if coords is not None:
-            coords.commit(size)
+    for size, rng in chunks:
+        _run_chunk(problem, rule, record, size, rng, tie, loss, coords)
         if on_chunk is not None:
             on_chunk(loss.n)
-
     return MonteCarlo(
         steps=record,
         chains=chains,
@@ -163,3 +137,54 @@ def simulate(
         mean=None if coords is None else coords.mean,
         var=None if coords is None else coords.variance(),
     )
+
+
+def _chunks(
+    chains: int, d: int, max_elements: int, seed: int
+) -> list[tuple[int, np.random.Generator]]:
+    """The chains split into chunks of at most ``max_elements // d`` (at least 1), and each chunk's
+    generator, spawned from ``seed``: what makes a result depend only on (seed, chains,
+    max_elements)."""
+    chunk = max(1, min(chains, max_elements // d))
+    sizes = [chunk] * (chains // chunk) + ([chains % chunk] if chains % chunk else [])
+    generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sizes))]
+    return list(zip(sizes, generators, strict=True))
+
+
+def _run_chunk(
+    problem: Problem,
+    rule: Rule,
+    record: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    tie: Tie | None,
+    loss: _Accumulator,
+    coords: _Accumulator | None,
+) -> None:
+    """Runs ``size`` chains from ``x_0 ~ N(mean0, var0)`` to the last recorded step, drawing the
+    start and then each step's gradient noise from ``rng``, and merges the readout's loss (and,
+    with ``coords``, the readout itself) at each recorded step into the accumulators."""
+    d = problem.dim
+    readout = rule.readout
+    h, sd, sd0 = problem.h, np.sqrt(problem.sigma2), np.sqrt(problem.var0)
+    half_h = 0.5 * h
+    x = problem.mean0 + sd0 * rng.standard_normal((size, d))
+    s = State(x=x, y=x.copy(), v=np.zeros_like(x))
+    noise = np.empty((size, d))
+    j = 0
+    for t in range(int(record[-1]) + 1):
+        if t:
+            rng.standard_normal(out=noise)
+            noise *= sd
+            s = rule.step(t, s, h, noise)
+        if tie is not None and tie.active(t):
+            s = tie.apply_state(s)
+        if t == record[j]:
+            y = getattr(s, readout)
+            loss.add(j, (y * y) @ half_h)
+            if coords is not None:
+                coords.add(j, y)
+            j += 1
+    loss.commit(size)
+    if coords is not None:
+        coords.commit(size)
