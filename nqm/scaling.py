@@ -565,59 +565,121 @@ def tune(
     if refine is not None:
         refine = validation.integer("refine", refine, minimum=1)
     batches = list(batches)
-    problem = instance.problem(1)
-
-    def crossing(lr: float, point: dict[str, float], sigma2: np.ndarray) -> tuple[Crossing, Rule]:
-        rule = family.rule(lr, precondition, point)
-        return Ladder(rule, problem, instance.weight).crossing(sigma2, target), rule
-
-    grids = []  # per point: its coarse learning rates, their ladders and its limit
-    for point in family.grid:
-        limit = family.lr_limit(instance.h, precondition, point)
-        coarse = [limit * f for f in COARSE]
-        ladders = [Ladder(family.rule(lr, precondition, point), problem, instance.weight)
-                   for lr in coarse]  # fmt: skip
-        grids.append((point, coarse, ladders, limit))
+    tuner = _Tuner(instance, family, target, precondition, tolerance)
     found: dict[int | None, Tuned] = {}
     previous: Tuned | None = None  # the choice at the next smaller batch
-    for batch in sorted(set(batches), key=lambda b: math.inf if b is None else b):
+    for batch in sorted(set(batches), key=_batch_key):
         sigma2 = instance.c / batch if batch is not None else np.zeros_like(instance.h)
+        ranked, evaluations = tuner.scan(sigma2)
+        refined = []
+        for score, j, i in ranked[:refine]:
+            lr, spent = tuner.refine(j, i, score, sigma2)
+            refined.append((lr, tuner.grids[j].point))
+            evaluations += spent
+        best, spent = tuner.monotone(batch, sigma2, refined, previous)
+        found[batch] = replace(best, evaluations=evaluations + spent)
+        previous = best if best.lr is not None else previous
+    return [found[b] for b in batches]
+
+
+@dataclass(frozen=True)
+class _Coarse:
+    """One grid point's coarse learning rates (``COARSE`` fractions of its stability ``limit``) and
+    their ladders, built once for every batch size."""
+
+    point: dict[str, float]
+    lrs: list[float]
+    ladders: list[Ladder]
+    limit: float
+
+
+class _Tuner:
+    """The three steps of :func:`tune` for one family on one instance, at one noise level each."""
+
+    def __init__(
+        self,
+        instance: Instance,
+        family: Family,
+        target: float,
+        precondition: float,
+        tolerance: float,
+    ) -> None:
+        self.instance, self.family, self.target = instance, family, target
+        self.precondition, self.tolerance = precondition, tolerance
+        self.problem = instance.problem(1)
+        self.grids = [self._coarse(point) for point in family.grid]
+
+    def _coarse(self, point: dict[str, float]) -> _Coarse:
+        limit = self.family.lr_limit(self.instance.h, self.precondition, point)
+        lrs = [limit * f for f in COARSE]
+        ladders = [Ladder(self.family.rule(lr, self.precondition, point), self.problem,
+                          self.instance.weight) for lr in lrs]  # fmt: skip
+        return _Coarse(point, lrs, ladders, limit)
+
+    def crossing(
+        self, lr: float, point: dict[str, float], sigma2: np.ndarray
+    ) -> tuple[Crossing, Rule]:
+        """Where the rule at ``lr`` and ``point`` crosses the target under noise ``sigma2``."""
+        rule = self.family.rule(lr, self.precondition, point)
+        return Ladder(rule, self.problem, self.instance.weight).crossing(sigma2, self.target), rule
+
+    def scan(self, sigma2: np.ndarray) -> tuple[list[tuple[float, int, int]], int]:
+        """Step 1, the grid scan: for each grid point that reaches the target on its coarse grid,
+        ``(interpolated crossing at its best coarse lr, index of the point, index of that lr)``,
+        fewest steps first; and the number of crossings evaluated."""
+        ranked = []
         evaluations = 0
-        ranked = []  # (best coarse score, index of the point, index of its best lr)
-        for j, (_, coarse, ladders, _) in enumerate(grids):
-            scores = [ladder.crossing(sigma2, target).fractional for ladder in ladders]
-            evaluations += len(coarse)
+        for j, grid in enumerate(self.grids):
+            scores = [ladder.crossing(sigma2, self.target).fractional for ladder in grid.ladders]
+            evaluations += len(grid.lrs)
             i = int(np.argmin(scores))
             if math.isfinite(scores[i]):
                 ranked.append((scores[i], j, i))
         ranked.sort()
+        return ranked, evaluations
+
+    def refine(self, j: int, i: int, score: float, sigma2: np.ndarray) -> tuple[float, int]:
+        """Step 2, the refinement of grid point ``j`` around its best coarse lr ``i`` (whose
+        interpolated crossing is ``score``): Brent's method on log lr between the neighbours of
+        that lr (the stability limit above the last), to the relative tolerance. Returns the lr
+        found, or the coarse one if the search did no better, and the crossings evaluated."""
+        grid = self.grids[j]
+        evaluations = 0
+
+        def objective(log_lr: float) -> float:
+            nonlocal evaluations
+            evaluations += 1
+            crossed, _ = self.crossing(math.exp(log_lr), grid.point, sigma2)
+            return crossed.fractional if crossed.steps is not None else 1e300
+
+        low = math.log(grid.lrs[max(i - 1, 0)])
+        high = math.log(grid.lrs[i + 1] if i + 1 < len(grid.lrs) else grid.limit)
+        search = scipy.optimize.minimize_scalar(
+            objective, bounds=(low, high), method="bounded", options={"xatol": self.tolerance}
+        )
+        return (math.exp(search.x) if search.fun <= score else grid.lrs[i]), evaluations
+
+    def monotone(
+        self,
+        batch: int | None,
+        sigma2: np.ndarray,
+        refined: list[tuple[float, dict[str, float]]],
+        previous: Tuned | None,
+    ) -> tuple[Tuned, int]:
+        """Step 3, the monotone-in-B pass: the fewest exact steps at ``batch`` over the choice
+        tuned at the next smaller batch (``previous``, tried first, so it wins a tie) and the
+        ``refined`` (lr, point)s; steps None if none reaches the target. And the crossings
+        evaluated."""
         candidates = [] if previous is None or previous.lr is None else [
             (previous.lr, previous.point)
         ]  # fmt: skip
-        for score, j, i in ranked[:refine]:
-            point, coarse, _, limit = grids[j]
-
-            def objective(log_lr: float, point=point, sigma2=sigma2) -> float:
-                nonlocal evaluations
-                evaluations += 1
-                crossed, _ = crossing(math.exp(log_lr), point, sigma2)
-                return crossed.fractional if crossed.steps is not None else 1e300
-
-            low = math.log(coarse[max(i - 1, 0)])
-            high = math.log(coarse[i + 1] if i + 1 < len(coarse) else limit)
-            search = scipy.optimize.minimize_scalar(
-                objective, bounds=(low, high), method="bounded", options={"xatol": tolerance}
-            )
-            candidates.append((math.exp(search.x) if search.fun <= score else coarse[i], point))
-        best = Tuned(family.name, batch, None, None)
+        candidates += refined
+        best = Tuned(self.family.name, batch, None, None)
         for lr, point in candidates:
-            crossed, rule = crossing(lr, point, sigma2)
-            evaluations += 1
+            crossed, rule = self.crossing(lr, point, sigma2)
             if crossed.steps is not None and (best.steps is None or crossed.steps < best.steps):
-                best = Tuned(family.name, batch, crossed.steps, lr, dict(point), rule.label())
-        found[batch] = replace(best, evaluations=evaluations)
-        previous = best if best.lr is not None else previous
-    return [found[b] for b in batches]
+                best = Tuned(self.family.name, batch, crossed.steps, lr, dict(point), rule.label())
+        return best, len(candidates)
 
 
 def sweep(
