@@ -178,7 +178,7 @@ def run_steps(s: Setup, batches: list[torch.Tensor], steps: int, device: torch.d
 
 
 def embedded(stdet: STDET) -> int:
-    return stdet.size - stdet.embedded_count()["trainable"]
+    return stdet.size - stdet.lines.counts()["trainable"]
 
 
 def cap_of(stdet: STDET) -> int:
@@ -369,7 +369,7 @@ def main() -> None:
             continue
         st = s.stdet
         events0, embedded0 = before[s.name]
-        counts = st.embedded_count()
+        counts = st.lines.counts()
         new = embedded(st) - embedded0
         step, reason = stops[s.name]
         ran = st.events - events0

@@ -52,12 +52,17 @@ def flags_of(prefix: str, *, own: tuple[str, ...] = ()):
         raise error.renamed(name if name in own else prefix + name) from None
 
 
-def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The model: a zoo or registry name and quality, or the architecture by its widths."""
     model = p.add_argument_group("model")
     model.add_argument("-m", "--model", default="bmshj2018-hyperprior", help="zoo or registry name")
     model.add_argument("-q", "--quality", type=int, help="zoo quality (default 3 without --N/--M)")
     model.add_argument("--N", type=int, help="channels N (with --M: the architecture, any size)")
     model.add_argument("--M", type=int, help="latent channels M")
+
+
+def _add_loss_flags(p: argparse.ArgumentParser) -> None:
+    """The rate-distortion loss, the two optimizers and the schedule (CompressAI's defaults)."""
     loss = p.add_argument_group("loss and optimizers (CompressAI's defaults)")
     loss.add_argument("--lambda", dest="lmbda", type=float, default=1e-2, help="RD trade-off")
     loss.add_argument("--metric", choices=("mse", "ms-ssim"), default="mse")
@@ -76,6 +81,10 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     loss.add_argument("--checkpoint", metavar="PATH",
                       help="start from the weights of this CompressAI checkpoint (ours, train.py's "
                       "or a state dict); the optimizers start afresh")  # fmt: skip
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """The training and test images, the patches and batches, the loader."""
     data = p.add_argument_group("data")
     data.add_argument("-d", "--data", help="image folder (train/ and test/, or one folder); "
                       "default: the built-in photographs")  # fmt: skip
@@ -88,6 +97,10 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     data.add_argument("-n", "--num-workers", type=int,
                       help=f"DataLoader workers (default: {default_workers()} here; 0 for "
                       "the built-in photographs, which are in memory)")  # fmt: skip
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The run: its length, validation, checkpoints, seed, device and folder."""
     run = p.add_argument_group("run")
     length = run.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
@@ -101,6 +114,10 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     run.add_argument("--out", default="runs/run", help="run folder (default runs/run)")
     run.add_argument("--resume", nargs="?", const="", metavar="RUN",
                      help="continue the run in RUN (or in --out)")  # fmt: skip
+
+
+def _add_sma_flags(p: argparse.ArgumentParser) -> None:
+    """The averages of the weights: SMA, and the per-step EMA as torch_ema keeps it."""
     sma = p.add_argument_group("SMA")
     sma.add_argument("--sma", action="store_true", help="sample-then-moving-average")
     sma.add_argument("--sma-k", type=int, default=SMAConfig.k)
@@ -111,6 +128,10 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
                           "and torch_ema's decay warm-up)")  # fmt: skip
     sma.add_argument("--ema-decay", type=float, default=EMA_DECAY,
                      help=f"default {EMA_DECAY}")  # fmt: skip
+
+
+def _add_stdet_flags(p: argparse.ArgumentParser) -> None:
+    """STDET: the switch and one flag per field of STDETConfig, with its default."""
     stdet = p.add_argument_group("STDET")
     d = STDETConfig()
     stdet.add_argument("--stdet", action="store_true", help="embed parameters (STDET)")
@@ -133,6 +154,14 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
         default = getattr(d, flag.replace("-", "_"))
         stdet.add_argument(f"--stdet-{flag}", action=argparse.BooleanOptionalAction,
                            default=default, help=f"{what} (default {default})")  # fmt: skip
+
+
+def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+    for add in (
+        _add_model_flags, _add_loss_flags, _add_data_flags, _add_run_flags, _add_sma_flags,
+        _add_stdet_flags,
+    ):  # fmt: skip
+        add(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """The noisy quadratic model as a torch module, to run the trainer's update rules on the exact
-problem that :mod:`nqm` solves (README, "The theory and where each claim is checked"). The
+problem that :mod:`nqm` solves (docs/theory.md). The
 tests run SMA, modes and STDET on it and compare with :mod:`nqm`'s exact moments.
 
 ``loss = 1/2 * sum_i h_i (x_i - center_i)^2``; after ``backward()``, :meth:`NoisyQuadratic.add_noise`

@@ -1,5 +1,4 @@
-"""SMA, sampling-then-moving-average, for the parameters of a torch model (README, "The update
-rules for torch models").
+"""SMA, sampling-then-moving-average, for the parameters of a torch model (docs/rules.md).
 
 After optimizer step ``n`` (counted from 1) with ``n >= start`` and ``(n - start) % k == 0`` the
 parameters are *sampled*: ``avg <- beta_j * avg + (1 - beta_j) * theta`` for the j-th sample, with

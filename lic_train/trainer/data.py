@@ -1,6 +1,5 @@
 """Training and test images for the trainer: the built-in photographs, any folder of images, and
-reproducible patches (CompressAI's ``examples/train.py`` and ``ImageFolder``; README, "The
-command line").
+reproducible patches (CompressAI's ``examples/train.py`` and ``ImageFolder``; docs/trainer.md).
 
 * **Images** are ``(3, H, W)`` float32 tensors in [0, 1], whatever the file held: grayscale is
   repeated to three channels, alpha is dropped, 16-bit files keep their precision.

@@ -402,30 +402,77 @@ def fit(
     if rank == 0:
         check_space(out, state)
     batches, test = load_data(config, train, test, device, rank)
-    per_step_schedule = config.lr_schedule in PER_STEP
     if saved is not None:
-        checkpoint.check_architecture(saved["state_dict"], state.model, out, parameter="resume")
-        state.load(saved, rank=rank)
-        if per_step_schedule:
-            restart_rate(state.scheduler)
-        if state.step == config.steps:
-            # No step is left to write the latest checkpoint, and it may lag: killed between the
-            # last step's best and latest writes, the run resumed from the best. Rewrite it.
-            save_checkpoints(state, config, out, batches.per_epoch, device)
+        restore(state, saved, config, out, batches, device, rank)
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
-    criterion = rate_distortion_loss(config.lmbda, config.metric)
 
-    created, log, training_batches = rank == 0 and not out.exists(), None, None
+    created, log = rank == 0 and not out.exists(), None
     try:
         log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
         log.configuration(config)
         memory_baseline = reset_peak_memory(device)
-        tick = time.perf_counter()
-        training_batches = batches.from_step(state.step)
-        # On resume the health of the checkpoint's step is in the log already.
-        stdet = state.rules.get("stdet")
-        events_logged = stdet.events if stdet is not None and saved is not None else None
+        train_steps(state, trained, config, batches, test, log, out, device, saved is not None)
+    except BaseException as error:
+        # A new run stopped before it has a checkpoint cannot be resumed: its log and TensorBoard
+        # files would only be strays. A diverged run keeps them: they show how it diverged.
+        if created and not isinstance(error, NonFiniteLoss) and not resumable(out):
+            if log is not None:
+                log.close()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:  # also when stopped by a non-finite loss or an interrupt
+        if log is not None:
+            log.close()  # flushes TensorBoard
+
+    summary = summarise(state, config, out, *peak_memory(device, memory_baseline))
+    if rank == 0:
+        files.write_json(asdict(summary), out / "summary.json")
+    return Trained(summary, state.model, state.rules.get("sma"), state.rules.get("stdet"))
+
+
+def restore(
+    state: TrainingState,
+    saved: dict,
+    config: FitConfig,
+    out: Path,
+    batches: TrainBatches,
+    device: torch.device,
+    rank: int,
+) -> None:
+    """Continue from the checkpoint ``saved``: its weights, optimizers, rules and random states."""
+    checkpoint.check_architecture(saved["state_dict"], state.model, out, parameter="resume")
+    state.load(saved, rank=rank)
+    if config.lr_schedule in PER_STEP:
+        restart_rate(state.scheduler)
+    if state.step == config.steps:
+        # No step is left to write the latest checkpoint, and it may lag: killed between the
+        # last step's best and latest writes, the run resumed from the best. Rewrite it.
+        save_checkpoints(state, config, out, batches.per_epoch, device)
+
+
+def train_steps(
+    state: TrainingState,
+    trained: nn.Module,
+    config: FitConfig,
+    batches: TrainBatches,
+    test: Validation,
+    log: MetricsLog,
+    out: Path,
+    device: torch.device,
+    resumed: bool,
+) -> None:
+    """The steps from ``state.step`` to ``config.steps``: each a :func:`train_step`, then the
+    training record every ``log_every`` steps, validation and checkpoints on their schedule, and
+    STDET's health at each of its events and with each validation."""
+    criterion = rate_distortion_loss(config.lmbda, config.metric)
+    per_step_schedule = config.lr_schedule in PER_STEP
+    stdet = state.rules.get("stdet")
+    # On resume the health of the checkpoint's step is in the log already.
+    events_logged = stdet.events if stdet is not None and resumed else None
+    tick = time.perf_counter()
+    training_batches = batches.from_step(state.step)
+    try:
         for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
             x = batch.to(device, non_blocking=True)
             began = time.perf_counter()
@@ -459,24 +506,8 @@ def fit(
                 if health:
                     log.write({"step": done, "split": "stdet", "events": stdet.events, **health})
                 events_logged = stdet.events
-    except BaseException as error:
-        # A new run stopped before it has a checkpoint cannot be resumed: its log and TensorBoard
-        # files would only be strays. A diverged run keeps them: they show how it diverged.
-        if created and not isinstance(error, NonFiniteLoss) and not resumable(out):
-            if log is not None:
-                log.close()
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    finally:  # also when stopped by a non-finite loss or an interrupt
-        if training_batches is not None:
-            training_batches.close()  # stops the DataLoader's workers
-        if log is not None:
-            log.close()  # flushes TensorBoard
-
-    summary = summarise(state, config, out, *peak_memory(device, memory_baseline))
-    if rank == 0:
-        files.write_json(asdict(summary), out / "summary.json")
-    return Trained(summary, state.model, state.rules.get("sma"), state.rules.get("stdet"))
+    finally:
+        training_batches.close()  # stops the DataLoader's workers
 
 
 def checked_inputs(

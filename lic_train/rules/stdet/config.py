@@ -1,6 +1,6 @@
-"""STDET's configuration and the kinds of a tracked scalar (README, "The update rules for torch
-models"; the measurements behind the defaults: README, "Results: a stable STDET", and for the
-knobs that issue 15 did not revisit, "Results: earlier, shorter runs")."""
+"""STDET's configuration and the kinds of a tracked scalar (docs/rules.md; the measurements behind
+the defaults: docs/results/stdet-stability.md, and for the knobs the stability rounds did not
+revisit, docs/results/earlier-runs.md)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ TRAINABLE, TRUE, DUMMY = 0, 1, 2  # the kind of a tracked scalar (FrozenLines.ki
 class STDETConfig:
     """STDET's knobs; every field is validated on construction.
 
-    The defaults are the most stable formalisation measured on the time-to-quality benchmark's
-    configuration (``benchmarks/stdet_stability.py``, two rounds of 3 seeds; README, "Results: a
-    stable STDET"): live references, 256 modes, ``||a||_2 <= 50`` behind one reference, routed
-    gradients and dummy embedding ended at 1.020 +- 0.017 of Adam's validation loss with 0.448 of
-    the parameters trained, where issue 14's STDET (10 modes, sensitivity-aware, no bound) ended
-    at 1.218 +- 0.083 with 0.40.
+    The defaults (since 0.2) are the most stable formalisation measured on the time-to-quality
+    benchmark's configuration (``benchmarks/stdet_stability.py``, two rounds of 3 seeds;
+    docs/results/stdet-stability.md): live references, 256 modes, ``||a||_2 <= 50`` behind one
+    reference, routed gradients and dummy embedding ended at 1.020 +- 0.017 of Adam's validation
+    loss with 0.448 of the parameters trained, where 0.1's STDET (10 modes, sensitivity-aware, no
+    bound) ended at 1.218 +- 0.083 with 0.40.
 
     Attributes:
         snapshot_every: s, steps between observations of the trajectory (>= 1).

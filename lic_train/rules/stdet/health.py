@@ -53,10 +53,8 @@ def health(lines: FrozenLines, modes: Modes, references: torch.Tensor) -> dict[s
     if not modes.fitted:
         return {}
     m = modes.reference.numel()
-    mode = modes.mode[lines.embedded].long()
-    members = torch.bincount(mode, minlength=m)
-    leverage = torch.zeros(m, dtype=torch.float64, device=lines.device)
-    leverage.index_add_(0, mode, lines.a[lines.embedded].square())
+    members = torch.bincount(modes.mode[lines.embedded].long(), minlength=m)
+    leverage = lines.leverage_squared(modes.mode, m)
     width = modes.high - modes.low
     scale = torch.maximum(modes.high.abs(), modes.low.abs())
     out = {

@@ -66,6 +66,14 @@ class FrozenLines:
         self.records.release(released)
         self.count = int(self.embedded.sum())
 
+    def leverage_squared(self, mode: torch.Tensor, references: int) -> torch.Tensor:
+        """``sum a_i^2`` over each reference's embedded members, float64 (M,): the square of the
+        L2 distance they move per unit step of the reference (``mode``: each scalar's reference,
+        (N,); ``references``: M)."""
+        embedded = self.embedded
+        out = torch.zeros(references, dtype=torch.float64, device=self.device)
+        return out.index_add_(0, mode[embedded].long(), self.a[embedded].square())
+
     def counts(self) -> dict[str, int]:
         """Number of tracked scalars by kind: ``{"trainable": .., "true": .., "dummy": ..}``."""
         counts = torch.bincount(self.kind.long(), minlength=3).tolist()

@@ -1,5 +1,5 @@
 """What STDET does to a ``torch.optim`` optimizer: the optimizer keeps state only for the scalars
-that still train (issue 15, "real savings").
+that still train.
 
 A tensor none of whose scalars is embedded stays in the optimizer as it is. A tensor embedded
 whole leaves the optimizer and autograd (``requires_grad=False``): its weight gradient is no longer
@@ -92,8 +92,30 @@ class Packing:
                 "groups: give STDET the optimizer that trains them"
             )
         self.proxies: dict[int, nn.Parameter] = {}  # id(tensor) -> its proxy
+        self.params = list(params)
+        # Trainable scalars of each tracked tensor as the optimizer holds it (all, at first).
+        self.held = [p.numel() for p in self.params]
         optimizer.register_step_pre_hook(lambda *_: self._gather())
         optimizer.register_step_post_hook(lambda *_: self._scatter())
+
+    def hold(
+        self, trainable: torch.Tensor, offsets: Sequence[int], released: torch.Tensor | None
+    ) -> None:
+        """Have the optimizer hold the ``trainable`` scalars (flat bool (N,) over the tracked
+        parameters, tensor i at ``offsets[i]:offsets[i + 1]``): :meth:`set` for every tensor whose
+        set changed, or that has ``released`` scalars (flat bool (N,) or None)."""
+        for i, p in enumerate(self.params):
+            lo, hi = offsets[i], offsets[i + 1]
+            count = int(trainable[lo:hi].sum())
+            given_back = None if released is None else released[lo:hi]
+            if count != self.held[i] or (given_back is not None and bool(given_back.any())):
+                self.set(p, trainable[lo:hi], given_back)
+                self.held[i] = count
+
+    @property
+    def removed(self) -> set[int]:
+        """The tracked tensors out of the optimizer and autograd (none of their scalars trains)."""
+        return {i for i, held in enumerate(self.held) if held == 0}
 
     def set(self, p: nn.Parameter, trainable: torch.Tensor, released: torch.Tensor | None) -> None:
         """``p``'s scalars that train from now on (``trainable``: flat bool mask): all of them,
@@ -170,8 +192,8 @@ def refill(state: dict, p: torch.Tensor, released: torch.Tensor, trained: torch.
     ``max_exp_avg_sq``) the median over the ``trained`` scalars (flat bool mask), everything else
     (momentum) zero. A zero second moment makes Adam's next steps on each released scalar 3-7
     times the usual (with betas (0.9, 0.999): ``(1 - 0.9^k) / sqrt(1 - 0.999^k)`` after k steps),
-    in the direction their gradients share (issue 15: a mass release with zeroed state made a
-    new spike)."""
+    in the direction their gradients share (in the stability ablation, a mass release with zeroed
+    state made a new spike)."""
     for key, value in state.items():
         if torch.is_tensor(value) and value.shape == p.shape:
             flat = value.reshape(-1)

@@ -1,5 +1,5 @@
 """Where each embedded scalar's line was fitted: what STDET's health and its release rule measure
-from (issue 15).
+from.
 
 At every event STDET adds a *record*: the references' raw values then and the range ``[low,
 high]`` CMD had observed each of them in, the range the lines of the scalars embedded at that

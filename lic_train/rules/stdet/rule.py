@@ -137,25 +137,9 @@ class STDET:
         self.total = sum(p.numel() for _, p in model.named_parameters())
         self.embedding = EmbeddingTable(self.params, route_gradients=self.config.route_gradients)
         self.packing = edits.Packing(optimizer, self.params)
-        # Trainable scalars of each tensor as the optimizer holds it (all, at first).
-        self._held = [p.numel() for p in self.params]
         self.offsets = self.embedding.offsets
         self.device = torch.device(device)
-        float64 = any(p.dtype == torch.float64 for p in self.params) or (
-            self.trajectory is not None and self.trajectory.dtype == torch.float64
-        )
-        self.modes = Modes(
-            [p.numel() for p in self.params],
-            snapshots=self.config.snapshots,
-            modes=self.config.modes,
-            samples=self.config.samples,
-            seed=self.config.seed,
-            device=self.device,
-            # float64 weights (or a float64 average) keep a float64 history: rounding it to float32
-            # would distort the fit that the later, exact observations continue.
-            snapshot_dtype=torch.float64 if float64 else torch.float32,
-            live_only=self.config.live_references,
-        )
+        self.modes = _modes(self.config, self.params, self.trajectory, self.device)
         self.size = self.modes.size
         self.sensitivity_sums = Sensitivity(self.params)
         self.lines = FrozenLines(self.size, self.device)  # which scalars are embedded, on what
@@ -263,11 +247,10 @@ class STDET:
         else:
             leverage = None
             if cfg.max_amplification > 0:
-                mode = self.modes.mode.long()
-                carried = torch.zeros(self.modes.reference.numel(), dtype=torch.float64,
-                                      device=self.device)  # fmt: skip
-                carried.index_add_(0, mode[embedded], self.lines.a[embedded].square())
-                leverage = selection.Leverage(a, mode, carried, cfg.max_amplification)
+                carried = self.lines.leverage_squared(self.modes.mode, self.modes.reference.numel())
+                leverage = selection.Leverage(
+                    a, self.modes.mode.long(), carried, cfg.max_amplification
+                )
             steady = selection.steadiest_scalars(
                 drift, r2, embedded, references=self.modes.reference, leverage=leverage, **common
             )
@@ -278,22 +261,10 @@ class STDET:
 
     def _tie(self, released: torch.Tensor | None = None) -> None:
         """Rebuild the embedding table, and have the optimizer hold the trainable scalars of each
-        tensor whose set changed (:class:`~.optimizer.Packing`; ``released``: the scalars given
-        back to training at this event, which get a typical optimizer state)."""
+        tensor whose set changed (:meth:`~.optimizer.Packing.hold`; ``released``: the scalars
+        given back to training at this event, which get a typical optimizer state)."""
         self.embedding.set(self.lines.kind, self.lines.a, self.lines.b, self.modes.mode)
-        for i, p in enumerate(self.params):
-            lo, hi = self.offsets[i], self.offsets[i + 1]
-            trainable = self.lines.kind[lo:hi] == TRAINABLE
-            count = int(trainable.sum())
-            given_back = None if released is None else released[lo:hi]
-            if count != self._held[i] or (given_back is not None and bool(given_back.any())):
-                self.packing.set(p, trainable, given_back)
-                self._held[i] = count
-
-    @property
-    def _removed(self) -> set[int]:
-        """The tensors embedded whole (out of the optimizer and autograd)."""
-        return {i for i, held in enumerate(self._held) if held == 0}
+        self.packing.hold(self.lines.kind == TRAINABLE, self.offsets, released)
 
     def _holding_references(self) -> set[int]:
         return {self.embedding.tensor_of(r) for r in self.modes.reference.tolist()}
@@ -319,11 +290,11 @@ class STDET:
     def _smallest_free_tensor(self) -> float:
         """Size of the smallest tensor that holds no reference and is not embedded (inf if none)."""
         if self._smallest_free is None:
-            holds = self._holding_references()
+            busy = self._holding_references() | self.packing.removed
             sizes = [
                 self.offsets[i + 1] - self.offsets[i]
                 for i in range(len(self.params))
-                if i not in holds and i not in self._removed
+                if i not in busy
             ]
             self._smallest_free = min(sizes, default=math.inf)
         return self._smallest_free
@@ -358,17 +329,13 @@ class STDET:
             return {}
         return health.health(self.lines, self.modes, self.reference_values())
 
-    def embedded_count(self) -> dict[str, int]:
-        """Number of tracked scalars by kind: ``{"true": .., "dummy": .., "trainable": ..}``."""
-        return self.lines.counts()
-
     def trainable_fraction(self) -> float:
         """Share of all the model's parameters (``quantiles`` included) still trained."""
         return 1.0 - self.lines.count / self.total
 
     def removed_tensors(self) -> list[str]:
         """Names of the tensors that left the optimizer (fully embedded)."""
-        return [self.names[i] for i in sorted(self._removed)]
+        return [self.names[i] for i in sorted(self.packing.removed)]
 
     def nbytes(self) -> int:
         """Bookkeeping memory in bytes (modes, embedding table, sensitivity), all devices."""
@@ -425,3 +392,27 @@ class STDET:
         self.sensitivity_sums.load_state_dict(state)
         self._tie()
         self.embedding.materialize()
+
+
+def _modes(
+    config: STDETConfig,
+    params: list[nn.Parameter],
+    trajectory: Trajectory | None,
+    device: torch.device,
+) -> Modes:
+    """CMD over the tracked scalars, as ``config`` sets it up."""
+    float64 = any(p.dtype == torch.float64 for p in params) or (
+        trajectory is not None and trajectory.dtype == torch.float64
+    )
+    return Modes(
+        [p.numel() for p in params],
+        snapshots=config.snapshots,
+        modes=config.modes,
+        samples=config.samples,
+        seed=config.seed,
+        device=device,
+        # float64 weights (or a float64 average) keep a float64 history: rounding it to float32
+        # would distort the fit that the later, exact observations continue.
+        snapshot_dtype=torch.float64 if float64 else torch.float32,
+        live_only=config.live_references,
+    )

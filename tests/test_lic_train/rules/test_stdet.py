@@ -90,7 +90,7 @@ def test_planted_groups_are_the_modes_and_embedded_coordinates_follow_their_refe
         x = model.x.detach()
         follow = torch.addcmul(stdet.lines.b, stdet.lines.a, x[reference][mode])
         assert torch.equal(x[embedded], follow[embedded])  # exactly, after every step
-    assert stdet.embedded_count()["true"] == math.floor(0.9 * 120)
+    assert stdet.lines.counts()["true"] == math.floor(0.9 * 120)
     assert stdet.trainable_fraction() == pytest.approx(1 - math.floor(0.9 * 120) / 120)
 
 

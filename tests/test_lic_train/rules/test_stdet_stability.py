@@ -92,7 +92,7 @@ def test_the_leverage_bound_holds_at_every_event():
         per_mode.index_add_(0, stdet.modes.mode[embedded].long(), stdet.lines.a[embedded] ** 2)
         assert per_mode.max().sqrt() <= 1.5 + 1e-12
         assert stdet.health()["leverage_max"] == pytest.approx(float(per_mode.max().sqrt()))
-    assert stdet.embedded_count()["true"] > 0
+    assert stdet.lines.counts()["true"] > 0
 
 
 def test_extrapolation_and_drift_measure_from_each_scalars_own_event():
