@@ -1,5 +1,5 @@
-"""STDET's pieces on hand-made numbers: the pure selection rules, the embedding table and the
-optimizer edits (the whole rule is tested in test_stdet.py)."""
+"""STDET's pieces on hand-made numbers: the pure selection rules, the embedding table, the frozen
+lines, the health and the optimizer edits (the whole rule is tested in test_stdet.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from lic_train.rules.stdet import (  # noqa: E402
     TRAINABLE,
     TRUE,
     EmbeddingTable,
+    health,
     selection,
 )
 from lic_train.rules.stdet import optimizer as edits  # noqa: E402
+from lic_train.rules.stdet.lines import FrozenLines  # noqa: E402
 
 
 def numbers(n: int = 8):
@@ -191,3 +193,71 @@ def test_release_and_return_keep_each_parameters_place_and_give_a_typical_state(
     fresh = torch.optim.Adam(params, lr=0.1)
     with pytest.raises(ValueError, match="1 of the tracked parameters are in none"):
         edits.Packing(fresh, [*params, torch.nn.Parameter(torch.ones(1))])
+
+
+def test_hold_sets_only_the_tensors_whose_trainable_set_changed():
+    params, adam, _, _ = adam_pair()
+    packing = edits.Packing(adam, params)
+    offsets = [0, 12, 24, 36]
+    trainable = torch.ones(36, dtype=torch.bool)
+    trainable[12:24] = False  # the second tensor embedded whole
+    trainable[30] = False  # one scalar of the third
+    packing.hold(trainable, offsets, released=None)
+    assert packing.held == [12, 0, 11] and packing.removed == {1}
+    held = adam.param_groups[0]["params"]
+    assert held[0] is params[0] and edits.owner(held[1]) is params[2]
+    proxy = held[1]
+    packing.hold(trainable, offsets, released=None)  # nothing changed: the same proxy stays
+    assert adam.param_groups[0]["params"][1] is proxy
+    released = torch.zeros(36, dtype=torch.bool)
+    released[12:24] = True
+    packing.hold(torch.ones(36, dtype=torch.bool), offsets, released)
+    assert packing.held == [12, 12, 12] and not packing.removed
+    assert [edits.owner(q) for q in adam.param_groups[0]["params"]] == params
+
+
+def test_frozen_lines_embed_release_count_and_round_trip():
+    lines = FrozenLines(size=6, device="cpu")
+    record = lines.records.add(torch.tensor([1.0, 2.0]), torch.zeros(2), torch.ones(2) * 3)
+    kind = torch.tensor([TRUE, 0, DUMMY, DUMMY, 0, 0], dtype=torch.uint8)
+    a = torch.tensor([1.0, 9.0, -2.0, 3.0, 9.0, 9.0], dtype=torch.float64)
+    b = torch.arange(6, dtype=torch.float64)
+    assert lines.embed(kind, a, b, record).tolist() == [True, False, True, True, False, False]
+    assert lines.a.tolist() == [1.0, 0.0, -2.0, 3.0, 0.0, 0.0]  # only the chosen take a line
+    assert lines.counts() == {"trainable": 3, "true": 1, "dummy": 2}
+    mode = torch.tensor([0, 0, 1, 1, 0, 1], dtype=torch.int32)
+    assert lines.leverage_squared(mode, 2).tolist() == [1.0, 4.0 + 9.0]
+    copy = FrozenLines(size=6, device="cpu")
+    copy.load_state_dict(lines.state_dict())
+    assert torch.equal(copy.kind, lines.kind) and torch.equal(copy.b, lines.b)
+    assert copy.count == 3 and len(copy.records.reference) == 1
+    lines.release(torch.tensor([False, False, True, False, False, False]))
+    assert lines.count == 2 and lines.leverage_squared(mode, 2).tolist() == [1.0, 9.0]
+
+
+def test_health_measures_extrapolation_and_drift_from_the_event():
+    """One reference observed in [0, 2] at its event (value 1 then); two members embedded on it,
+    a = 1 and a = 2 with b = 1; the reference then moves to 5: 1.5 widths beyond its range, and
+    the members moved by a * 4 from their values then (2 and 3)."""
+
+    class Fitted:  # the few fields of Modes that health reads
+        fitted = True
+        reference = torch.tensor([0])
+        mode = torch.tensor([0, 0, 0], dtype=torch.int32)
+        low, high = (
+            torch.tensor([0.0], dtype=torch.float64),
+            torch.tensor([2.0], dtype=torch.float64),
+        )
+
+    lines = FrozenLines(size=3, device="cpu")
+    record = lines.records.add(torch.tensor([1.0]), Fitted.low, Fitted.high)
+    kind = torch.tensor([0, TRUE, TRUE], dtype=torch.uint8)
+    a = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    lines.embed(kind, a, torch.ones(3, dtype=torch.float64), record)
+    now = torch.tensor([5.0], dtype=torch.float64)
+    assert health.extrapolation(lines, Fitted, now).tolist() == [0.0, 1.5, 1.5]
+    report = health.health(lines, Fitted, now)
+    assert report["extrapolation_max"] == 1.5 and report["embedded"] == 2 / 3
+    assert report["leverage_max"] == pytest.approx(5**0.5)
+    assert report["embedded_drift"] == pytest.approx((16 + 64) ** 0.5 / (4 + 9) ** 0.5)
+    assert health.extrapolation(lines, Fitted, torch.tensor([1.5], dtype=torch.float64)).max() == 0
