@@ -1,5 +1,5 @@
 """Shared driver of the training benchmarks (``convergence.py``, ``ablations.py``): run a preset
-of ``lic_train.experiments``, then publish its small files (report, results, plots) for the README.
+of ``lic_train.experiments``, then publish its small files (report, results, plots) for the docs.
 
 The runs (checkpoints, TensorBoard logs) stay under ``--work`` (ignored by git); ``report.md``,
 ``results.json`` and the PNGs are copied to ``--results``. ``--quick`` is a smoke test: 2 seeds,

@@ -1,4 +1,5 @@
-"""Ablations of STDET and SMA that decide ``lic-train``'s defaults (issue 6).
+"""Ablations of STDET and SMA that decided ``lic-train``'s defaults in 0.1
+(docs/results/earlier-runs.md).
 
 What: ``lic_train.experiments.compare`` with its ``ablation`` preset: the convergence benchmark's
 model and schedule (1000 steps, seeds 0, 1, 2) at one lambda (0.0067, CompressAI's quality 3), for

@@ -81,7 +81,7 @@ def main() -> int:
 
 
 def table(result: dict) -> list[str]:
-    """The README's table of a ``results.json``."""
+    """The table of a ``results.json`` on docs/reliability.md."""
     return [
         "| checkpoint | single-bit flips | refused | loaded the content written | loaded other content |",
         "|---|---|---|---|---|",

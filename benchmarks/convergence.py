@@ -1,4 +1,5 @@
-"""Convergence of Adam, Adam + SMA, Adam + STDET and Adam + STDET + SMA on a small model (issue 6).
+"""Convergence of Adam, Adam + SMA, Adam + STDET and Adam + STDET + SMA on a small model (0.1's
+1000-step runs, docs/results/earlier-runs.md).
 
 What: ``lic_train.experiments.compare`` with its ``convergence`` preset: a hyperprior (N=32,
 M=48) trained from the same seeds (0, 1, 2) and data order by each method, 1000 steps of batch 8 of

@@ -16,8 +16,8 @@ checks that make its numbers trustworthy.
 
 Writes ``results.json`` (settings, records, binned records, checks, findings) and, through
 ``nqm.report.write_scaling``, ``report.md``, ``scaling.json`` and the plots into
-``benchmarks/results/nqm_scaling`` (or ``--out``); the README's tables are rendered from
-``results.json`` by ``benchmarks/readme_tables.py``.
+``benchmarks/results/nqm_scaling`` (or ``--out``); the tables of docs/scaling.md are rendered from
+``results.json`` by ``benchmarks/docs_tables.py``.
 
     python benchmarks/nqm_scaling.py [--workers 2] [--scan-limit 20000] [--out DIR]
 
@@ -176,8 +176,8 @@ def finer_grid_verdicts(results: dict) -> tuple[int, list[str]]:
 
 
 def tables(results: dict) -> dict[str, list[str]]:
-    """The README's tables of a ``results.json``: the findings, the steps at a few batch sizes,
-    the critical batch sizes and the checks."""
+    """The tables of docs/scaling.md, from a ``results.json``: the findings, the steps at a few
+    batch sizes, the critical batch sizes and the checks."""
     records = results["records"]
     rules = list(dict.fromkeys(r["rule"] for r in records))
     steps = {(r["rule"], r["batch"]): r for r in records}

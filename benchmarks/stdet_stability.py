@@ -1,10 +1,11 @@
-"""Candidates for a stable STDET (issue 15), on the time-to-quality benchmark's configuration.
+"""Candidates for a stable STDET (0.2's defaults were chosen from them), on the time-to-quality
+benchmark's configuration (docs/results/stdet-stability.md).
 
 What: ``lic_train.experiments.compare`` with its ``stability`` preset: hyperprior N=32/M=48,
 128x128 crops, batch 8, Adam lr 1e-3 with the step decay (x0.1 at 90%), T = 1200 steps, lambda
 0.0018, seeds 0, 1, 2; full-length runs only (no budget sweep). Against Adam with the same seed:
 
-  stdet                  as measured by the time-to-quality benchmark of issue 14 (10 modes);
+  stdet                  0.1's STDET, as the time-to-quality benchmark first measured it (10 modes);
   + live_references      the clustering sees only scalars that moved during the warm-up;
   + modes=256, max_amplification=30
                          more modes and ||a||_2 <= 30 behind one reference;

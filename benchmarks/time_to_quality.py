@@ -1,4 +1,4 @@
-"""Time to quality (issue 14): how much training does each method need for the rate-distortion
+"""Time to quality: how much training does each method need for the rate-distortion
 quality of the baselines' finished models?
 
 What: ``lic_train.experiments.time_to_quality`` with its ``cpu`` protocol: a hyperprior (N=32,

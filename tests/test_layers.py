@@ -1,4 +1,4 @@
-"""The layers of the repository and the one direction of their imports (README, "Layout").
+"""The layers of the repository and the one direction of their imports (docs/layout.md).
 
 ``lic_dynamics`` (validation, the CLI error contract, atomic files) imports neither package; ``nqm``
 imports no torch and nothing of ``lic_train``; inside ``lic_train`` the update rules import neither

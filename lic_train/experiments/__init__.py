@@ -1,7 +1,7 @@
 """The experiments: ``lic-train compare``, Adam against EMA, SMA, STDET and STDET + SMA on the same
 data and seeds, the training benchmarks built on it (``benchmarks/ablations.py``,
 ``benchmarks/convergence.py``), and the time-to-quality benchmark (``benchmarks/time_to_quality.py``;
-README, "Results: time to quality").
+docs/results/time-to-quality.md).
 
 Imports the rules and the trainer, never the command line. Modules:
 
@@ -16,7 +16,7 @@ Imports the rules and the trainer, never the command line. Modules:
   branched off one run per method and seed; the seed paper's claim), its plan and its runs;
 * :mod:`.acceleration`: its statistics (quality of real bit streams, acceleration factors with
   bootstrap intervals, the claim's BD-rates);
-* :mod:`.ttq_report`: its report, plots and README tables.
+* :mod:`.ttq_report`: its report, plots and the tables of docs/results/time-to-quality.md.
 """
 
 from lic_train.experiments.compare import compare

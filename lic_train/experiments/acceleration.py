@@ -284,11 +284,12 @@ def summarise(protocol: dict, runs: list[dict]) -> dict:
 
 
 def stability(protocol: dict, runs: list[dict]) -> dict:
-    """Issue 15's "no spikes" goal, per lambda (the scratch runs at T, and the fine-tunes): each
-    run's :func:`~lic_train.experiments.stats.largest_excursion` after STDET's first event
-    (``warmup + every`` of the protocol's STDET, counted from each run's own start), the largest
-    of Adam's runs at that lambda, and per method how many runs exceed it (diverged runs count as
-    exceeding). Also, per method, the worst STDET health numbers of its full-length runs."""
+    """The "no spikes" goal of 0.2's STDET, per lambda (the scratch runs at T, and the
+    fine-tunes): each run's :func:`~lic_train.experiments.stats.largest_excursion` after STDET's
+    first event (``warmup + every`` of the protocol's STDET, counted from each run's own start),
+    the largest of Adam's runs at that lambda, and per method how many runs exceed it (diverged
+    runs count as exceeding). Also, per method, the worst STDET health numbers of its full-length
+    runs."""
     stdet = protocol.get("stdet")
     if stdet is None:
         return {}

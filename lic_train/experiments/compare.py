@@ -24,7 +24,7 @@ or unlucky point would decide "steps to reach". The same rule applies to every m
 Files (each written atomically): ``report.md``, ``results.json``, ``loss_vs_step.png``,
 ``trainable_vs_step.png`` and, with several lambdas, ``rd_curves.png``; the runs themselves under
 ``runs/``. :func:`~lic_train.experiments.report.rewrite_report` rebuilds the files from
-``results.json``. README, "The trainer (`lic-train`)", describes the command.
+``results.json``. docs/trainer.md describes the command.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A spec names a method, one of :data:`METHODS`, and optionally overrides fields of the SMA and STDET
 configurations it starts from: ``"stdet+sma:trajectory=raw,k=10"`` is STDET + SMA with
 ``STDETConfig.trajectory = "raw"`` and ``SMAConfig.k = 10``. This is how the ablations are written
-(README, "The trainer (`lic-train`)", ``compare``; the ``ablation`` preset in
+(docs/trainer.md, "``compare``"; the ``ablation`` preset in
 :mod:`lic_train.experiments.presets`). Which rules a method runs is read from :data:`RULES`, never
 from the letters of its name.
 

@@ -3,11 +3,12 @@ seeds, the lambdas, the SMA and STDET configurations the methods start from, and
 
 ``tiny`` is the default of ``lic-train compare`` (the field's step decay, and the EMA baseline);
 ``convergence`` and ``ablation`` are what ``benchmarks/convergence.py`` and
-``benchmarks/ablations.py`` ran for the earlier, shorter results (README, "Earlier, shorter runs"),
+``benchmarks/ablations.py`` ran for the earlier, shorter results (docs/results/earlier-runs.md),
 every knob they depend on pinned; ``stability`` and ``stability-2`` are the two rounds of
-``benchmarks/stdet_stability.py`` (issue 15: the candidates for a stable STDET, on the
-time-to-quality benchmark's configuration); ``mid`` is a mid-size model for a GPU. The
-time-to-quality benchmark has its own protocols (:mod:`lic_train.experiments.time_to_quality`).
+``benchmarks/stdet_stability.py`` (the candidates for a stable STDET, from which 0.2's defaults
+were chosen, on the time-to-quality benchmark's configuration); ``mid`` is a mid-size model for a
+GPU. The time-to-quality benchmark has its own protocols
+(:mod:`lic_train.experiments.time_to_quality`).
 """
 
 from __future__ import annotations
@@ -107,14 +108,14 @@ CPU_BASE = FitConfig(
     learning_rate=1e-3, lr_schedule="multistep", lr_milestones=(0.9,), lr_gamma=0.1,
     steps=1200, validate_every=60, checkpoint_every=None, log_every=20, device="auto",
 )  # fmt: skip
-# STDET as the time-to-quality benchmark of issue 14 measured it (the defaults then), pinned.
+# 0.1's STDET, as the time-to-quality benchmark first measured it (the defaults then), pinned.
 _STDET_V1 = STDETConfig(
     snapshot_every=10, snapshots=10, every=50, modes=10, samples=1000, fraction=0.1,
     max_embedded=0.6, min_r2=0.5, keep_sensitive=0.1, sensitivity_quantile=0.5,
     variant="sensitivity", granularity="scalar", trajectory="sma", live_references=False,
     max_amplification=0.0, release_beyond=0.0, route_gradients=False,
 )  # fmt: skip
-# The candidates for a stable STDET (issue 15), one change at a time from _STDET_V1.
+# The candidates for a stable STDET (0.2), one change at a time from _STDET_V1.
 _LIVE = "live_references=true"
 _BOUNDED = f"{_LIVE},modes=256,max_amplification=30"
 STABILITY_METHODS = (

@@ -48,8 +48,8 @@ def largest_excursion(curve: Sequence[Sequence[float]], after: int) -> float | N
     the validations from step ``after`` on (a validation at an event's step follows it):
     ``max_t (v_t - min_{s<t} v_s) / min_{s<t} v_s`` (raw validations, no trailing mean: a spike is
     what is measured); 0 when none rises, None when no validation is at or after ``after``
-    (issue 15's "no spikes" goal compares it with Adam's). RD losses are positive; a best of 0 or
-    less has no relative rise and is skipped.
+    (the "no spikes" goal of 0.2's STDET compares it with Adam's). RD losses are positive; a best
+    of 0 or less has no relative rise and is skipped.
 
     Examples:
         >>> largest_excursion([(10, 4.0), (20, 2.0), (30, 3.0), (40, 1.0)], after=20)

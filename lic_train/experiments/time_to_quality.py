@@ -1,5 +1,5 @@
 """The time-to-quality benchmark: for the rate-distortion quality of a baseline's finished model, how
-much training does each method need? (README, "Results: time to quality".)
+much training does each method need? (Results: docs/results/time-to-quality.md.)
 
 The protocol (:class:`Protocol`), for every method and seed:
 
@@ -317,8 +317,8 @@ def protocol_dict(protocol: Protocol) -> dict:
 _SMA = SMAConfig(k=5, beta=0.9)
 
 PROTOCOLS = {
-    # Sized by measurement for 2 CPU cores, two trainings at once (README, "Results: time to
-    # quality", the scale table): about an hour.
+    # Sized by measurement for 2 CPU cores, two trainings at once (the scale table of
+    # docs/results/time-to-quality.md): about an hour.
     "cpu": Protocol(
         base=CPU_BASE, seeds=(0, 1, 2, 3, 4), sma=_SMA, stdet=STDETConfig(),
         # EMA with a horizon of 50 steps (the SMA's), inside the last decay of T: is EMA 0.999

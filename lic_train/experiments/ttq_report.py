@@ -215,9 +215,9 @@ def _stat(stat: dict) -> str:
 
 
 def stability_table(results: dict) -> list[str]:
-    """Issue 15's spikes: per lambda, each method's largest rise of a validation above the best
-    before it after STDET's first event, and how many of its runs rise more than Adam's largest;
-    then the worst STDET health numbers of the full-length runs."""
+    """Spikes: per lambda, each method's largest rise of a validation above the best before it
+    after STDET's first event, and how many of its runs rise more than Adam's largest; then the
+    worst STDET health numbers of the full-length runs."""
     found = results["summary"].get("stability")
     if not found or not found["lambdas"]:
         return []

@@ -77,7 +77,7 @@ def test_resume_extends_a_run(run, tmp_path, capsys):
     shutil.copytree(run, copy)
     assert main(["fit", "--resume", "--steps", "6", "--out", str(copy)]) == 0
     assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 6
-    assert main(["fit", "--resume", str(copy), "--steps", "8"]) == 0  # the form
+    assert main(["fit", "--resume", str(copy), "--steps", "8"]) == 0  # --resume RUN
     assert checkpoint.load(copy / "checkpoint.pth.tar")["step"] == 8
 
 

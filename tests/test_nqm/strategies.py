@@ -1,6 +1,6 @@
 """Shared Hypothesis strategies and exact references for the nqm tests.
 
-Parameter ranges follow the theory (README, "The theory"; ``proofs/``): ``rho = lr*h`` in (0, 2)
+Parameter ranges follow the theory (docs/theory.md; ``proofs/``): ``rho = lr*h`` in (0, 2)
 including values very near both ends, ``beta`` in [0, 1), ``alpha`` in (0, 1], integer ``k`` in
 1..200, heavy-ball ``mu`` in [0, 1). Tests that need a margin (a strict inequality visible in
 float64, or a well-conditioned Lyapunov solve) narrow the ranges explicitly.

@@ -1,4 +1,4 @@
-"""STDET's stability knobs and its health (issue 15): live references, the leverage bound, the
+"""STDET's stability knobs and its health (since 0.2): live references, the leverage bound, the
 extrapolation of the lines, release with a typical optimizer state, and the health numbers."""
 
 from __future__ import annotations

@@ -278,7 +278,7 @@ def refused_in_one_line(path: Path) -> bool:
     return False
 
 
-@settings(max_examples=max(settings().max_examples, 60))  # the 60 bit flips, at least
+@settings(max_examples=max(settings().max_examples, 60))  # 60 bit flips at least
 @given(position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7), in_pickle=st.booleans())
 def test_a_flipped_bit_is_refused_or_loads_what_was_written(
     small_run, tmp_path_factory, position, bit, in_pickle
