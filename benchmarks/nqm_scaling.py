@@ -12,7 +12,7 @@ checks that make its numbers trustworthy.
    with Brent's method run at every grid point instead of the best three on the coarse grid: the
    largest change in the tuned steps.
 5. The hyperparameter grids: momentum and EMA re-tuned over the notebook's 20 values of mu and of the
-   decay instead of the default six: the largest saving the finer grid finds.
+   decay instead of the default ten: the largest saving the finer grid finds.
 
 Writes ``results.json`` (settings, records, binned records, checks, findings) and, through
 ``nqm.report.write_scaling``, ``report.md``, ``scaling.json`` and the plots into
@@ -83,7 +83,7 @@ def tolerance_check(study: scaling.Study, workers: int) -> dict:
 
 def grid_check(study: scaling.Study, workers: int) -> dict:
     """Momentum and EMA re-tuned over the notebook's 20-value grid, 1 - logspace(-5, 0, 20) (0, that
-    is plain SGD, included), instead of the default six values."""
+    is plain SGD, included), instead of the default ten values."""
     notebook = tuple(float(v) for v in 1 - np.logspace(-5, 0, 20))
     families = [
         dataclasses.replace(scaling.FAMILIES["momentum"], grid=tuple({"mu": m} for m in notebook)),
