@@ -1012,11 +1012,13 @@ def findings(
     examples: int | None = None,
 ) -> list[Claim]:
     """What a sweep says, as :class:`nqm.verify.Claim` s with their evidence: Zhang et al.'s
-    qualitative findings (reproduced or not) and the new ones about SMA and Lookahead, from
-    :meth:`Study.records` (or their JSON). A claim needs the families it compares; one whose
-    families are missing is left out. ``binned_records`` (the same sweep with ``bins``) adds the
-    distance of the notebook's approximation from the exact answer; ``examples``
-    (:func:`examples_needed`) the information bound.
+    qualitative findings (reproduced or not: SGD scales perfectly up to a critical batch size;
+    preconditioning and momentum help at large batch, where they extend perfect scaling; an
+    exponential moving average of the iterates saves steps mainly at small batch) and the new ones
+    about SMA and Lookahead, from :meth:`Study.records` (or their JSON). A claim needs the families
+    it compares; one whose families are missing is left out. ``binned_records`` (the same sweep
+    with ``bins``) adds the distance of the notebook's approximation from the exact answer;
+    ``examples`` (:func:`examples_needed`) the information bound.
 
     Examples:
         >>> batches = [2**j for j in range(16)]
@@ -1103,24 +1105,49 @@ def _preconditioning_raises_critical_batch(v: _Records) -> Claim | None:
     )
 
 
+def _gains(v: _Records, rule: str) -> tuple[float, float, str]:
+    """``rule``'s speed-up over SGD minus 1 at the smallest and at the largest B (the saving, 0 for
+    none; scale-free, no threshold on its size) and the evidence: its steps over SGD's at both and
+    without noise."""
+    gain_small = 1 / v.ratio(rule, "sgd", v.small) - 1
+    gain_large = 1 / v.ratio(rule, "sgd", v.large) - 1
+    evidence = (
+        f"steps / SGD's: {v.ratio(rule, 'sgd', v.small):.3f} at B = {v.small}, "
+        f"{v.ratio(rule, 'sgd', v.large):.3f} at B = {v.large}, "
+        f"{v.ratio(rule, 'sgd', None):.3f} without noise"
+    )
+    return gain_small, gain_large, evidence
+
+
 def _helps_only_at_large_batch(rule: str, name: str) -> Callable[[_Records], Claim | None]:
     def claim(v: _Records) -> Claim | None:
         if not v.has("sgd", rule):
             return None
-        # speed-up minus one: the saving, 0 for none; scale-free, no threshold on its size
-        gain_small = 1 / v.ratio(rule, "sgd", v.small) - 1
-        gain_large = 1 / v.ratio(rule, "sgd", v.large) - 1
+        gain_small, gain_large, evidence = _gains(v, rule)
         return Claim(
             f"{rule}-helps-only-at-large-batch",
             f"{name} helps only at large batch: its speed-up over SGD minus 1 at the smallest B "
             "is under a tenth of that at the largest",
             gain_small < 0.1 * gain_large,
-            f"steps / SGD's: {v.ratio(rule, 'sgd', v.small):.3f} at B = {v.small}, "
-            f"{v.ratio(rule, 'sgd', v.large):.3f} at B = {v.large}, "
-            f"{v.ratio(rule, 'sgd', None):.3f} without noise",
+            evidence,
         )
 
     return claim
+
+
+def _ema_helps_mainly_at_small_batch(v: _Records) -> Claim | None:
+    # Zhang et al.'s EMA finding, the mirror of momentum's: a saving at the smallest B (> 0) of
+    # which at most a tenth is left at the largest.
+    if not v.has("sgd", "ema"):
+        return None
+    gain_small, gain_large, evidence = _gains(v, "ema")
+    return Claim(
+        "ema-helps-mainly-at-small-batch",
+        "EMA saves steps mainly at small batch (Zhang et al.): its speed-up over SGD minus 1 at the "
+        "largest B is under a tenth of that at the smallest",
+        gain_small > 0 and gain_large < 0.1 * gain_small,
+        evidence,
+    )
 
 
 def _averaging_helps_at_small_batch(v: _Records) -> Claim | None:
@@ -1236,12 +1263,13 @@ def _information_bound(v: _Records, examples: int) -> Claim:
     )  # fmt: skip
 
 
-# The claims about the rules, in the order the README lists them.
+# The claims about the rules, in the order the README lists them: Zhang et al.'s four (perfect
+# scaling, preconditioning and momentum at large batch, the EMA at small batch), then the new ones.
 _CLAIMS = (
     _perfect_scaling,
     _preconditioning_raises_critical_batch,
     _helps_only_at_large_batch("momentum", "momentum"),
-    _helps_only_at_large_batch("ema", "EMA"),
+    _ema_helps_mainly_at_small_batch,
     _averaging_helps_at_small_batch,
     _sma_close_to_ema,
     _lookahead_behind_ema_and_sma,

@@ -250,3 +250,33 @@ def test_critical_batch_below_and_unknown():
     unreachable = [scaling.Tuned("sgd", 4, None, None), *rows[1:]]
     # unreachable at B = 4: the crossing lies in (4, 8], reported at 8
     assert scaling.critical_batch(unreachable) == scaling.CriticalBatch(8, 100, "inside")
+
+
+def _records(steps: dict[str, tuple[int, int, int]]) -> list[dict]:
+    """Records of a sweep over B = 4 and 1024 and no noise: rule -> steps at each."""
+    out = []
+    for rule, column in steps.items():
+        tuned = [
+            scaling.Tuned(rule, b, s, 0.1) for b, s in zip((4, 1024, None), column, strict=True)
+        ]
+        crit = scaling.critical_batch(tuned)
+        out += [{**t.record(), "critical_batch": crit.batch, "critical_where": crit.where,
+                 "min_steps": crit.min_steps} for t in tuned]  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("ema", "holds"),
+    [
+        ((2000, 101, 100), True),  # 5x fewer steps at B = 4, none saved at 1024: Zhang et al.'s
+        ((2000, 60, 59), False),  # 5x at B = 4, but 1.67x at 1024: more than a tenth of the saving
+        ((10_000, 50, 50), False),  # no saving at B = 4, only at 1024
+        ((20_000, 200, 199), False),  # slower everywhere: a smaller loss at 1024 is no saving at 4
+    ],
+)
+def test_the_ema_finding_is_zhang_et_als_small_batch_saving(ema, holds):
+    records = _records({"sgd": (10_000, 100, 100), "ema": ema})
+    (claim,) = [c for c in scaling.findings(records) if c.key.startswith("ema-")]
+    assert claim.key == "ema-helps-mainly-at-small-batch"
+    assert claim.holds is holds
+    assert claim.statement.startswith("EMA saves steps mainly at small batch (Zhang et al.)")
