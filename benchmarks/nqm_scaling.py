@@ -37,6 +37,7 @@ import numpy as np
 
 from lic_dynamics.files import write_atomic
 from nqm import report, scaling
+from nqm.verify import Claim
 
 RESULTS = Path(__file__).resolve().parent / "results" / "nqm_scaling"
 
@@ -107,7 +108,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
     parser.add_argument("--scan-limit", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no sweep: rebuild the findings of OUT/results.json and OUT/report.md from its "
+        "stored records (after a change to the findings, not to the sweep)",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        return report_only(args.out)
 
     exact = scaling.study(workers=args.workers)
     searches = exact.evaluations
@@ -144,11 +153,53 @@ def main() -> int:
         "grid": grid,
         "findings": [c.__dict__ for c in claims],
     }
-    write_atomic(args.out / "results.json",
+    _write_results(args.out, payload)
+    _print_findings(claims)
+    return 0
+
+
+def report_only(out: Path) -> int:
+    """The findings of ``out/results.json`` and ``out/report.md`` rebuilt from the records stored in
+    results.json, without a sweep. Every other field of results.json keeps its bytes; scaling.json
+    and the plots, which hold no findings, are left as they are."""
+    results = json.loads((out / "results.json").read_text())
+    claims = scaling.findings(results["records"], results["binned"]["records"],
+                              examples=results["examples_needed"])  # fmt: skip
+    results["findings"] = [c.__dict__ for c in claims]
+    study = stored_study(results["settings"], results["records"])
+    markdown = report.scaling_markdown(study, results["examples_needed"])
+    _write_results(out, results)
+    write_atomic(out / "report.md", lambda f: f.write(markdown.encode()))
+    _print_findings(claims)
+    return 0
+
+
+def stored_study(settings: dict, records: list[dict]) -> scaling.Study:
+    """The :class:`nqm.scaling.Study` of results.json's ``settings`` and ``records``, as far as its
+    report reads it. The records keep no count of searches per result: the first carries the total."""
+    stored = {"rule", "batch", "steps", "lr", "label", "critical_batch", "critical_where",
+              "min_steps"}  # fmt: skip
+    tuned: dict[str, list[scaling.Tuned]] = {}
+    for r in records:
+        point = {key: value for key, value in r.items() if key not in stored}
+        tuned.setdefault(r["rule"], []).append(
+            scaling.Tuned(r["rule"], r["batch"], r["steps"], r["lr"], point, r["label"])
+        )
+    first = tuned[records[0]["rule"]]
+    first[0] = dataclasses.replace(first[0], evaluations=settings["evaluations"])
+    return scaling.Study(settings["dim"], settings["bins"], settings["target"],
+                         settings["precondition"], tuple(settings["batches"]), tuned,
+                         settings["seconds"], settings["workers"])  # fmt: skip
+
+
+def _write_results(out: Path, payload: dict) -> None:
+    write_atomic(out / "results.json",
                  lambda f: f.write(json.dumps(payload, indent=2).encode()))  # fmt: skip
+
+
+def _print_findings(claims: list[Claim]) -> None:
     for c in claims:
         print(f"[{'holds' if c.holds else 'does NOT hold'}] {c.statement}: {c.evidence}")
-    return 0
 
 
 def finer_grid_verdicts(results: dict) -> tuple[int, list[str]]:
