@@ -58,7 +58,7 @@ for k_v, text in printed.items():
     exact = R(beta_v, (1 - rho_v) ** k_v)
     values[k_v] = exact
     numeric(
-        f"1a: rho=19/10, beta=1/2, k={k_v}: exact R rounds to the notes' {text}",
+        f"1a: rho=19/10, beta=1/2, k={k_v}: exact R rounds to {text}",
         matches_printed(exact, text),
         f"R = {exact}",
     )
@@ -149,7 +149,7 @@ identity(
 # =====================================================================================================
 # Part B: before steady state the average can be worse than SGD
 # =====================================================================================================
-# ---- Step 5: the per-step moment recursions (notes §4) from covariance propagation ---------------------
+# ---- Step 5: the per-step moment recursions (Result 2, Step 5) from covariance propagation -------------
 # The two functions below are the recursions; step 5 certifies them against P' = A P A^T + sigma2 b b^T,
 # and steps 6-8 iterate exactly these functions on Rationals.
 
@@ -349,7 +349,7 @@ numeric(
     close(cf.steady_loss(problem, rule), l_y_s) and close(cf.steady_loss(problem, SGD(0.2)), l_x_s),
 )
 
-# ---- Step 8: the mean of the average (notes §7), by induction and at the loss case ---------------------
+# ---- Step 8: the mean of the average (Result 2, Step 7), by induction and at the loss case -------------
 m0, Bn, Un = sp.symbols("m0 B_n U_n")  # B_n = beta^n, U_n = u^n
 
 

@@ -144,8 +144,8 @@ ratio = w_star.subs(q, V * (1 - u**2)) / V  # R_LA = W*/V* with Var eta = V*(1 -
 identity(
     "6a: 1 - c^2 = alpha(1-u)(2 - alpha(1-u))", 1 - c**2, alpha * (1 - u) * (2 - alpha * (1 - u))
 )
-notes_form = alpha**2 * (1 - u**2) / (alpha**2 * (1 - u**2) + 2 * alpha * (1 - alpha) * (1 - u))
-identity("6b: alpha^2(1-u^2)/(1-c^2) = notes' uncancelled form", ratio, notes_form)
+uncancelled = alpha**2 * (1 - u**2) / (alpha**2 * (1 - u**2) + 2 * alpha * (1 - alpha) * (1 - u))
+identity("6b: alpha^2(1-u^2)/(1-c^2) = the uncancelled form", ratio, uncancelled)
 identity("6c: alpha^2(1-u^2)/(1-c^2) = alpha(1+u)/(alpha(1+u) + 2(1-alpha))", ratio, r_la(alpha, u))
 
 # ---- Step 7: bounds and monotonicity ------------------------------------------------------------------
@@ -188,7 +188,7 @@ for rho_v, k_v, alpha_v, la_printed, sma_printed, lower in points:
     for name, exact, printed in (("R_LA", la_v, la_printed), ("R_SMA", sma_v, sma_printed)):
         half_ulp = sp.Rational(1, 2) * sp.Rational(10) ** -(len(printed.split(".")[1]))
         numeric(
-            f"9a: {tag}: exact {name} rounds to the notes' {printed}",
+            f"9a: {tag}: exact {name} rounds to {printed}",
             abs(exact - sp.Rational(printed)) <= half_ulp,
             f"{name} = {exact}",
         )

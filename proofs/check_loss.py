@@ -1,5 +1,5 @@
 """Result 8 (proofs/08-loss.md): expected loss = 1/2 sum h (m^2 + V); steady-state risk per coordinate;
-the steady-state loss of SGD, SMA, EMA and Lookahead on the standard NQM (notes §10 table D).
+the steady-state loss of SGD, SMA, EMA and Lookahead on the standard NQM (table D: ``TABLE_D`` below).
 
 Run from the repository root: ``python proofs/check_loss.py``. Steps L1-L6 are symbolic; L7-L9 are
 numerical evaluations of sums over 10^4 coordinates (exact rationals / 30-digit mpmath / float64
@@ -49,7 +49,7 @@ identity(
     a * c / (2 * B * (2 - a * h)),
 )
 
-# ---- Step 4: full transient risk of SGD (notes §2), from m_t = r^t m_0, V_t = V* + r^(2t)(V_0 - V*) ----
+# ---- Step 4: full transient risk of SGD (Result 1), from m_t = r^t m_0, V_t = V* + r^(2t)(V_0 - V*) ----
 m_t = r**t * m0
 V_t = V_star + r ** (2 * t) * (V0 - V_star)
 identity(

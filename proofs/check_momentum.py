@@ -176,9 +176,9 @@ identity(
     ((2 - rho / (1 - mu)) / (2 - rho / (1 + mu))).subs(rho, a * h),
 )
 
-# ---- Step 6: fixed points of the notes (h = sigma2 = 1), exact and against nqm -------------------------
+# ---- Step 6: fixed points (h = sigma2 = 1), exact and against nqm -------------------------------------
 R_ = sp.Rational
-fixed_points = [  # (a, mu, the notes' value)
+fixed_points = [  # (a, mu, the decimal value)
     (R_(1, 2), R_(9, 10), R_(95, 33)),
     (R_(1, 2), R_(1, 2), R_(3, 5)),
     (R_(1, 10), R_(9, 10), R_(19, 37)),  # printed as 0.5135135

@@ -117,7 +117,7 @@ identity(
     (lam - u) * (lam - beta),
 )
 
-# ---- Step 5: the per-SGD-step moment recursions of notes §4 give the same steady state ------------
+# ---- Step 5: the per-SGD-step moment recursions give the same steady state -----------------------
 # state of second moments (Var x, Cov(x, y), Var y); means are 0 in steady state.
 x, eps, yv = sp.symbols("x epsilon y_v", real=True)
 Vx, C, Vy = sp.symbols("V_x C V_y", real=True)
@@ -223,7 +223,7 @@ identity(
     (1 - beta) / (1 + beta),
 )
 
-# ---- Step 7: the mean (notes §7): E[z_n] = u^n m_0, E[y_{n+1}] = beta E[y_n] + (1-beta) E[z_{n+1}] ------
+# ---- Step 7: the mean: E[z_n] = u^n m_0, E[y_{n+1}] = beta E[y_n] + (1-beta) E[z_{n+1}] ------
 n = sp.Symbol("n", integer=True, nonnegative=True)
 m0 = sp.Symbol("m_0", real=True)
 Ey = m0 * (beta**n + (1 - beta) * u * (beta**n - u**n) / (beta - u))  # beta != u
@@ -245,7 +245,7 @@ identity(
     "T7e n p^n -> 0 as n -> oo for p in (0, 1), so E[y_n] -> 0", sp.limit(n * p_abs**n, n, sp.oo), 0
 )
 
-# ---- Step 8: fixed points of notes §10 A in exact rational arithmetic --------------------------------
+# ---- Step 8: fixed points (table A: h = 2, a = 0.3, k = 5) in exact rational arithmetic --------------
 u_a = Fraction(2, 5) ** 5  # h = 2, a = 0.3: rho = 0.6, r = 0.4, k = 5
 v_a = Fraction(3, 7)  # V* with sigma2 = 4
 

@@ -104,7 +104,7 @@ identity(
 )
 
 
-# rho in (1, 2): no monotonicity in k -- the counterexample of notes §4 (rho = 1.9, beta = 0.5), exact
+# rho in (1, 2): no monotonicity in k -- the counterexample of Result 6 (rho = 1.9, beta = 0.5), exact
 def R_exact(b: Fraction, rho_v: Fraction, kk: int) -> Fraction:
     uu = (1 - rho_v) ** kk
     return (1 - b) * (1 + b * uu) / ((1 + b) * (1 - b * uu))
@@ -130,7 +130,7 @@ for kk, printed in (
     (10, "0.47410"),
 ):
     numeric(
-        f"U5j notes §4 value R(0.5, 1.9, k={kk}) = {printed}",
+        f"U5j R(0.5, 1.9, k={kk}) = {printed} (Result 6)",
         abs(vals[kk] - Fraction(printed)) <= Fraction(5, 10**6),
         f"{float(vals[kk]):.7f}",
     )
@@ -148,7 +148,7 @@ identity(
     0,
 )
 
-# finite t: notes §7 variance case, exact rational per-step moments (x_0 ~ N(0,1), y_0 = x_0)
+# finite t: the variance case of Result 6, exact rational per-step moments (x_0 ~ N(0,1), y_0 = x_0)
 a_v, h_v, s2_v, b_v = Fraction(1, 2), Fraction(1), Fraction(1, 100), Fraction(9, 10)
 r_v = 1 - a_v * h_v
 vx, c, vy = Fraction(1), Fraction(1), Fraction(1)  # Var x_0, Cov(x_0, y_0), Var y_0
@@ -164,7 +164,7 @@ for t, py, px in ((5, "0.43636", "0.0043066"), (20, "0.019160", "0.0033333")):
     tol_y = Fraction(5, 10 ** len(py.split(".")[1]) * 10)
     tol_x = Fraction(5, 10 ** len(px.split(".")[1]) * 10)
     numeric(
-        f"U6c finite t = {t}: Var y_t = {py} > Var x_t = {px} (exact moments, notes §7)",
+        f"U6c finite t = {t}: Var y_t = {py} > Var x_t = {px} (exact moments, Result 6)",
         abs(var_y[t] - Fraction(py)) <= tol_y
         and abs(var_x[t] - Fraction(px)) <= tol_x
         and var_y[t] > var_x[t],

@@ -35,8 +35,9 @@ def readme_commands() -> list[str]:
 
 
 def markdown_pages() -> list[Path]:
-    """The README, the CHANGELOG and every page under docs/."""
-    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted(ROOT.joinpath("docs").rglob("*.md"))]
+    """The README, the CHANGELOG, every page under docs/ and the derivations in proofs/."""
+    docs = sorted(ROOT.joinpath("docs").rglob("*.md"))
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *docs, *sorted(ROOT.glob("proofs/*.md"))]
 
 
 def outside_code(text: str) -> list[str]:
