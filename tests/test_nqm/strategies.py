@@ -24,7 +24,7 @@ _RHO_SPECIALS = (1e-8, 1e-6, 1e-3, 0.1, 0.5, 0.6, 1.0, 1.5, 1.9, 2.0 - 1e-6, 2.0
 
 def rhos(low: float = RHO_MIN, high: float = RHO_MAX) -> st.SearchStrategy[float]:
     """``rho`` in [low, high] within (0, 2): uniform, log-uniform towards 0 and towards 2, and the
-    special values of the notes (1e-8, 1, 2 - 1e-9, ...)."""
+    special values of the proofs and tests (1e-8, 1, 2 - 1e-9, ...)."""
     assert 0.0 < low < high < 2.0
     parts = [st.floats(low, high)]
     specials = [x for x in _RHO_SPECIALS if low <= x <= high]
@@ -111,7 +111,7 @@ def rel_err(value: float, exact: Fraction) -> float:
 
 
 def assert_printed(value: float, printed: str) -> None:
-    """``value`` equals a number printed in the notes to the printed precision: within half a unit
+    """``value`` equals a printed decimal (a reference value) to the printed precision: within half a unit
     in the last printed decimal place (plus float64 rounding)."""
     decimals = len(printed.split(".")[1]) if "." in printed else 0
     tol = 0.5 * 10.0**-decimals + 1e-12 * abs(float(printed))

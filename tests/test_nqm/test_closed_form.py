@@ -1,6 +1,7 @@
-"""nqm.closed_form: the steady-state formulas of the theory notes (§2-§6), their invariants (§9) and
-the exact fixed points (§10), checked against exact rational arithmetic where the value is not a
-printed constant."""
+"""nqm.closed_form: the steady-state formulas of proofs/ (Results 1, 2, 4, 5 and Polyak averaging),
+the theorem's invariants (Result 3) and the exact fixed points (reference tables A-D, their decimals
+written out below), checked against exact rational arithmetic where the value is not a printed
+constant."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def R_LA(alpha, rho, k) -> float:
     return float(cf.lookahead_ratio(alpha, rho, k))
 
 
-# ---- formulas against exact arithmetic ---------------------------------------------------------
+# ---- formulas against exact arithmetic -----------------------------------------------------------
 
 
 @given(rho=rhos(), k=ks())
@@ -160,7 +161,7 @@ def test_steady_variance_of_averages_is_sgd_variance_times_ratio(lr, beta, k, rh
     )
 
 
-# ---- reductions --------------------------------------------------------------------------------
+# ---- reductions ----------------------------------------------------------------------------------
 
 
 @given(lr=lrs, rho=rhos(high=1.99), sigma2=sigma2s, beta=betas(high=0.999), k=ks(50))
@@ -209,7 +210,7 @@ def test_steady_ratio_is_relative_to_sgd_at_the_same_lr(lr, rho, mu, beta, k):
     np.testing.assert_allclose(cf.steady_ratio(Momentum(lr, mu), h), want, rtol=1e-14)
 
 
-# ---- §9.3 strict reduction and §9.4 bounds ----------------------------------------------------
+# ---- strict reduction and bounds (Result 3) ------------------------------------------------------
 
 
 @given(beta=betas(1e-6, 1 - 1e-9), rho=rhos(), k=ks())
@@ -260,7 +261,7 @@ def test_sma_ratio_approaches_lower_bound_as_u_tends_to_minus_one(beta, k):
     assert r / lower - 1 == pytest.approx(first_order, rel=1e-3)
 
 
-# ---- §9.5 monotonicity -------------------------------------------------------------------------
+# ---- monotonicity (Result 3, Step 5) -------------------------------------------------------------
 
 
 @given(b1=betas(), b2=betas(), rho=rhos(), k=ks())
@@ -291,19 +292,19 @@ def test_lookahead_ratio_non_increasing_in_k_for_rho_up_to_one(alpha, rho, k):
 
 
 def test_non_monotone_in_k_counterexample():
-    """§4: rho = 1.9, beta = 0.5 (u alternates sign)."""
+    """Result 6, Step 1: rho = 1.9, beta = 0.5 (u alternates sign)."""
     want = {1: "0.12644", 2: "0.78711", 3: "0.15525", 5: "0.18137", 10: "0.47410"}
     for k, printed in want.items():
         assert_printed(R(0.5, 1.9, k), printed)
     assert R(0.5, 1.9, 2) > R(0.5, 1.9, 1) and R(0.5, 1.9, 3) < R(0.5, 1.9, 2)
 
 
-# ---- §9.6 limits ------------------------------------------------------------------------------
+# ---- limits (Result 3) ---------------------------------------------------------------------------
 
 
 @given(rho=rhos(0.01, 1.99), k=ks())
 def test_ratios_vanish_as_beta_tends_to_one(rho, k):
-    """§6: as beta -> 1 with u fixed, R ~ (1-beta)(1+u)/(2(1-u))."""
+    """As beta -> 1 with u fixed, R ~ (1-beta)(1+u)/(2(1-u))."""
     beta = 1 - 1e-9
     u = float((1 - Fraction(rho)) ** k)
     asymptote = (1 - beta) * (1 + u) / (2 * (1 - u))
@@ -332,7 +333,7 @@ def test_lookahead_ratio_lies_between_alpha_bounds(alpha, rho, k):
     assert 0.0 < R_LA(alpha, rho, k) < alpha
 
 
-# ---- §5 no ordering between SMA and Lookahead ----------------------------------------------------
+# ---- no ordering between SMA and Lookahead (Result 4, Step 9) ------------------------------------
 
 
 def test_no_ordering_between_sma_and_lookahead():
@@ -348,7 +349,7 @@ def test_no_ordering_between_sma_and_lookahead():
 
 @given(b1=betas(), rho=rhos(), k=ks(100))
 def test_equal_horizon_regression(b1, rho, k):
-    """§9.15 (grid-verified, not proven): per-step EMA with beta1 is never worse than SMA with
+    """Checked by Hypothesis, not proven (Result 3): per-step EMA with beta1 is never worse than SMA with
     beta1**k."""
     bk = b1**k  # rounded: R moves by ~eps/(1-bk) relative, so allow that much
     assert R(b1, rho, 1) <= R(bk, rho, k) * (1 + 8 * EPS + 4 * EPS / (1 - bk))
@@ -359,7 +360,7 @@ def test_equal_horizon_example():
     assert_printed(R(0.9**5, 0.5, 5), "0.26715")
 
 
-# ---- §9.11 scaling and §9.10 additivity ---------------------------------------------------------
+# ---- scaling and additivity ----------------------------------------------------------------------
 
 
 noise_levels = st.one_of(st.just(0.0), st.floats(1e-6, 10.0))
@@ -434,7 +435,7 @@ def test_steady_loss_is_additive_and_permutation_invariant(lr, d, data):
         assert total == pytest.approx(0.5 * math.fsum(h * v), rel=1e-12, abs=1e-300)
 
 
-# ---- §8 / §9.18 numerics ------------------------------------------------------------------------
+# ---- numerics (docs/theory.md, "Numerics") -------------------------------------------------------
 
 
 def test_notes_value_at_rho_1e8():
@@ -478,7 +479,7 @@ def test_rho_one_emits_no_warning():
         cf.steady_loss(standard(10), SMA(SGD(1.0), 5, 0.9))
 
 
-# ---- §9.7 divergence and validation --------------------------------------------------------------
+# ---- divergence and validation -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("rho", [2.0, 2.0 + 1e-12, 3.0, 100.0, np.inf])
@@ -596,7 +597,7 @@ def test_polyak_variance_rejects_n(n):
         cf.polyak_variance(Polyak(SGD(0.5)), ONE, ONE, n)
 
 
-# ---- §6 Polyak-Ruppert -------------------------------------------------------------------------
+# ---- Polyak-Ruppert (numerical only: docs/theory.md) ---------------------------------------------
 
 
 def polyak_exact(rho: float, k: int, n: int) -> Fraction:
@@ -641,7 +642,7 @@ def test_polyak_of_one_sample_is_the_base_variance(lr, rho, k, sigma2):
 
 @given(rho=rhos(1e-2, 2 - 1e-2), h=st.floats(1e-2, 1e2), sigma2=sigma2s)
 def test_polyak_n_var_tends_to_sigma2_over_h2(rho, h, sigma2):
-    """N*Var -> sigma2/h^2 for every rho, with the 1/N correction of §6."""
+    """N*Var -> sigma2/h^2 for every rho, with the 1/N correction of the closed form."""
     lr = rho / h
     want = sigma2 / h**2
     v_sgd = cf.sgd_variance(lr, as_array(h), as_array(sigma2))[0]
@@ -674,7 +675,7 @@ def test_polyak_rho_one_emits_no_warning():
 
 
 def test_polyak_fixed_points():
-    """§10 C at h = sigma2 = 1."""
+    """Reference table C (momentum, Result 5, Step 6) at h = sigma2 = 1."""
 
     def nvar(rho, n):
         return n * cf.polyak_variance(Polyak(SGD(rho)), ONE, ONE, n)[0]
@@ -687,7 +688,7 @@ def test_polyak_fixed_points():
         assert nvar(1.0, n) == pytest.approx(1.0, rel=1e-15)
 
 
-# ---- §10 fixed points ---------------------------------------------------------------------------
+# ---- fixed points: the reference tables A-D ------------------------------------------------------
 
 TABLE_A = [
     # beta, R_SMA, V_SMA(s2=2), V_SMA(s2=4), R_LA, V_LA(s2=2), V_LA(s2=4)

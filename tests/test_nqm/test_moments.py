@@ -1,5 +1,6 @@
 """nqm.moments: exact moments at every step and Lyapunov steady states, against the closed forms
-(§2-§6), the transient formulas (§2, §7) and the fixed points of §10."""
+(proofs/, Results 1-5), the transient formulas (Result 1; Result 2, Step 7; Result 6) and the fixed
+points of the reference tables."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_lyapunov_equals_closed_form_over_momentum(lr, mu, beta, k, data):
 
 @given(lr=lrs, beta=betas(high=0.999), k=ks(), data=st.data())
 def test_stationary_cross_covariance_of_sma(lr, beta, k, data):
-    """§4: at a sampling instant Var x = V* and Cov(x, y) = (1-beta)V*/(1-beta*u)."""
+    """Result 2: at a sampling instant Var x = V* and Cov(x, y) = (1-beta)V*/(1-beta*u)."""
     h = data.draw(curvatures(lr))
     sigma2 = np.array([data.draw(sigma2s) for _ in h])
     cov = mo.stationary_covariance(SMA(SGD(lr), k, beta), h, sigma2)
@@ -162,7 +163,7 @@ def test_lookahead_over_momentum_lyapunov_is_the_limit_of_the_recursion():
     np.testing.assert_allclose(var[-1], mo.stationary_variance(rule, h, np.ones(3)), rtol=1e-9)
 
 
-# ---- the recursion converges to the closed form ---------------------------------------------------
+# ---- the recursion converges to the closed form --------------------------------------------------
 
 
 def _periods_to_converge(q: float) -> int:
@@ -180,7 +181,7 @@ def _periods_to_converge(q: float) -> int:
     data=st.data(),
 )
 def test_iterate_converges_to_closed_form(lr, beta, alpha, k, mean0, var0, data):
-    """Run the exact recursion until q^(2n) < 1e-14 (q: contraction per period from §4/§5) and
+    """Run the exact recursion until q^(2n) < 1e-14 (q: contraction per period from Results 2 and 4) and
     compare with the closed-form steady variance."""
     rhos_ = np.array([data.draw(rhos(0.05, 1.95)) for _ in range(3)])
     h = rhos_ / lr
@@ -237,14 +238,14 @@ def test_steady_state_does_not_depend_on_initialisation(mean0, var0):
     np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-# ---- exact transients -------------------------------------------------------------------------------
+# ---- exact transients ----------------------------------------------------------------------------
 
 
 @given(
     lr=lrs, rho=rhos(1e-3, 1.999), sigma2=sigma2s, mean0=st.floats(-10, 10), var0=st.floats(0, 10)
 )
 def test_sgd_transient_is_exact(lr, rho, sigma2, mean0, var0):
-    """m_t = r^t m_0 and V_t = V* + r^{2t}(V_0 - V*) at every step (§2)."""
+    """m_t = r^t m_0 and V_t = V* + r^{2t}(V_0 - V*) at every step (Result 1)."""
     h = rho / lr
     assume(lr * h < 2)
     p = Problem(h=[h], c=[sigma2], mean0=mean0, var0=var0)
@@ -266,7 +267,7 @@ def test_sgd_mean_is_exact_power():
 
 def expected_average(m0, beta, u, n):
     """E[y_n] = m0[beta^n + (1-beta)u(beta^n - u^n)/(beta - u)]; m0 beta^n (1 + n(1-beta)) if
-    beta = u (§7)."""
+    beta = u (Result 2, Step 7)."""
     if beta == u:
         return m0 * beta**n * (1 + n * (1 - beta))
     return m0 * (beta**n + (1 - beta) * u * (beta**n - u**n) / (beta - u))
@@ -306,7 +307,8 @@ def test_table_c_mean_of_the_average():
 
 @given(lr=st.floats(0.05, 1.9), beta=betas(high=0.99), k=ks(8))
 def test_between_samples_var_y_is_constant_and_cov_decays_by_r(lr, beta, k):
-    """§9.17 for SMA without feedback over SGD (h = 1, rho = lr)."""
+    """Between samples Var y is constant and Cov(x, y) decays by r, for SMA without feedback over
+    SGD (h = 1, rho = lr)."""
     p = Problem(h=[1.0], c=1.0, mean0=1.0, var0=1.0)
     rule = SMA(SGD(lr), k, beta)
     r = 1 - lr
@@ -317,7 +319,7 @@ def test_between_samples_var_y_is_constant_and_cov_decays_by_r(lr, beta, k):
             assert m.cov[0, 0, 1] == pytest.approx(r * m_prev.cov[0, 0, 1], rel=1e-13, abs=1e-300)
 
 
-# ---- §7 transient table -------------------------------------------------------------------------
+# ---- the transient cases (Result 6, part B) ------------------------------------------------------
 
 
 def test_transient_variance_case():
@@ -332,7 +334,7 @@ def test_transient_variance_case():
     assert_printed(var_x[20, 0], "0.0033333")
     assert_printed(cf.steady_variance(rule, ONE, as_array(0.01))[0], "0.00046252")
     assert_printed(mo.stationary_variance(rule, ONE, as_array(0.01))[0], "0.00046252")
-    # §9.16: the average is worse than SGD before steady state
+    # the average is worse than SGD before steady state (Result 3, what it does not say)
     assert var_y[5, 0] > var_x[5, 0] and var_y[20, 0] > var_x[20, 0]
 
 
@@ -431,7 +433,7 @@ def test_noise_driven_moments_scale_as_one_over_batch(batch, beta, k):
     )
 
 
-# ---- reductions in the moment engine --------------------------------------------------------------
+# ---- reductions in the moment engine -------------------------------------------------------------
 
 
 @given(
@@ -557,7 +559,7 @@ def test_polyak_n_var_approaches_sigma2_over_h2_in_exact_moments(rho):
     assert abs(n * var[n, 0] - sigma2 / h**2) <= bound + 1e-9
 
 
-# ---- §9.7 divergence ------------------------------------------------------------------------------
+# ---- divergence ----------------------------------------------------------------------------------
 
 
 @given(lr=st.floats(0.1, 2.0), sigma2=sigma2s, var0=st.floats(0, 10))
