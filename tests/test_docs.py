@@ -80,13 +80,11 @@ def anchors(path: Path) -> set[str]:
 
 
 def relative_links(path: Path) -> list[str]:
-    """The targets of a page's Markdown links and images that are not web or mail addresses."""
-    targets = []
-    for line in outside_code(path.read_text()):
-        for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", line):
-            if not re.match(r"(https?|mailto):", target):
-                targets.append(target)
-    return targets
+    """The targets of a page's Markdown links and images that are not web or mail addresses (a
+    link's text may run over several lines; its target may not)."""
+    text = "\n".join(outside_code(path.read_text()))
+    targets = re.findall(r"!?\[[^\[\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", text)
+    return [target for target in targets if not re.match(r"(https?|mailto):", target)]
 
 
 def test_readme_has_two_commands_and_ci_runs_both_verbatim():
