@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -426,7 +427,9 @@ class Progress:
         self.validations = validations
         self.bar = None
         self.first = True
-        self.printed = 0.0
+        # Not 0: time.monotonic() counts from boot, and a machine up for less than ``every``
+        # seconds would skip the first line.
+        self.printed = -math.inf
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "bar": None}
