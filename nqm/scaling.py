@@ -391,7 +391,7 @@ class Family:
 
 
 # The grids cover the notebook's range (it used 1 - logspace(-5, 0, 20) for momentum and the EMA
-# decay) with fewer values, so that the default sweep stays under a minute on 2 cores; the README
+# decay) with fewer values, so that the default sweep stays under a minute on 2 cores; docs/scaling.md
 # shows what the notebook's finer grid buys (benchmarks/nqm_scaling.py, "grid check"). SMA and
 # Lookahead reach averaging horizons (k / (1 - beta), k / alpha) like the EMA's, and each grid has a
 # weak average (beta = 0.5, alpha = 0.8) for where averaging does not pay.
@@ -1263,7 +1263,7 @@ def _information_bound(v: _Records, examples: int) -> Claim:
     )  # fmt: skip
 
 
-# The claims about the rules, in the order the README lists them: Zhang et al.'s four (perfect
+# The claims about the rules, in the order docs/scaling.md lists them: Zhang et al.'s four (perfect
 # scaling, preconditioning and momentum at large batch, the EMA at small batch), then the new ones.
 _CLAIMS = (
     _perfect_scaling,
