@@ -547,8 +547,8 @@ def claim_bounds_and_limits(settings: Settings) -> Claim:
     failed = [name for name, ok in checks.items() if not ok]
     return Claim(
         key="bounds-and-limits",
-        statement="Bounds and limits of R hold: ((1-beta)/(1+beta))^2 < R < 1, equality cases and "
-        "limits of the notes",
+        statement="Bounds and limits of R hold: ((1-beta)/(1+beta))^2 < R < 1, R = (1-beta)/(1+beta) "
+        "at rho = 1, and the limits in beta and rho (proofs/03-theorem.md)",
         holds=not failed,
         evidence=f"{len(checks) - len(failed)}/{len(checks)} hold on {beta.size} random points"
         + (f"; failed: {', '.join(failed)}" if failed else ""),

@@ -38,7 +38,7 @@ def test_steady_json_schema_and_values(capsys):
     assert code == 0 and err == ""
     result = json.loads(out)
     assert {"rule", "variance", "sgd_variance", "ratio"} <= result.keys()
-    # Notes, table B: a = 0.5, k = 10, beta = 0.9, h = sigma2 = 1.
+    # TABLE_B_SMA of tests/test_nqm/test_closed_form.py: a = 0.5, k = 10, beta = 0.9, h = sigma2 = 1.
     assert result["variance"] == pytest.approx(0.01757473, rel=1e-6)
     assert result["sgd_variance"] == pytest.approx(1 / 3, rel=1e-12)
     assert result["ratio"] == pytest.approx(0.05272418, rel=1e-6)
@@ -99,7 +99,7 @@ def test_steady_text_output(capsys):
         capsys, "steady", "--rule", "sma", "--lr", "1", "--h", "1", "--k", "5", "--beta", "0.9"
     )
     assert code == 0
-    assert "ratio" in out and "0.0526315789" in out  # 1/19, table B
+    assert "ratio" in out and "0.0526315789" in out  # 1/19 = (1 - beta) / (1 + beta), R at rho = 1
 
 
 def test_simulate_json_agrees_with_exact(capsys):

@@ -438,7 +438,7 @@ def test_steady_loss_is_additive_and_permutation_invariant(lr, d, data):
 # ---- numerics (docs/theory.md, "Numerics") -------------------------------------------------------
 
 
-def test_notes_value_at_rho_1e8():
+def test_ratio_near_rho_0_is_printed_to_8_digits():
     r = R(0.9, 1e-8, 5)
     assert_printed(r, "0.99999953")
     assert rel_err(r, sma_ratio_exact(0.9, 1e-8, 5)) < 1e-15

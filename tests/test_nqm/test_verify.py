@@ -51,9 +51,9 @@ def test_monte_carlo_claim_holds_and_counts_its_estimates():
     assert 0.7 < claim.details["z_sd"] < 1.3  # standard errors neither too small nor too large
 
 
-def test_standard_nqm_numbers_match_the_notes():
+def test_standard_nqm_numbers_match_the_reference_table():
     rows = {(r["lr"], r["rule"]): r for r in verify.claim_standard_nqm(QUICK).details["rows"]}
-    # Notes, table D (d = 10^4, B = 1).
+    # TABLE_D of tests/test_nqm/test_closed_form.py and proofs/check_loss.py (d = 10^4, B = 1).
     assert rows[(0.5, "SMA(k=5, beta=0.9) over SGD(lr=0.5)")]["loss"] == pytest.approx(
         0.760949, rel=2e-6
     )

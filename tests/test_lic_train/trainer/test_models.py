@@ -19,7 +19,7 @@ from lic_train.trainer.models import (  # noqa: E402
 )
 
 # (N, M) per zoo quality, as CompressAI 1.2.8 documents its zoo (cheng2020: M = N).
-NOTES_WIDTHS = {
+ZOO_WIDTHS = {
     "bmshj2018-factorized": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
     "bmshj2018-factorized-relu": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
     "bmshj2018-hyperprior": {q: (128, 192) if q <= 5 else (192, 320) for q in range(1, 9)},
@@ -28,7 +28,7 @@ NOTES_WIDTHS = {
     "cheng2020-anchor": {q: (128, 128) if q <= 3 else (192, 192) for q in range(1, 7)},
     "cheng2020-attn": {q: (128, 128) if q <= 3 else (192, 192) for q in range(1, 7)},
 }
-NOTES_CLASSES = {
+ZOO_CLASSES = {
     "bmshj2018-factorized": "FactorizedPrior",
     "bmshj2018-factorized-relu": "FactorizedPriorReLU",
     "bmshj2018-hyperprior": "ScaleHyperprior",
@@ -45,33 +45,33 @@ def test_model_names_are_the_zoo_image_models_and_the_registry_only_image_models
     names = model_names()
     assert names == sorted(names)
     assert set(compressai.zoo.image_models) <= set(names)
-    assert set(names) == set(NOTES_WIDTHS) | set(VBR) | set(REGISTRY_ONLY)
+    assert set(names) == set(ZOO_WIDTHS) | set(VBR) | set(REGISTRY_ONLY)
     assert "ssf2020" not in names  # video
     assert not any("pcc" in name for name in names)  # point clouds
 
 
 def test_quality_range_per_family():
-    for name, widths in NOTES_WIDTHS.items():
+    for name, widths in ZOO_WIDTHS.items():
         assert quality_range(name) == (min(widths), max(widths))
     assert quality_range("cheng2020-attn") == (1, 6)
     for name in VBR + REGISTRY_ONLY:
         assert quality_range(name) is None
 
 
-@pytest.mark.parametrize("name", sorted(NOTES_WIDTHS))
-def test_every_quality_resolves_to_the_widths_of_the_notes(name):
+@pytest.mark.parametrize("name", sorted(ZOO_WIDTHS))
+def test_every_quality_resolves_to_the_documented_widths(name):
     # Resolution only: building 8 full-size models per name would dominate the suite's run time.
-    for quality, (n, m) in NOTES_WIDTHS[name].items():
+    for quality, (n, m) in ZOO_WIDTHS[name].items():
         cls, kwargs = model_spec(name, quality=quality)
-        assert cls.__name__ == NOTES_CLASSES[name]
+        assert cls.__name__ == ZOO_CLASSES[name]
         assert kwargs == ({"N": n} if name.startswith("cheng2020") else {"N": n, "M": m})
 
 
-def test_every_zoo_name_builds_at_quality_1_with_the_widths_of_the_notes():
-    for name, widths in NOTES_WIDTHS.items():
+def test_every_zoo_name_builds_at_quality_1_with_the_documented_widths():
+    for name, widths in ZOO_WIDTHS.items():
         model = build_model(name, quality=1)
         n, m = widths[1]
-        assert describe(model) == {"class": NOTES_CLASSES[name], "N": n, "M": m}
+        assert describe(model) == {"class": ZOO_CLASSES[name], "N": n, "M": m}
     vbr_classes = ("ScaleHyperpriorVbr", "MeanScaleHyperpriorVbr")
     vbr_classes += ("JointAutoregressiveHierarchicalPriorsVbr",)
     for name, cls in zip(VBR, vbr_classes, strict=True):  # one configuration, no quality
