@@ -187,9 +187,11 @@ def stored_study(settings: dict, records: list[dict]) -> scaling.Study:
         )
     first = tuned[records[0]["rule"]]
     first[0] = dataclasses.replace(first[0], evaluations=settings["evaluations"])
-    return scaling.Study(settings["dim"], settings["bins"], settings["target"],
-                         settings["precondition"], tuple(settings["batches"]), tuned,
-                         settings["seconds"], settings["workers"])  # fmt: skip
+    return scaling.Study(
+        dim=settings["dim"], bins=settings["bins"], target=settings["target"],
+        precondition=settings["precondition"], batches=tuple(settings["batches"]), tuned=tuned,
+        seconds=settings["seconds"], workers=settings["workers"],
+    )  # fmt: skip
 
 
 def _write_results(out: Path, payload: dict) -> None:

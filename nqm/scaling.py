@@ -1119,20 +1119,17 @@ def _gains(v: _Records, rule: str) -> tuple[float, float, str]:
     return gain_small, gain_large, evidence
 
 
-def _helps_only_at_large_batch(rule: str, name: str) -> Callable[[_Records], Claim | None]:
-    def claim(v: _Records) -> Claim | None:
-        if not v.has("sgd", rule):
-            return None
-        gain_small, gain_large, evidence = _gains(v, rule)
-        return Claim(
-            f"{rule}-helps-only-at-large-batch",
-            f"{name} helps only at large batch: its speed-up over SGD minus 1 at the smallest B "
-            "is under a tenth of that at the largest",
-            gain_small < 0.1 * gain_large,
-            evidence,
-        )
-
-    return claim
+def _momentum_helps_only_at_large_batch(v: _Records) -> Claim | None:
+    if not v.has("sgd", "momentum"):
+        return None
+    gain_small, gain_large, evidence = _gains(v, "momentum")
+    return Claim(
+        "momentum-helps-only-at-large-batch",
+        "momentum helps only at large batch: its speed-up over SGD minus 1 at the smallest B "
+        "is under a tenth of that at the largest",
+        gain_small < 0.1 * gain_large,
+        evidence,
+    )
 
 
 def _ema_helps_mainly_at_small_batch(v: _Records) -> Claim | None:
@@ -1268,7 +1265,7 @@ def _information_bound(v: _Records, examples: int) -> Claim:
 _CLAIMS = (
     _perfect_scaling,
     _preconditioning_raises_critical_batch,
-    _helps_only_at_large_batch("momentum", "momentum"),
+    _momentum_helps_only_at_large_batch,
     _ema_helps_mainly_at_small_batch,
     _averaging_helps_at_small_batch,
     _sma_close_to_ema,

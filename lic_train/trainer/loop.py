@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -407,12 +407,15 @@ def fit(
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
 
-    created, log = rank == 0 and not out.exists(), None
+    created, log, training_batches = rank == 0 and not out.exists(), None, None
     try:
         log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
         log.configuration(config)
         memory_baseline = reset_peak_memory(device)
-        train_steps(state, trained, config, batches, test, log, out, device, saved is not None)
+        since = time.perf_counter()
+        training_batches = batches.from_step(state.step)
+        train_steps(state, trained, config, batches, training_batches, test, log, out, device,
+                    resumed=saved is not None, since=since)  # fmt: skip
     except BaseException as error:
         # A new run stopped before it has a checkpoint cannot be resumed: its log and TensorBoard
         # files would only be strays. A diverged run keeps them: they show how it diverged.
@@ -422,6 +425,8 @@ def fit(
             shutil.rmtree(out, ignore_errors=True)
         raise
     finally:  # also when stopped by a non-finite loss or an interrupt
+        if training_batches is not None:
+            training_batches.close()  # stops the DataLoader's workers
         if log is not None:
             log.close()  # flushes TensorBoard
 
@@ -456,58 +461,59 @@ def train_steps(
     trained: nn.Module,
     config: FitConfig,
     batches: TrainBatches,
+    training_batches: Iterator[torch.Tensor],
     test: Validation,
     log: MetricsLog,
     out: Path,
     device: torch.device,
+    *,
     resumed: bool,
+    since: float,
 ) -> None:
-    """The steps from ``state.step`` to ``config.steps``: each a :func:`train_step`, then the
-    training record every ``log_every`` steps, validation and checkpoints on their schedule, and
-    STDET's health at each of its events and with each validation."""
+    """The steps from ``state.step`` to ``config.steps``, reading ``training_batches`` (from
+    ``batches.from_step(state.step)``): each a :func:`train_step`, then the training record every
+    ``log_every`` steps, validation and checkpoints on their schedule, and STDET's health at each of
+    its events and with each validation. The run's wall time counts from ``since``
+    (``time.perf_counter()``), checkpoint writes left out."""
     criterion = rate_distortion_loss(config.lmbda, config.metric)
     per_step_schedule = config.lr_schedule in PER_STEP
     stdet = state.rules.get("stdet")
     # On resume the health of the checkpoint's step is in the log already.
     events_logged = stdet.events if stdet is not None and resumed else None
-    tick = time.perf_counter()
-    training_batches = batches.from_step(state.step)
-    try:
-        for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
-            x = batch.to(device, non_blocking=True)
-            began = time.perf_counter()
-            losses, aux_loss = train_step(
-                trained, x, criterion, state.optimizer, state.aux_optimizer, state.rules,
-                clip_max_norm=config.clip_max_norm,
-            )  # fmt: skip
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            state.train_time += time.perf_counter() - began
-            if per_step_schedule:
-                state.scheduler.step()
-            state.step = done = step + 1
-            check_finite(done, losses["loss"].item(), aux_loss.item(), out)
-            last = done == config.steps
-            if done % config.log_every == 0 or last:
-                now = time.perf_counter()
-                state.wall_time, tick = state.wall_time + now - tick, now
-                log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
-            keep = done in config.keep_checkpoints
-            if done % config.validate_every == 0 or last or keep:
-                validate_readouts(state, config, test, log, out)
-                state.wall_time += time.perf_counter() - tick
-                if done % (config.checkpoint_every or config.validate_every) == 0 or last or keep:
-                    save_checkpoints(state, config, out, batches.per_epoch, device, keep=keep)
-                tick = time.perf_counter()  # checkpoint writes are not the run's time
-                events_logged = None  # the health goes with every validation
-            if stdet is not None and stdet.events != events_logged:
-                # A step that made the weights non-finite shows in the next loss; JSON has null.
-                health = {k: v if math.isfinite(v) else None for k, v in stdet.health().items()}
-                if health:
-                    log.write({"step": done, "split": "stdet", "events": stdet.events, **health})
-                events_logged = stdet.events
-    finally:
-        training_batches.close()  # stops the DataLoader's workers
+    tick = since
+    for step, batch in zip(range(state.step, config.steps), training_batches, strict=False):
+        x = batch.to(device, non_blocking=True)
+        began = time.perf_counter()
+        losses, aux_loss = train_step(
+            trained, x, criterion, state.optimizer, state.aux_optimizer, state.rules,
+            clip_max_norm=config.clip_max_norm,
+        )  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        state.train_time += time.perf_counter() - began
+        if per_step_schedule:
+            state.scheduler.step()
+        state.step = done = step + 1
+        check_finite(done, losses["loss"].item(), aux_loss.item(), out)
+        last = done == config.steps
+        if done % config.log_every == 0 or last:
+            now = time.perf_counter()
+            state.wall_time, tick = state.wall_time + now - tick, now
+            log.write(train_record(state, config, losses, aux_loss, batches.epoch_of(step)))
+        keep = done in config.keep_checkpoints
+        if done % config.validate_every == 0 or last or keep:
+            validate_readouts(state, config, test, log, out)
+            state.wall_time += time.perf_counter() - tick
+            if done % (config.checkpoint_every or config.validate_every) == 0 or last or keep:
+                save_checkpoints(state, config, out, batches.per_epoch, device, keep=keep)
+            tick = time.perf_counter()  # checkpoint writes are not the run's time
+            events_logged = None  # the health goes with every validation
+        if stdet is not None and stdet.events != events_logged:
+            # A step that made the weights non-finite shows in the next loss; JSON has null.
+            health = {k: v if math.isfinite(v) else None for k, v in stdet.health().items()}
+            if health:
+                log.write({"step": done, "split": "stdet", "events": stdet.events, **health})
+            events_logged = stdet.events
 
 
 def checked_inputs(

@@ -35,7 +35,7 @@ def extrapolation(lines: FrozenLines, modes: Modes, references: torch.Tensor) ->
 
 
 def health(lines: FrozenLines, modes: Modes, references: torch.Tensor) -> dict[str, float]:
-    """The health of an embedding; empty before the fit. All floats:
+    """The health of an embedding, once ``modes`` are fitted. All floats:
 
     * ``embedded``: share of the tracked scalars embedded;
     * ``still_references``: references whose observed range is still (at most
@@ -50,8 +50,6 @@ def health(lines: FrozenLines, modes: Modes, references: torch.Tensor) -> dict[s
 
     ``references`` as for :func:`extrapolation`.
     """
-    if not modes.fitted:
-        return {}
     m = modes.reference.numel()
     members = torch.bincount(modes.mode[lines.embedded].long(), minlength=m)
     leverage = lines.leverage_squared(modes.mode, m)

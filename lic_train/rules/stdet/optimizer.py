@@ -83,16 +83,17 @@ class Packing:
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter]) -> None:
         self.optimizer = optimizer
+        self.params = list(params)
         self.order = [list(group["params"]) for group in optimizer.param_groups]
         self.group_of = {id(p): g for g, first in enumerate(self.order) for p in first}
-        missing = sum(id(p) not in self.group_of for p in params)
+        missing = sum(id(p) not in self.group_of for p in self.params)
         if missing:
             raise ValueError(
                 f"{missing} of the tracked parameters are in none of the optimizer's param "
                 "groups: give STDET the optimizer that trains them"
             )
         self.proxies: dict[int, nn.Parameter] = {}  # id(tensor) -> its proxy
-        self.params = list(params)
+        self.position = {id(p): i for i, p in enumerate(self.params)}
         # Trainable scalars of each tracked tensor as the optimizer holds it (all, at first).
         self.held = [p.numel() for p in self.params]
         optimizer.register_step_pre_hook(lambda *_: self._gather())
@@ -110,7 +111,6 @@ class Packing:
             given_back = None if released is None else released[lo:hi]
             if count != self.held[i] or (given_back is not None and bool(given_back.any())):
                 self.set(p, trainable[lo:hi], given_back)
-                self.held[i] = count
 
     @property
     def removed(self) -> set[int]:
@@ -124,6 +124,8 @@ class Packing:
         typical one (:func:`refill`); any other new one starts at zero."""
         if id(p) not in self.group_of:
             raise ValueError("the parameter is in none of the optimizer's param groups")
+        if id(p) in self.position:
+            self.held[self.position[id(p)]] = int(trainable.sum())
         group = self.optimizer.param_groups[self.group_of[id(p)]]
         current = next((q for q in group["params"] if owner(q) is p), None)
         state = {}
@@ -192,8 +194,8 @@ def refill(state: dict, p: torch.Tensor, released: torch.Tensor, trained: torch.
     ``max_exp_avg_sq``) the median over the ``trained`` scalars (flat bool mask), everything else
     (momentum) zero. A zero second moment makes Adam's next steps on each released scalar 3-7
     times the usual (with betas (0.9, 0.999): ``(1 - 0.9^k) / sqrt(1 - 0.999^k)`` after k steps),
-    in the direction their gradients share (in the stability ablation, a mass release with zeroed
-    state made a new spike)."""
+    in the direction their gradients share (seen while the release rule was developed, in runs
+    not published: a mass release with zeroed state made a new spike)."""
     for key, value in state.items():
         if torch.is_tensor(value) and value.shape == p.shape:
             flat = value.reshape(-1)

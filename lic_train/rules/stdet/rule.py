@@ -316,7 +316,7 @@ class STDET:
     def extrapolation(self) -> torch.Tensor:
         """How far each embedded scalar's reference lies outside the range its line was fitted on,
         in widths of that range, float64 (N,) (:func:`.health.extrapolation`)."""
-        if self.lines.count == 0:  # also before the fit, when there are no references yet
+        if not self.modes.fitted:  # no references yet, and nothing embedded
             return torch.zeros(self.size, dtype=torch.float64, device=self.device)
         return health.extrapolation(self.lines, self.modes, self.reference_values())
 
