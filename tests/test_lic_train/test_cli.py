@@ -232,7 +232,7 @@ def test_compare_bad_input_is_one_line(run, tmp_path, capsys):
 def test_bad_trainer_inputs_of_the_streaming_trainer_are_one_line(folder, tmp_path, capsys):
     base = ["fit", *TINY, "--data", str(folder), "--steps", "1", "--out", str(tmp_path / "run")]
     one_line_error(capsys, [*base, "--num-workers", "-1"], "--num-workers", "-1")
-    one_line_error(capsys, [*base, "--checkpoint-ev", "3"], "unrecognized", "--checkpoint-ev")
+    one_line_error(capsys, [*base, "--checkpoint-ev", "3"], "no such flag", "--checkpoint-ev")
     empty = tmp_path / "kodak"
     empty.mkdir()
     one_line_error(capsys, [*base, "--test-data", str(empty)], "--test-data", "no image files")
