@@ -17,23 +17,25 @@ reproducible patches (CompressAI's ``examples/train.py`` and ``ImageFolder``; do
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
 import numbers
 import os
 import signal
+import stat
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lic_dynamics import validation
 from lic_dynamics.validation import InvalidValue
@@ -73,8 +75,8 @@ _EXIF_ORIENTATION = 0x0112
 
 
 class SkippedImage(UserWarning):
-    """An image file left out (unreadable, or too small for the patch); the message names the file
-    and why."""
+    """An image file left out (unreadable, too small for the patch, not a regular file), or a
+    sub-folder of the data that cannot be read; the message names the file or folder and why."""
 
 
 def builtin_images() -> dict[str, torch.Tensor]:
@@ -200,11 +202,8 @@ def read_array(path: str | Path) -> np.ndarray:
     Raises:
         ValueError: ``"{path}: not a readable image ({reason})"``, as :func:`read_image`.
     """
-    try:
-        with Image.open(path) as image:
-            return _pil_array(ImageOps.exif_transpose(image))
-    except _PIL_ERRORS as error:
-        raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
+    with _opened(path) as image:
+        return _pil_array(ImageOps.exif_transpose(image))
 
 
 def read_crop(
@@ -221,7 +220,7 @@ def read_crop(
         ValueError: ``"{path}: not a readable image ({reason})"``, as :func:`read_image`.
     """
     try:
-        with Image.open(path) as image:
+        with _opened(path) as image:
             # exif_transpose copies even an upright image: call it only for a real rotation.
             turned = image.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1)
             upright = ImageOps.exif_transpose(image) if turned else image
@@ -230,8 +229,6 @@ def read_crop(
             return _pil_array(upright.crop((left, top, right, bottom))), (height, width)
     except _BoxError as error:
         raise error.cause from None
-    except _PIL_ERRORS as error:
-        raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
 
 
 class _BoxError(Exception):
@@ -260,23 +257,99 @@ def image_size(path: str | Path) -> tuple[int, int]:
     Raises:
         ValueError: ``"{path}: not a readable image ({reason})"`` when PIL cannot open it.
     """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.format == "TIFF":
-                return height, width
-            if image.format == "PNG":
-                exif = Image.Exif()
-                if "exif" in image.info:
-                    exif.load(image.info["exif"])
-            else:
-                exif = image.getexif()
-            # EXIF orientations 5 to 8 turn the image by 90 degrees (PIL's exif_transpose).
-            if exif.get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
-                height, width = width, height
+    with _opened(path) as image:
+        width, height = image.size
+        if image.format == "TIFF":
             return height, width
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if "exif" in image.info:
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        # EXIF orientations 5 to 8 turn the image by 90 degrees (PIL's exif_transpose).
+        if exif.get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+            height, width = width, height
+        return height, width
+
+
+class _NotRegular(OSError):
+    """A path that is not a regular file (a FIFO, a device, ...): never opened, or not read."""
+
+
+def _check_regular(path: str | Path) -> None:
+    """Raise :class:`_NotRegular` unless ``path`` is a regular file after following links; an
+    ``OSError`` when it cannot be looked at. Nothing is opened: opening a device can act (a
+    watchdog starts, a tape rewinds), and opening a FIFO waits for a writer."""
+    kind = _kind(os.stat(path).st_mode)
+    if kind is not None:
+        raise _NotRegular(f"{kind[0]}, not a regular file")
+
+
+# O_NONBLOCK: a FIFO put in the file's place after the check opens at once instead of waiting for a
+# writer (fstat then refuses it). O_NOCTTY: a terminal never becomes this process's.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading, refused with :class:`_NotRegular` unless it is a regular file,
+    both before opening it (:func:`_check_regular`) and once open, since the path may have been
+    replaced in between: no read ever waits on a FIFO, socket or device."""
+    _check_regular(path)
+    descriptor = os.open(path, _OPEN_FLAGS)
+    try:
+        kind = _kind(os.fstat(descriptor).st_mode)
+        if kind is not None:
+            raise _NotRegular(f"{kind[0]}, not a regular file")
+        if _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(descriptor, True)  # a regular file: ordinary reads from here on
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path) -> Iterator[Image.Image]:
+    """The image file at ``path`` opened by PIL (:func:`_open_regular`), for the block's reading.
+
+    PIL's warnings while it reads (a "decompression bomb" over ``Image.MAX_IMAGE_PIXELS``, corrupt
+    EXIF data) name no file: each is given again, once per process, prefixed with the path.
+
+    Raises:
+        ValueError: ``"{path}: not a readable image ({reason})"`` on anything PIL raises while
+            opening or decoding (and on a path that is not a regular file).
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _open_regular(path) as file, Image.open(file) as image:
+                yield image
     except _PIL_ERRORS as error:
-        raise ValueError(f"{path}: not a readable image ({_one_line(error)})") from error
+        raise ValueError(f"{path}: not a readable image ({_reason(error)})") from error
+    finally:
+        for warning in caught:
+            message = " ".join(str(warning.message).split())
+            _warn_once(f"{path}: {message}", warning.category)
+
+
+def _reason(error: BaseException) -> str:
+    """Why a file is not a readable image, in one line, without repeating its path."""
+    if isinstance(error, _NotRegular):
+        return str(error)
+    if isinstance(error, UnidentifiedImageError):
+        # PIL names the file object it was given, not the path, which the message starts with.
+        return "UnidentifiedImageError: not an image format PIL can read"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
+    return _one_line(error)
 
 
 def _one_line(error: BaseException) -> str:
@@ -334,21 +407,131 @@ def _too_small(shape: Sequence[int], patch_size: tuple[int, int]) -> str:
 def _image_files(folder: Path) -> list[Path]:
     """The image files under ``folder`` (recursively, symbolic links followed once), sorted by
     relative path; hidden files and folders (name starting with ".") are left out, so that
-    ``._photo.jpg`` (macOS metadata) and ``.ipynb_checkpoints`` are not mistaken for images."""
-    found, visited = [], set()
-    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+    ``._photo.jpg`` (macOS metadata) and ``.ipynb_checkpoints`` are not mistaken for images.
+
+    Only regular files are images: a FIFO, socket or device with an image suffix (after following
+    links), or a broken link, would block or fail its reader, so each folder's are left out with
+    one :class:`SkippedImage` warning; so is a sub-folder that cannot be read, named in its own.
+    Nothing is opened: types come from the directory entries (``stat`` where they do not say).
+    """
+    found: list[Path] = []
+    visited: set[str] = set()
+    pending = [str(folder)]
+    while pending:
+        directory = pending.pop()
         real = os.path.realpath(directory)
         if real in visited:  # a link back up the tree: do not loop
-            subdirectories[:] = []
             continue
         visited.add(real)
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        found.extend(
-            Path(directory, name)
-            for name in files
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
-        )
+        entries = _entries(directory)
+        if entries is None:
+            continue
+        special: list[tuple[str, str]] = []  # (name, kind) of each non-regular image entry
+        folders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if _is_folder(entry):
+                folders.append(entry.path)
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                kind = _not_regular(entry)
+                if kind is None:
+                    found.append(Path(entry.path))
+                else:
+                    special.append((entry.name, kind))
+        if special:
+            _warn_once(_special_entries(directory, special), SkippedImage)
+        pending.extend(reversed(folders))  # depth first, in name order
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def _entries(directory: str) -> list[os.DirEntry] | None:
+    """The entries of ``directory`` sorted by name, or None, with a :class:`SkippedImage` warning
+    naming it, when it cannot be listed or searched."""
+    # Listing a folder needs read permission, and looking at its entries search (x) permission.
+    if not os.access(directory, os.X_OK):
+        _warn_once(f"{directory}: a folder that cannot be read (permission denied); skipped")
+        return None
+    try:
+        with os.scandir(directory) as scan:
+            return sorted(scan, key=lambda entry: entry.name)
+    except OSError as error:
+        _warn_once(f"{directory}: a folder that cannot be read ({_why(error)}); skipped")
+        return None
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links, as os.walk(followlinks=True)
+    except OSError:  # e.g. a link into a folder this process cannot search: not a folder
+        return False
+
+
+# What a non-regular file is, (singular, plural), by its stat mode.
+_KINDS = (
+    (stat.S_ISFIFO, ("a FIFO", "FIFOs")),
+    (stat.S_ISSOCK, ("a socket", "sockets")),
+    (stat.S_ISCHR, ("a character device", "character devices")),
+    (stat.S_ISBLK, ("a block device", "block devices")),
+    (stat.S_ISDIR, ("a folder", "folders")),
+)
+_BROKEN_LINK = ("a broken link", "broken links")
+_NO_STAT = ("an entry that cannot be read", "entries that cannot be read")
+_OTHER = ("a special file", "special files")
+
+
+def _kind(mode: int) -> tuple[str, str] | None:
+    """What a file of ``stat`` mode ``mode`` is, (singular, plural); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((names for test, names in _KINDS if test(mode)), _OTHER)
+
+
+def _not_regular(entry: os.DirEntry) -> tuple[str, str] | None:
+    """What ``entry`` is when, after following links, it is not a regular file; else None."""
+    try:
+        if entry.is_file():  # the entry's type (no system call), or stat for a link
+            return None
+        return _kind(os.stat(entry.path).st_mode)
+    except OSError:
+        return _BROKEN_LINK if entry.is_symlink() else _NO_STAT
+
+
+def _special_entries(directory: str, special: Sequence[tuple[str, tuple[str, str]]]) -> str:
+    """The one warning for the non-regular image entries of ``directory``: the path itself for
+    one, else how many of each kind and the first name."""
+    if len(special) == 1:
+        name, (kind, _plural) = special[0]
+        return f"{os.path.join(directory, name)}: not a regular file ({kind}); skipped"
+    counts: dict[tuple[str, str], int] = {}
+    for _name, kind in special:
+        counts[kind] = counts.get(kind, 0) + 1
+    kinds = ", ".join(one if n == 1 else f"{n} {many}" for (one, many), n in counts.items())
+    return (
+        f"{directory}: {len(special)} entries are not regular files ({kinds}; the first: "
+        f"{special[0][0]}); skipped"
+    )
+
+
+def _why(error: OSError) -> str:
+    """An OS error's reason, lower case, as the module's messages give it."""
+    reason = error.strerror or _one_line(error)
+    return reason[:1].lower() + reason[1:]
+
+
+# Warnings given in this process: each once, though the data is listed once per use (--epochs
+# lists it twice) and a file is read each epoch.
+_WARNED: set[tuple[str, type[Warning]]] = set()
+
+
+def _warn_once(message: str, category: type[Warning] | None = None) -> None:
+    """``warnings.warn(message, category)`` (:class:`SkippedImage` by default), unless this
+    process already gave it; the module's own record, since Python's is reset whenever a
+    ``warnings.catch_warnings`` block ends."""
+    key = (message, category or SkippedImage)
+    if key not in _WARNED:
+        warnings.warn(message, key[1], stacklevel=3)
+        _WARNED.add(key)
 
 
 @dataclass(frozen=True)
@@ -404,8 +587,9 @@ def _folder(data: str | Path, parameter: str) -> Path:
 
 def _listed(folder: Path, parameter: str) -> Images:
     """Every image file under ``folder`` (:func:`_image_files`), none decoded; raise
-    ``InvalidValue`` about ``parameter`` when there is none."""
-    files = _image_files(folder)
+    ``InvalidValue`` about ``parameter`` when there is none, or when ``folder`` (a ``train/`` or
+    ``test/`` too) cannot be read."""
+    files = _image_files(_folder(folder, parameter))
     if not files:
         raise InvalidValue(parameter, f"{folder}: no image files ({' '.join(IMAGE_SUFFIXES)})")
     names = tuple(path.relative_to(folder).as_posix() for path in files)
@@ -434,7 +618,9 @@ def find_images(
 
     Images are found recursively, by suffix (:data:`IMAGE_SUFFIXES`, any case), hidden files and
     folders left out, named by their path relative to the folder they were found in, in sorted
-    order. Unreadable and too-small files are found when they are first read
+    order. Only regular files are images: FIFOs, sockets, devices and broken links are left out,
+    and so are sub-folders that cannot be read, with a :class:`SkippedImage` warning per folder
+    (:func:`_image_files`). Unreadable and too-small files are found when they are first read
     (:class:`PatchDataset`).
 
     Raises:

@@ -5,9 +5,16 @@ resumable training batches."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import math
+import os
+import signal
+import socket
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -1085,3 +1092,264 @@ def test_builtin_photographs_too_small_for_the_patch_are_skipped_by_name():
     with pytest.warns(SkippedImage, match="chelsea: 300x451"):
         batches = TrainBatches(train, (960, 960), batch_size=1, seed=0)
     assert len(batches.dataset.sources) == len(train) - 1
+
+
+# ---- hostile folders: FIFOs, sockets, devices, unreadable folders, huge images ---------------------
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX only")
+
+
+class Hung(BaseException):
+    """Raised by :func:`deadline`: a BaseException, so that no ``except OSError`` (as PIL's
+    errors are caught) mistakes a blocked read for an unreadable file."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int = 20):
+    """Fail the test, instead of hanging it, when the block runs past ``seconds``: SIGALRM
+    interrupts an ``open`` blocked on a FIFO."""
+
+    def expire(signum, frame):
+        raise Hung(f"still running after {seconds} s: a read blocked")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def skipped_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if w.category is SkippedImage]
+
+
+@needs_fifo
+def test_a_fifo_in_the_data_is_skipped_with_a_warning_naming_it(tmp_path):
+    for i in range(5):
+        write_png(tmp_path / f"img{i}.png", 24, 24, seed=i)
+    os.mkfifo(tmp_path / "blocks.png")  # would wait forever for a writer if opened
+    os.mkfifo(tmp_path / "notes")  # no image suffix: not data, not worth a word
+    with deadline(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, test = find_images(tmp_path)
+        kept = validation_images(test, (16, 16))
+        coded = load_eval_images(tmp_path)
+        batch = next(TrainBatches(train, (16, 16), batch_size=4, seed=0).from_step(0))
+    assert skipped_warnings(caught) == [
+        f"{tmp_path / 'blocks.png'}: not a regular file (a FIFO); skipped"
+    ]
+    assert len(caught) == 1  # once, though the folder was listed twice
+    assert train.names == ("img0.png", "img1.png", "img2.png", "img3.png")
+    assert test.names == kept.names == ("img4.png",)
+    assert [name for name, _ in coded] == [f"img{i}.png" for i in range(5)]
+    assert batch.shape == (4, 3, 16, 16)
+
+
+@needs_fifo
+def test_fifos_sockets_devices_and_broken_links_are_one_warning_per_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "train"
+    write_png(folder / "a.png", 24, 24, seed=0)
+    write_png(tmp_path / "test" / "t.png", 24, 24, seed=1)
+    os.mkfifo(folder / "f1.png")
+    os.mkfifo(folder / "f2.JPG")
+    monkeypatch.chdir(folder)  # a socket's path is limited to about 100 bytes: bind a short one
+    server = socket.socket(socket.AF_UNIX)
+    server.bind("s.png")
+    os.symlink("/dev/null", folder / "null.png")  # a character device, through a link
+    os.symlink(tmp_path / "nowhere.png", folder / "gone.png")
+    (folder / "sub").mkdir()
+    os.mkfifo(folder / "sub" / "only.jpeg")
+    try:
+        with deadline(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train, _ = find_images(tmp_path)
+    finally:
+        server.close()
+    assert train.names == ("a.png",)
+    assert skipped_warnings(caught) == [
+        f"{folder}: 5 entries are not regular files (2 FIFOs, a broken link, a character "
+        "device, a socket; the first: f1.png); skipped",
+        f"{folder / 'sub' / 'only.jpeg'}: not a regular file (a FIFO); skipped",
+    ]
+    assert len(caught) == 2
+
+
+@needs_fifo
+def test_a_name_with_a_newline_is_one_warning_naming_it(tmp_path):
+    write_png(tmp_path / "a.png", 24, 24, seed=0)
+    os.mkfifo(tmp_path / "two\nlines.png")
+    with deadline(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        find_images(tmp_path)
+    # The raw name: the command line's output escapes control characters, once.
+    assert skipped_warnings(caught) == [
+        f"{tmp_path}/two\nlines.png: not a regular file (a FIFO); skipped"
+    ]
+
+
+@needs_fifo
+@pytest.mark.parametrize("checked", [True, False], ids=["checked", "replaced-after-the-check"])
+def test_a_file_replaced_by_a_fifo_after_listing_is_refused_not_waited_on(
+    tmp_path, monkeypatch, checked
+):
+    paths = [tmp_path / f"{name}.png" for name in "abc"]
+    for i, path in enumerate(paths):
+        write_png(path, 40, 40, seed=i)
+    assert str(paths[1]) in find_images(tmp_path)[0].sources
+    paths[1].unlink()
+    os.mkfifo(paths[1])
+    if not checked:  # the path replaced between the check and the open: the open must not block
+        monkeypatch.setattr(data, "_check_regular", lambda path: None)
+    why = f"{paths[1]}: not a readable image (a FIFO, not a regular file)"
+    with deadline():
+        for read in (read_image, image_size, read_array):
+            with pytest.raises(ValueError) as info:
+                read(paths[1])
+            assert str(info.value) == why
+        item = PatchDataset(paths, (32, 32), train=False)[1]
+        with pytest.warns(SkippedImage) as caught:
+            sources = (str(paths[1]), str(paths[2]))
+            kept = validation_images(Images(("b.png", "c.png"), sources, "t"), (32, 32))
+    assert item.skipped == (why,)
+    assert torch.equal(item.patch, centre(read_image(paths[2]), (32, 32)))
+    assert [str(w.message) for w in caught] == [f"{why}; skipped"]
+    assert kept.sources == (str(paths[2]),)
+
+
+def test_a_device_is_never_opened(tmp_path, monkeypatch):
+    # Opening a device can act (a watchdog starts): it is refused from its stat alone.
+    monkeypatch.setattr(data.os, "open", lambda *a, **k: pytest.fail("a file was opened"))
+    with pytest.raises(ValueError, match=r"^/dev/null: not a readable image \(a character"):
+        read_image("/dev/null")
+
+
+def test_a_device_opened_in_a_files_place_is_refused_once_open(monkeypatch):
+    monkeypatch.setattr(data, "_check_regular", lambda path: None)
+    with pytest.raises(ValueError, match=r"^/dev/zero: not a readable image \(a character"):
+        image_size("/dev/zero")  # would read zeros without end
+
+
+def in_child_as_another_user(work, cwd):
+    """``work()`` (a JSON-serializable result) in a forked child, in ``cwd``, as user 65534 when
+    this process is root (root reads any folder, whatever its mode); None when this system does
+    not let root become another user. Fails the test past 60 s."""
+    cwd.chmod(0o755)  # the other user's way in; the pytest folders above stay closed to it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            os.close(read)
+            os.chdir(cwd)  # before dropping root: the pytest folders above are root's only
+            if os.geteuid() == 0:
+                try:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                except OSError:
+                    os.write(write, b"null")
+                    os._exit(0)
+            os.write(write, json.dumps(work()).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    try:
+        with deadline(60), os.fdopen(read, "rb") as pipe:
+            output = pipe.read()  # until the child exits
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    return json.loads(output)
+
+
+def list_warnings(folder: str) -> dict:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, test = find_images(folder)
+    return {"train": train.names, "test": test.names, "warnings": skipped_warnings(caught)}
+
+
+def test_an_unreadable_sub_folder_is_named_in_a_warning(tmp_path):
+    data_dir = tmp_path / "data"
+    for i in range(5):
+        write_png(data_dir / f"img{i}.png", 24, 24, seed=i)
+    write_png(data_dir / "closed" / "hidden.png", 24, 24, seed=9)
+    write_png(data_dir / "shut" / "x.png", 24, 24, seed=8)
+    write_png(data_dir / "shut" / "deeper" / "y.png", 24, 24, seed=7)
+    (data_dir / "closed").chmod(0)  # neither listed nor searched
+    (data_dir / "shut").chmod(0o444)  # listed, but its entries cannot be looked at
+    try:
+        got = in_child_as_another_user(lambda: list_warnings("data"), tmp_path)
+    finally:
+        (data_dir / "closed").chmod(0o755)
+        (data_dir / "shut").chmod(0o755)
+    if got is None:
+        pytest.skip("running as root, and this system does not let root become another user")
+    assert got["warnings"] == [
+        "data/closed: a folder that cannot be read (permission denied); skipped",
+        "data/shut: a folder that cannot be read (permission denied); skipped",
+    ]
+    assert got["train"] == ["img0.png", "img1.png", "img2.png", "img3.png"]
+    assert got["test"] == ["img4.png"]
+
+
+def test_an_unreadable_train_folder_is_an_error_naming_it(tmp_path):
+    write_png(tmp_path / "data" / "train" / "a.png", 24, 24, seed=0)
+    write_png(tmp_path / "data" / "test" / "t.png", 24, 24, seed=1)
+    (tmp_path / "data" / "train").chmod(0)
+
+    def listing():
+        try:
+            find_images("data")
+        except ValueError as error:
+            return str(error)
+        return "no error"
+
+    try:
+        got = in_child_as_another_user(listing, tmp_path)
+    finally:
+        (tmp_path / "data" / "train").chmod(0o755)
+    if got is None:
+        pytest.skip("running as root, and this system does not let root become another user")
+    assert got == "data data/train: not readable (permission denied)"
+
+
+def png_header(height: int, width: int) -> bytes:
+    """A PNG of ``height`` x ``width`` RGB pixels, as far as its header goes: its pixel data is a
+    few bytes, so it costs nothing until decoded (and then fails, truncated)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_144_megapixel_image_is_named_in_its_warning(tmp_path):
+    assert 12000 * 12000 > PIL.Image.MAX_IMAGE_PIXELS  # PIL warns, and reads it
+    write_png(tmp_path / "coco" / "a.png", 24, 24, seed=0)
+    write_png(tmp_path / "kodak" / "small.png", 40, 40, seed=1)
+    huge = tmp_path / "kodak" / "huge.png"
+    huge.write_bytes(png_header(12000, 12000))
+    _, test = find_images(tmp_path / "coco", tmp_path / "kodak")
+    with deadline(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = validation_images(test, (32, 32))
+        assert image_size(huge) == (12000, 12000)
+    assert kept.names == ("huge.png", "small.png")
+    assert [w.category for w in caught] == [PIL.Image.DecompressionBombWarning]  # once
+    message = str(caught[0].message)
+    assert message.startswith(f"{huge}: Image size (144000000 pixels) exceeds limit of ")
+    assert "\n" not in message
