@@ -22,7 +22,8 @@ PUBLISHED = ("report.md", "results.json", "loss_vs_step.png", "trainable_vs_step
 
 
 def main(preset_name: str, doc: str) -> int:
-    from lic_train.experiments import PRESETS, compare, rewrite_report
+    from lic_train.experiments import PRESETS, rewrite_report
+    from lic_train.experiments.compare import compare
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--preset", choices=tuple(PRESETS), default=preset_name)

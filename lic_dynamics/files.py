@@ -22,11 +22,13 @@ Examples:
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -54,7 +56,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
             os.fsync(file.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be read by others
         os.replace(tmp, path)
-    except BaseException:
+    except Exception as error:
+        Path(tmp).unlink(missing_ok=True)
+        storage = storage_error(error)
+        if storage is None:
+            raise
+        raise OSError(storage.errno, storage.strerror, str(path)) from error
+    except BaseException:  # Ctrl-C, SIGTERM
         Path(tmp).unlink(missing_ok=True)
         raise
     directory = os.open(path.parent, os.O_RDONLY)
@@ -63,6 +71,103 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     finally:
         os.close(directory)
     return path
+
+
+def storage_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error``, if a storage failure caused it: ``error`` itself, or one
+    in its chain of causes (torch's zip writer turns a full disk into a ``RuntimeError``, "unexpected
+    pos 64 vs 0", raised while handling the ``OSError`` of the file's ``write``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def append_text(text: str, path: str | Path) -> None:
+    """Append ``text`` (UTF-8) to ``path`` (a log: a crash can cut only its last line, which
+    :func:`read_jsonl` ignores); an ``OSError`` names ``path`` (a file's ``write`` names none)."""
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+# The lock of a folder that one process writes (a run's, a comparison's): held for the process's
+# whole work, released by the kernel when the process ends, however it ends.
+LOCK = ".lock"
+
+
+class FolderLock:
+    """The lock of ``folder``'s one writer (``with FolderLock(out, "out"):``): an advisory
+    ``fcntl.flock`` on ``folder/.lock``, which also holds the holder's PID. A second writer is
+    refused at once with :class:`~lic_dynamics.validation.InvalidValue` about ``parameter``,
+    naming the folder and the holder; a lock whose process died never blocks (the kernel released
+    it). The folder is created if needed (:attr:`created`), and removed on exit when this lock
+    made it and nothing but the lock file was written in it.
+
+    A file system without locks (some network file systems answer ``ENOLCK``) holds no lock: a
+    warning says so, and the work goes on unguarded.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as top:  # doctest: +NORMALIZE_WHITESPACE
+        ...     with FolderLock(Path(top) / "run", "out"):
+        ...         try:
+        ...             FolderLock(Path(top) / "run", "out").__enter__()
+        ...         except InvalidValue as error:
+        ...             print(str(error).replace(top, "TOP").replace(str(os.getpid()), "PID"))
+        ...     print((Path(top) / "run").exists())  # made here, and nothing written: removed
+        out TOP/run: in use by process PID, which writes there (one process per folder: wait for it
+        to end, or choose another folder)
+        False
+    """
+
+    def __init__(self, folder: str | Path, parameter: str) -> None:
+        self.folder, self.parameter = Path(folder), parameter
+        self.created, self.fd = False, None
+
+    def __enter__(self) -> FolderLock:
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise InvalidValue(
+                self.parameter,
+                f"{self.folder}: in use by {who}, which writes there (one process per folder: "
+                "wait for it to end, or choose another folder)",
+            ) from None
+        except OSError as error:  # no locks on this file system
+            warnings.warn(
+                f"{self.folder}: its file system takes no lock ({error.strerror}); nothing stops "
+                "a second process from writing there",
+                stacklevel=2,
+            )
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.created and sorted(_listing(self.folder)) == [LOCK]:
+            Path(self.folder, LOCK).unlink(missing_ok=True)
+            self.folder.rmdir()
+        os.close(self.fd)  # releases the lock
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:  # the work removed its folder itself
+        return []
 
 
 def check_folder(path: str | Path, parameter: str) -> None:

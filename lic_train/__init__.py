@@ -14,6 +14,7 @@ and :mod:`lic_train.cli` on top. :mod:`lic_train.testing` holds the torch NQM on
 the rules against :mod:`nqm`.
 """
 
+import importlib.util
 import warnings
 
 # CompressAI calls torch.jit.script, deprecated since torch 2.14, when it is imported: a warning
@@ -21,22 +22,11 @@ import warnings
 # imports CompressAI, so that it holds in every process (the CLI, compare's workers).
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
-try:
-    import torch  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        'lic_train needs torch: install the train extra, pip install -e ".[train]"'
-    ) from error
+if importlib.util.find_spec("torch") is None:  # pragma: no cover - depends on the environment
+    raise ImportError('lic_train needs torch: install the train extra, pip install -e ".[train]"')
 
-from lic_train.rules import (  # noqa: E402  (after the filter above)
-    SMA,
-    STDET,
-    Chain,
-    Modes,
-    SMAConfig,
-    STDETConfig,
-    build_rules,
-    chain_of,
-)
+from lic_train.lazy import exports  # noqa: E402  (after the filter above)
 
 __all__ = ["SMA", "STDET", "Chain", "Modes", "SMAConfig", "STDETConfig", "build_rules", "chain_of"]
+# Imported on first use (lic_train.lazy): ``import lic_train`` imports no torch.
+__getattr__, __dir__ = exports(__name__, dict.fromkeys(__all__, "lic_train.rules"))

@@ -2,7 +2,8 @@
 
 Flags follow CompressAI's ``examples/train.py`` where it has them. Bad input prints one line on
 stderr naming the flag, the value and what is allowed, and exits with status 2; a run stopped by a
-non-finite loss exits with status 1 and keeps its last good checkpoint.
+non-finite loss exits with status 1 and keeps its last good checkpoint. Every flag that needs no
+model is checked before torch is imported.
 """
 
 from __future__ import annotations
@@ -17,21 +18,28 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from lic_dynamics import files, signals
-from lic_dynamics.cli import USAGE_STATUS, Parser, UsageError, error_line, flags, subcommand
+from lic_dynamics import files, signals, validation
+from lic_dynamics.cli import (
+    USAGE_STATUS,
+    Parser,
+    UsageError,
+    error_line,
+    flags,
+    one_line,
+    subcommand,
+)
 from lic_dynamics.validation import InvalidValue
-from lic_train.experiments import PRESETS, parse_method
+from lic_train.experiments.methods import parse_method
 from lic_train.rules import SMAConfig, STDETConfig
 from lic_train.rules.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS
-from lic_train.trainer.config import EMA_DECAY, LR_SCHEDULES, FitConfig
-from lic_train.trainer.data import default_workers
-from lic_train.trainer.loop import LATEST, NonFiniteLoss
+from lic_train.trainer.config import EMA_DECAY, LR_SCHEDULES, FitConfig, default_workers
+
+# Everything above imports no torch: a bad flag is refused before torch and CompressAI load
+# (seconds), and the modules that need them are imported by the command that runs.
 
 # May differ on --resume: where and how long it runs.
 RESUME_FLAGS = {"command", "out", "resume", "steps", "epochs", "device", "num_workers"}
@@ -185,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--weights", choices=("sma", "raw"), default=None,
                         help="default: sma when the run has an average, else raw")  # fmt: skip
     comp = commands.add_parser("compare", help="Adam vs SMA, STDET, STDET + SMA; a report")
-    comp.add_argument("--preset", choices=tuple(PRESETS), default="tiny")
+    # Checked by run_compare: the presets hold models, whose checks import CompressAI.
+    comp.add_argument(
+        "--preset", default="tiny", help="a preset of lic_train.experiments.presets (default tiny)"
+    )
     comp.add_argument("--out", default="runs/compare", help="report folder")
     comp.add_argument("-d", "--data", help="image folder (default: the built-in photographs)")
     comp.add_argument("--seeds", type=int, nargs="+", help="default: the preset's (0 1 2)")
@@ -304,7 +315,8 @@ def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from lic_train.trainer.loop import check_out, fit, resume_point
+    config = fit_config(args)  # the flags themselves, before torch is imported
+    from lic_train.trainer.loop import LATEST, NonFiniteLoss, check_out, fit, resume_point
 
     resume: bool | dict = args.resume is not None
     default_out = subcommand(build_parser(), "fit").get_default("out")
@@ -324,7 +336,6 @@ def run_fit(args: argparse.Namespace) -> int:
         _, resume = resume_point(out)  # read once: fit continues from it
         config = with_length(resumed_config(args, resume["config"], out), args)
     else:
-        config = fit_config(args)
         if (out / LATEST).exists():
             raise UsageError(
                 f"lic-train fit: error: --out {out} already holds a run; pass --resume to continue "
@@ -335,6 +346,8 @@ def run_fit(args: argparse.Namespace) -> int:
     progress = Progress("fit", config.steps) if main_rank else (lambda record: None)
     try:
         summary = fit(config, out, resume=resume, on_log=progress).summary
+    except NonFiniteLoss as error:
+        raise RunStopped(str(error)) from None
     finally:
         if main_rank:
             progress.close()
@@ -497,7 +510,12 @@ def _duration(seconds: float) -> str:
 def run_export(args: argparse.Namespace) -> int:
     from lic_train.trainer.checkpoint import export
 
-    weights, exported = export(args.target, args.out, weights=args.weights)
+    folder = Path(args.out).parent
+    # Into a run's or a comparison's folder only while no process writes there; any other folder
+    # gains no lock file.
+    lock = files.FolderLock(folder, "out") if (folder / files.LOCK).exists() else nullcontext()
+    with lock:
+        weights, exported = export(args.target, args.out, weights=args.weights)
     print(
         f"wrote {args.out}: the {weights} weights (validation loss {exported['loss']:.4f}), "
         "as CompressAI's train.py writes a checkpoint"
@@ -534,8 +552,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from lic_train.experiments import compare
+    validation.integer("jobs", args.jobs, minimum=1)  # the numbers before the import
+    if args.steps is not None:
+        validation.integer("steps", args.steps, minimum=1)
+    from lic_train.experiments import PRESETS
+    from lic_train.experiments.compare import compare
 
+    if args.preset not in PRESETS:
+        choices = ", ".join(repr(name) for name in PRESETS)
+        raise UsageError(
+            f"lic-train compare: error: --preset must be one of {choices}, got {args.preset!r}"
+        )
     preset = PRESETS[args.preset]
     for spec in args.methods or ():
         try:
@@ -581,11 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = subcommand(build_parser(), name)
         print(error_line(command, err, parser, ALIASES), file=sys.stderr)
         return USAGE_STATUS
-    except NonFiniteLoss as err:
-        print(f"{command}: {err}", file=sys.stderr)
+    except RunStopped as err:
+        print(one_line(f"{command}: {err}"), file=sys.stderr)
     except OSError as err:  # the disk filled up, a file vanished: not the input's fault
         where = f"{err.filename}: " if err.filename else ""
-        print(f"{command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        print(one_line(f"{command}: error: {where}{err.strerror or err}"), file=sys.stderr)
     except (MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
             raise  # a bug: its traceback is what a report needs
@@ -608,17 +635,28 @@ def can_resume(args: argparse.Namespace) -> bool:
 COMMANDS = {"fit": run_fit, "compare": run_compare, "export": run_export, "eval": run_eval}
 
 
+class RunStopped(Exception):
+    """A run that stopped on its own (a non-finite loss): one line, status 1."""
+
+
+def _is_cuda_out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # not imported: the error cannot be torch's
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` says memory ran out: Python's ``MemoryError``, CUDA's
     ``torch.OutOfMemoryError``, or the CPU allocator's ``RuntimeError``."""
-    return isinstance(error, MemoryError | torch.OutOfMemoryError) or (
-        "can't allocate memory" in str(error)
+    return (
+        isinstance(error, MemoryError)
+        or _is_cuda_out_of_memory(error)
+        or "can't allocate memory" in str(error)
     )
 
 
 def out_of_memory(error: BaseException) -> str:
     """One line for a batch that does not fit, naming the flags that size it."""
-    where = "GPU memory" if isinstance(error, torch.OutOfMemoryError) else "memory"
+    where = "GPU memory" if _is_cuda_out_of_memory(error) else "memory"
     asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ \w+)", str(error))
     size = ""
     if asked:
@@ -634,7 +672,7 @@ def out_of_memory(error: BaseException) -> str:
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"lic-train: warning: {message}", file=sys.stderr)
+    print(one_line(f"lic-train: warning: {message}"), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,18 @@ Imports the rules and the trainer, never the command line. Modules:
 * :mod:`.ttq_report`: its report, plots and the tables of docs/results/time-to-quality.md.
 """
 
-from lic_train.experiments.compare import compare
-from lic_train.experiments.methods import parse_method
-from lic_train.experiments.presets import PRESETS, Preset
-from lic_train.experiments.report import format_stat, rewrite_report
+from lic_train.lazy import exports
 
-__all__ = ["PRESETS", "Preset", "compare", "format_stat", "parse_method", "rewrite_report"]
+__all__ = ["PRESETS", "Preset", "format_stat", "parse_method", "rewrite_report"]
+# Imported on first use (lic_train.lazy): the method specs load without torch. (The function
+# compare is imported from its module, lic_train.experiments.compare, whose name it shares.)
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        "PRESETS": "lic_train.experiments.presets",
+        "Preset": "lic_train.experiments.presets",
+        "format_stat": "lic_train.experiments.report",
+        "parse_method": "lic_train.experiments.methods",
+        "rewrite_report": "lic_train.experiments.report",
+    },
+)

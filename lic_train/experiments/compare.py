@@ -96,6 +96,22 @@ def compare(
     check_out(out)
     resolve_device(preset.base.device)  # "cuda" without a GPU, here and not in every run
 
+    with files.FolderLock(out, "out"):  # each run's folder is locked by its own fit
+        return _compare(preset, out, methods, parsed, data, jobs, on_log, progress, show_warning)
+
+
+def _compare(
+    preset: Preset,
+    out: Path,
+    methods: list[str],
+    parsed: dict[str, Method],
+    data: str | None,
+    jobs: int,
+    on_log: Callable[[dict], None],
+    progress: Callable[[str, int], Callable[[dict], None]] | None,
+    show_warning: Callable[..., None] | None,
+) -> dict:
+    """:func:`compare`, its inputs checked and its folder locked."""
     planned = _planned(preset, methods)
     configs = [
         (method_config(preset, parsed[method], seed, lmbda), out / "runs" / name)

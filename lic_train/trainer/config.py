@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 from lic_dynamics import validation
@@ -20,6 +21,13 @@ EMA_DECAY = 0.999
 # depend on the number of DataLoader workers) and the steps whose checkpoints it keeps.
 RESUMABLE = ("steps", "device", "num_workers", "keep_checkpoints")
 FLOAT32_MAX = 3.4028234663852886e38
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are asked for: one per core this process may use beyond the
+    one that trains, at most 4 (CompressAI's ``train.py`` default); 0 on a single core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(4, (cores or 1) - 1))
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class FitConfig:
     patch_size: tuple[int, int] = (256, 256)
     batch_size: int = 16
     test_batch_size: int = 64
-    num_workers: int | None = None  # DataLoader workers; None: data.default_workers()
+    num_workers: int | None = None  # DataLoader workers; None: default_workers()
     steps: int = 1000
     validate_every: int = 100
     checkpoint_every: int | None = None  # steps; None: at every validation

@@ -950,13 +950,6 @@ def _quiet_on_sigterm(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
-def default_workers() -> int:
-    """DataLoader workers when none are asked for: one per core this process may use beyond the
-    one that trains, at most 4 (CompressAI's ``train.py`` default); 0 on a single core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(4, (cores or 1) - 1))
-
-
 class TrainBatches:
     """The training batches of a run, from any step on: each rank's share of every epoch of
     ``images``, in the order of a ``DistributedSampler`` (shuffled by ``(seed, epoch)``,

@@ -26,6 +26,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,12 +42,11 @@ from lic_train.rules import SMA, STDET, build_rules, distributed
 from lic_train.rules.distributed import gather, world_size
 from lic_train.rules.parameters import is_quantiles
 from lic_train.trainer import checkpoint
-from lic_train.trainer.config import FitConfig
+from lic_train.trainer.config import FitConfig, default_workers
 from lic_train.trainer.data import (
     Images,
     TrainBatches,
     batches_per_epoch,
-    default_workers,
     find_images,
     report_skipped,
     training_images,
@@ -326,8 +326,7 @@ class MetricsLog:
         self.on_log(record)
         if self.writer is None:
             return
-        with self.path.open("a") as file:
-            file.write(json.dumps(record, allow_nan=False) + "\n")
+        files.append_text(json.dumps(record, allow_nan=False) + "\n", self.path)
         prefix, readout = record.get("split", "train"), record.get("readout")
         for key, value in record.items():
             if isinstance(value, float):
@@ -393,6 +392,24 @@ def fit(
     """
     out, device = Path(out), resolve_device(config.device)
     rank = start_processes(device)
+    # One writer per run folder, from before anything is written (rank 0 writes for all ranks).
+    lock = files.FolderLock(out, "resume" if resume else "out") if rank == 0 else nullcontext()
+    with lock:
+        created = rank == 0 and lock.created
+        return _fit(config, out, resume, on_log, device, rank, created=created)
+
+
+def _fit(
+    config: FitConfig,
+    out: Path,
+    resume: bool | dict,
+    on_log: Callable[[dict], None] | None,
+    device: torch.device,
+    rank: int,
+    *,
+    created: bool,
+) -> Trained:
+    """:func:`fit`, its folder locked (``created``: by this run)."""
     saved, train, test = checked_inputs(config, out, resume, rank)
     # A resumed run takes its weights from its checkpoint, not from --checkpoint again.
     initial = saved is None and config.checkpoint is not None
@@ -407,7 +424,7 @@ def fit(
     else:
         torch.manual_seed(config.seed + 1 + rank)  # the training noise differs between ranks
 
-    created, log, training_batches = rank == 0 and not out.exists(), None, None
+    log, training_batches = None, None
     try:
         log = MetricsLog(out, state.step, saved is not None, on_log or (lambda _: None))
         log.configuration(config)

@@ -4,6 +4,8 @@ traceback; ``fit`` and ``eval`` work end to end on a tiny model."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +413,70 @@ def test_compare_workers_warn_in_one_line_and_torch_jit_is_silent(folder, tmp_pa
     assert "lic-train: warning: " in err and "broken.png" in err, err
     assert "Warning" not in err.replace("lic-train: warning:", ""), err  # no Python-format lines
     assert "jit" not in err
+
+
+# ---- one writer per run folder; a full disk ----------------------------------------------------
+
+
+def test_two_fits_on_one_folder_one_trains_and_the_other_is_refused(folder, tmp_path):
+    out = tmp_path / "run"
+    argv = ["fit", *TINY, "--data", str(folder), "--steps", "12", "--validate-every", "4",
+            "--num-workers", "0", "--out", str(out)]  # fmt: skip
+    script = "import sys; from lic_train.cli import main; sys.exit(main(sys.argv[1:]))"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, *argv], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2).strip().splitlines()
+    assert len(refused) == 1 and refused[0].startswith(f"lic-train fit: error: --out {out}")
+    assert "in use by process" in refused[0] or "already holds a run" in refused[0]
+    steps = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if "split" not in r]  # fmt: skip
+    assert steps == sorted(set(steps)) and steps[-1] == 12  # one run's log, not two mixed
+
+
+def test_a_folder_in_use_refuses_fit_resume_compare_and_export(
+    run, folder, tmp_path, holder, capsys
+):
+    import shutil
+
+    held = tmp_path / "held"
+    holder(held)
+    line = one_line_error(capsys, ["fit", *TINY, "--data", str(folder), "--steps", "2",
+                                   "--out", str(held)], "--out", "in use by process")  # fmt: skip
+    assert line.startswith(f"lic-train fit: error: --out {held}: in use by process ")
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    holder(copy)
+    one_line_error(capsys, ["fit", "--resume", str(copy), "--steps", "6"], "--resume", "in use")
+    assert checkpoint.load(copy / checkpoint.LATEST)["step"] == 4  # untouched
+    one_line_error(capsys, ["export", str(copy), str(copy / "model.pth.tar")], "in use")
+    assert not (copy / "model.pth.tar").exists()
+    one_line_error(capsys, ["compare", "--steps", "2", "--seeds", "0", "--methods", "adam",
+                            "--data", str(folder), "--out", str(held)], "--out", "in use")  # fmt: skip
+    assert sorted(p.name for p in held.iterdir()) == [".lock"]
+
+
+def test_a_real_full_disk_during_a_checkpoint_is_one_line_naming_it(
+    folder, small_disk, fill, capsys, monkeypatch
+):
+    """The kernel's ENOSPC, through torch's zip writer (a RuntimeError), while the latest
+    checkpoint of step 4 is written: one line naming it, status 1, the step-2 one intact."""
+    out, real = small_disk / "run", checkpoint.save
+
+    def save(content, path):
+        if Path(path).name == checkpoint.LATEST and content["step"] == 4:
+            fill(small_disk)
+        real(content, path)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    argv = ["fit", *TINY, "--data", str(folder), "--steps", "4", "--validate-every", "2",
+            "--num-workers", "0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"lic-train fit: error: {out / checkpoint.LATEST}: No space left on device"
+    assert "Traceback" not in "\n".join(err)
+    assert not list(out.glob(".*.tmp"))
+    assert checkpoint.load(out / checkpoint.LATEST)["step"] == 2

@@ -5,27 +5,17 @@ ties embedded scalars to their references), :mod:`.optimizer` (the optimizer's p
 :mod:`.health` (the numbers that show an embedding going bad) and :mod:`.rule` (the schedule of
 observations and events: :class:`STDET`)."""
 
-from lic_train.rules.stdet.config import (
-    DUMMY,
-    GRANULARITIES,
-    TRAINABLE,
-    TRAJECTORIES,
-    TRUE,
-    VARIANTS,
-    STDETConfig,
-)
-from lic_train.rules.stdet.embedding import EmbeddingTable
-from lic_train.rules.stdet.rule import STDET, Trajectory
+from lic_train.lazy import exports
 
-__all__ = [
-    "DUMMY",
-    "GRANULARITIES",
-    "STDET",
-    "TRAINABLE",
-    "TRAJECTORIES",
-    "TRUE",
-    "VARIANTS",
-    "EmbeddingTable",
-    "STDETConfig",
-    "Trajectory",
-]
+_CONFIG = ("DUMMY", "GRANULARITIES", "TRAINABLE", "TRAJECTORIES", "TRUE", "VARIANTS", "STDETConfig")
+__all__ = [*_CONFIG, "STDET", "EmbeddingTable", "Trajectory"]
+# Imported on first use (lic_train.lazy): the configuration loads without torch.
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        **dict.fromkeys(_CONFIG, "lic_train.rules.stdet.config"),
+        "EmbeddingTable": "lic_train.rules.stdet.embedding",
+        "STDET": "lic_train.rules.stdet.rule",
+        "Trajectory": "lic_train.rules.stdet.rule",
+    },
+)

@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
-from lic_train.experiments import compare, rewrite_report  # noqa: E402
+from lic_train.experiments import rewrite_report  # noqa: E402
+from lic_train.experiments.compare import compare  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,6 @@ from lic_train.trainer.data import (  # noqa: E402
     batches_per_epoch,
     builtin_images,
     collate,
-    default_workers,
     find_images,
     image_size,
     load_eval_images,
@@ -1030,13 +1029,7 @@ def test_validation_loader_gives_the_centre_crops_in_order(tmp_path, workers):
     assert same_batches([b.patch for b in loader], [b.patch for b in batches])  # each pass
 
 
-# ---- default_workers and load_eval_images ------------------------------------------------------
-
-
-@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (5, 4), (64, 4)])
-def test_default_workers_leave_one_core_and_stop_at_four(monkeypatch, cores, workers):
-    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert default_workers() == workers
+# ---- load_eval_images -----------------------------------------------------------------------------
 
 
 def test_load_eval_images_decodes_the_test_images_whole(tmp_path, builtin):
