@@ -22,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import json
@@ -187,6 +188,8 @@ def check_folder(path: str | Path, parameter: str) -> None:
             pass
         longest = os.pathconf(existing, "PC_NAME_MAX")
     except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk's state, not the input's
+            raise OSError(error.errno, error.strerror, str(existing)) from None
         raise InvalidValue(
             parameter, f"{path}: cannot write in {existing} ({error.strerror or error})"
         ) from None

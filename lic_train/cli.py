@@ -555,6 +555,11 @@ def run_compare(args: argparse.Namespace) -> int:
     validation.integer("jobs", args.jobs, minimum=1)  # the numbers before the import
     if args.steps is not None:
         validation.integer("steps", args.steps, minimum=1)
+    for spec in args.methods or ():
+        try:
+            parse_method(spec)
+        except ValueError as err:
+            raise UsageError(f"lic-train compare: error: --methods: {err}") from None
     from lic_train.experiments import PRESETS
     from lic_train.experiments.compare import compare
 
@@ -564,11 +569,6 @@ def run_compare(args: argparse.Namespace) -> int:
             f"lic-train compare: error: --preset must be one of {choices}, got {args.preset!r}"
         )
     preset = PRESETS[args.preset]
-    for spec in args.methods or ():
-        try:
-            parse_method(spec)
-        except ValueError as err:
-            raise UsageError(f"lic-train compare: error: --methods: {err}") from None
     if args.seeds is not None:
         preset = replace(preset, seeds=tuple(args.seeds))
     if args.lambdas is not None:
@@ -626,10 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def can_resume(args: argparse.Namespace) -> bool:
-    """Whether the run ``fit`` was given now has a checkpoint to resume from."""
-    from lic_train.trainer.loop import resumable
-
-    return resumable(Path(args.resume or args.out))
+    """Whether the run ``fit`` was given now has a checkpoint to resume from (never when the
+    trainer was not imported yet: stopped while torch loads, the run has not started)."""
+    loop = sys.modules.get("lic_train.trainer.loop")
+    return loop is not None and loop.resumable(Path(args.resume or args.out))
 
 
 COMMANDS = {"fit": run_fit, "compare": run_compare, "export": run_export, "eval": run_eval}

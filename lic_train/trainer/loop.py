@@ -226,15 +226,16 @@ def check_workers(workers: int | None) -> None:
         )
 
 
-def check_space(out: Path, state: TrainingState) -> None:
-    """``InvalidValue`` about ``out`` when its disk has no room for one more checkpoint (the
-    weights, Adam's two moments and, with SMA, the average: a lower bound of its size)."""
+def check_space(out: Path, state: TrainingState, parameter: str = "out") -> None:
+    """``InvalidValue`` about ``parameter`` (the flag that named ``out``) when its disk has no
+    room for one more checkpoint (the weights, Adam's two moments and, with SMA, the average: a
+    lower bound of its size)."""
     weights = sum(t.numel() * t.element_size() for t in state.model.state_dict().values())
     needed = weights * (4 if "sma" in state.rules else 3)
     free = shutil.disk_usage(files.nearest_existing(out)).free
     if free < needed:
         raise InvalidValue(
-            "out",
+            parameter,
             f"{out}: {free / 2**20:.1f} MiB free on its disk, and a checkpoint of this model "
             f"needs about {needed / 2**20:.1f} MiB",
         )
@@ -417,7 +418,7 @@ def _fit(
         config, device, initial_weights=initial_state_dict(config.checkpoint) if initial else False
     )
     if rank == 0:
-        check_space(out, state)
+        check_space(out, state, "resume" if saved is not None else "out")
     batches, test = load_data(config, train, test, device, rank)
     if saved is not None:
         restore(state, saved, config, out, batches, device, rank)

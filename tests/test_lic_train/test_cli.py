@@ -480,3 +480,49 @@ def test_a_real_full_disk_during_a_checkpoint_is_one_line_naming_it(
     assert "Traceback" not in "\n".join(err)
     assert not list(out.glob(".*.tmp"))
     assert checkpoint.load(out / checkpoint.LATEST)["step"] == 2
+
+
+# ---- answers before torch; SIGTERM at any moment ------------------------------------------------
+
+NO_MODEL_NEEDED = [
+    ["fit", "--batch-size", "-1"],
+    ["fit", "--sma-k", "0", "--sma"],
+    ["fit", "--stdet", "--stdet-fraction", "2"],
+    ["fit", "-lr", "nan"],
+    ["fit", "--lr-schedule", "multistep", "--lr-milestones", "0.5", "0.2"],
+    ["fit", "--patch-size", "100", "64"],
+    ["fit", "--steps", "１２"],
+    ["eval", "run", "--device", "gpu"],
+    ["compare", "--jobs", "0"],
+    ["compare", "--steps", "-1"],
+    ["compare", "--methods", "adam", "stdet:k=5"],
+]
+
+
+def test_a_bad_flag_that_needs_no_model_is_refused_before_torch_is_imported():
+    script = (
+        "import json, sys\n"
+        "from lic_train.cli import main\n"
+        f"codes = [main(argv) for argv in {NO_MODEL_NEEDED!r}]\n"
+        "print(json.dumps([codes, 'torch' in sys.modules, 'compressai' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    codes, torch_imported, compressai_imported = json.loads(done.stdout)
+    assert codes == [2] * len(NO_MODEL_NEEDED), done.stderr
+    assert len(done.stderr.strip().splitlines()) == len(NO_MODEL_NEEDED), done.stderr
+    assert (torch_imported, compressai_imported) == (False, False)
+
+
+def test_sigterm_while_torch_loads_is_one_line_and_status_143(folder, tmp_path):
+    import signal
+    import time
+
+    script = "import sys; from lic_train.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["fit", *TINY, "--data", str(folder), "--steps", "2", "--out", str(tmp_path / "run")]
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    time.sleep(1.0)  # the flags are checked; torch and CompressAI are loading
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert process.stderr.read().strip().splitlines() == ["lic-train fit: terminated (SIGTERM)"]
+    assert not (tmp_path / "run").exists()
