@@ -80,6 +80,12 @@ LIC_TRAIN: list[tuple[str, str]] = [
     # fit: the run
     ("fit --steps 0", "--steps"),
     ("fit --steps 1e3", "--steps"),
+    ("fit --steps １２", "--steps"),  # full-width digits: ASCII decimal only
+    ("fit --batch-size ٣", "--batch-size"),  # an Arabic-Indic digit
+    ("fit --lambda 1_0", "--lambda"),
+    ("fit -lr -inf", "--learning-rate"),  # a value, not a flag
+    ("fit --checkpoint-ev 3", "--checkpoint-ev"),  # unknown: named by fit, not by lic-train
+    ("fit --data {newline}", "--data"),  # a newline in a name: still one line
     ("fit --epochs 0", "--epochs"),
     ("fit --epochs 10000000000000000", "--epochs"),  # more than 2**53
     ("fit --epochs 1 --steps 1", "--steps"),
@@ -218,6 +224,9 @@ NQM: list[tuple[str, str]] = [
     ("simulate --rule sgd --lr 0.5 --chains 1e9", "--chains"),
     ("simulate --rule sgd --lr 0.5 --seed -1", "--seed"),
     ("simulate --rule sgd --lr 0.5 --points 1", "--points"),
+    ("simulate --rule polyak --lr 0.5 --window 5", "--window"),  # named by simulate
+    ("steady --rule sgd --lr ٣ --h 1", "--lr"),
+    ("steady --rule sgd --lr -inf --h 1", "--lr"),
     ("simulate --rule sgd --lr 3 --steps 5000", "--steps"),  # no steady state: overflows by ~700
     ("steady --rule sgd --lr 0.5 --h 1 --precondition 1.5", "--precondition"),
     ("simulate --rule sma --lr 0.5 --precondition -0.5", "--precondition"),
@@ -259,6 +268,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     argv = ["fit", *tiny, "--data", str(root / "images"), "--steps", "1", "--out", str(run)]
     assert lic_train.cli.main(argv) == 0
     (root / "empty").mkdir()
+    (root / "new\nline").mkdir()  # holds no image
     for name in ("a.png", "b.png"):  # image files that do not decode
         (root / "corrupt" / name).parent.mkdir(exist_ok=True)
         (root / "corrupt" / name).write_bytes(rng.bytes(100))
@@ -280,7 +290,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     names = ("images", "run", "empty", "corrupt", "text", "noise.pth.tar", "foreign.pth.tar", "foreign_run",
              "evil.pth.tar", "flipped.pth.tar", "damaged_run")  # fmt: skip
     paths = {name.split(".")[0]: str(root / name) for name in names}
-    return {**paths, "missing": str(root / "missing"), "folder": str(root / "empty")}
+    return {**paths, "missing": str(root / "missing"), "folder": str(root / "empty"),
+            "newline": str(root / "new\nline")}  # fmt: skip
 
 
 def _tree(root: Path) -> set[str]:
