@@ -26,7 +26,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 
 from lic_dynamics.validation import InvalidValue
@@ -150,6 +152,20 @@ def _project_format(message: str) -> str:
             rest = pattern.sub(replacement, rest)
             break
     return f"{name} {rest}"
+
+
+# A shell's status for a process whose reader went away (``nqm scaling | head``): 128 + SIGPIPE.
+BROKEN_PIPE_STATUS = 128 + 13
+
+
+def reader_gone() -> int:
+    """After a ``BrokenPipeError`` on stdout: point stdout at /dev/null, so that the flush at exit
+    does not fail again, and return :data:`BROKEN_PIPE_STATUS`; nothing is printed (the reader
+    took what it wanted, as ``head`` does)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return BROKEN_PIPE_STATUS
 
 
 def flags(parser: argparse.ArgumentParser) -> dict[str, str]:

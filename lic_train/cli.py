@@ -30,6 +30,7 @@ from lic_dynamics.cli import (
     error_line,
     flags,
     one_line,
+    reader_gone,
     subcommand,
 )
 from lic_dynamics.validation import InvalidValue
@@ -610,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_STATUS
     except RunStopped as err:
         print(one_line(f"{command}: {err}"), file=sys.stderr)
+    except BrokenPipeError:  # lic-train eval | head
+        return reader_gone()
     except OSError as err:  # the disk filled up, a file vanished: not the input's fault
         where = f"{err.filename}: " if err.filename else ""
         print(one_line(f"{command}: error: {where}{err.strerror or err}"), file=sys.stderr)

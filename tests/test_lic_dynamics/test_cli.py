@@ -109,3 +109,25 @@ def test_one_line_escapes_what_would_break_the_line_and_keeps_the_rest():
     assert "\n" not in str(UsageError("tool: error: --out runs/a\nb: not a folder"))
     line = error_line("tool", ValueError("data/a\nb.png: cannot decode"))
     assert line == "tool: error: data/a\\nb.png: cannot decode"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``command | head``: no "Broken pipe" traceback, no line; the status a shell gives."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from lic_dynamics.cli import reader_gone\n"
+        "try:\n"
+        "    for _ in range(100000):\n"
+        "        print('x' * 100)\n"
+        "except BrokenPipeError:\n"
+        "    sys.exit(reader_gone())\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    assert writer.stdout.read(10) == b"x" * 10
+    writer.stdout.close()  # the reader goes away
+    assert writer.wait(timeout=60) == 141
+    assert writer.stderr.read() == b""
