@@ -13,7 +13,7 @@ The steady state of a rule with period k is that of the period map ``M = A_k ...
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,8 +158,10 @@ def loss_curve(
     steps: int,
     record: np.ndarray | None = None,
     tie: Tie | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> LossCurve:
-    """Exact expected loss of the readout after each step in ``record`` (default 0..steps).
+    """Exact expected loss of the readout after each step in ``record`` (default 0..steps);
+    ``on_step()`` is called after each step (a caller's progress report).
 
     Examples:
         >>> from nqm.problem import standard
@@ -174,6 +176,8 @@ def loss_curve(
     bias, variance, spread = [], [], []
     quarter_h2 = 0.25 * problem.h**2
     for m in iterate(problem, rule, int(record[-1]), tie):
+        if m.t and on_step is not None:
+            on_step()
         if m.t in wanted:
             mean, var = m.readout(rule)
             b, v = problem.expected_loss(mean, var)
@@ -302,7 +306,7 @@ def stationary_covariance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.n
         raise ValueError(
             f"no steady state: the period-{rule.period} map of {rule.label()} has spectral radius "
             f"{radius[i]:.6g} >= 1 at h = {float(h[i])!r} "
-            f"(rho = lr*h = {float(rule.base.step_size(h[i]) * h[i])!r})"
+            f"(rho = lr*h = {float(rule.base.rho(h[i]))!r})"
         )
     return np.stack(
         [

@@ -8,7 +8,7 @@ pairwise update, which keeps the variance accurate where sum-of-squares would ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,9 @@ from nqm.embedding import Tie
 from nqm.moments import _record_steps
 from nqm.problem import Problem
 from nqm.rules import Rule, State
+
+# Numbers per state array of a chunk of chains (8 MiB): memory stays bounded for any number of chains.
+CHUNK_NUMBERS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,18 @@ def simulate(
     seed: int = 0,
     record: np.ndarray | None = None,
     per_coordinate: bool = True,
-    max_elements: int = 1 << 20,
+    max_elements: int = CHUNK_NUMBERS,
     tie: Tie | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> MonteCarlo:
     """Runs ``chains`` independent chains for ``steps`` optimizer steps and estimates the readout's
     loss (and per-coordinate mean and variance) after each step in ``record`` (default 0..steps).
     With a ``tie``, members are overwritten by the affine image of their references after every
     step from ``tie.start`` on, so they share their reference's noise as in a real model.
     The chains run in chunks of about ``max_elements`` numbers; ``on_chunk(chains done)`` is called
-    after each (a caller's progress report).
+    after each, and ``on_step(chains in the chunk)`` after each step of a chunk (a caller's progress
+    report; a chunk of one long chain can take hours).
 
     Examples:
         >>> from nqm.rules import SGD
@@ -122,11 +127,10 @@ def simulate(
     d = problem.dim
     if tie is not None:
         tie.check_dim(d)
-    chunks = _chunks(chains, d, max_elements, seed)
     loss = _Accumulator((record.size,))
     coords = _Accumulator((record.size, d)) if per_coordinate else None
-    for size, rng in chunks:
-        _run_chunk(problem, rule, record, size, rng, tie, loss, coords)
+    for size, rng in _chunks(chains, d, max_elements, seed):
+        _run_chunk(problem, rule, record, size, rng, tie, loss, coords, on_step)
         if on_chunk is not None:
             on_chunk(loss.n)
     return MonteCarlo(
@@ -141,14 +145,16 @@ def simulate(
 
 def _chunks(
     chains: int, d: int, max_elements: int, seed: int
-) -> list[tuple[int, np.random.Generator]]:
+) -> Iterator[tuple[int, np.random.Generator]]:
     """The chains split into chunks of at most ``max_elements // d`` (at least 1), and each chunk's
-    generator, spawned from ``seed``: what makes a result depend only on (seed, chains,
-    max_elements)."""
+    generator, the i-th child of ``SeedSequence(seed)``: what makes a result depend only on (seed,
+    chains, max_elements). Made one at a time: a billion chunks would not fit in a list."""
     chunk = max(1, min(chains, max_elements // d))
-    sizes = [chunk] * (chains // chunk) + ([chains % chunk] if chains % chunk else [])
-    generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(sizes))]
-    return list(zip(sizes, generators, strict=True))
+    full, rest = divmod(chains, chunk)
+    for i in range(full + (1 if rest else 0)):
+        # The child SeedSequence.spawn would make as its i-th, without making the others.
+        child = np.random.SeedSequence(seed, spawn_key=(i,))
+        yield (chunk if i < full else rest), np.random.default_rng(child)
 
 
 def _run_chunk(
@@ -160,6 +166,7 @@ def _run_chunk(
     tie: Tie | None,
     loss: _Accumulator,
     coords: _Accumulator | None,
+    on_step: Callable[[int], None] | None = None,
 ) -> None:
     """Runs ``size`` chains from ``x_0 ~ N(mean0, var0)`` to the last recorded step, drawing the
     start and then each step's gradient noise from ``rng``, and merges the readout's loss (and,
@@ -177,6 +184,8 @@ def _run_chunk(
             rng.standard_normal(out=noise)
             noise *= sd
             s = rule.step(t, s, h, noise)
+            if on_step is not None:
+                on_step(size)
         if tie is not None and tie.active(t):
             s = tie.apply_state(s)
         if t == record[j]:

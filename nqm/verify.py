@@ -15,10 +15,10 @@ Nothing here prints or writes files; :mod:`nqm.report` and :mod:`nqm.cli` sit on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.stats
 
 from lic_dynamics import validation
 from nqm import closed_form, moments, montecarlo
@@ -400,7 +400,24 @@ def log_steps(steps: int, count: int = 60) -> np.ndarray:
         >>> log_steps(10, 20).tolist()
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     """
-    return np.unique([0, *np.round(np.geomspace(1, steps, count)).astype(np.int64).tolist()])
+    if every_step(steps, count):
+        return np.arange(steps + 1)
+    grid = np.round(np.geomspace(1, steps, count)).astype(np.int64)
+    return np.unique(np.concatenate([np.zeros(1, dtype=np.int64), grid]))
+
+
+def every_step(steps: int, count: int) -> bool:
+    """Whether ``count`` log-spaced points from 1 to ``steps`` are so dense that every step is
+    among them once rounded; :func:`log_steps` then skips the grid (a billion points for a thousand
+    steps would take gigabytes). The grid spacing in log, ``ln(steps) / (count - 1)``, is then at
+    most half the narrowest gap between integers, ``ln((n + 1/2) / (n - 1/2)) > 1 / (steps + 1/2)``,
+    so each integer is hit however the grid is rounded.
+
+    Examples:
+        >>> every_step(1000, 20), every_step(1000, 10**9)
+        (False, True)
+    """
+    return steps <= 1 or count - 1 >= 2.0 * (steps + 1) * max(math.log(steps), 1.0)
 
 
 def standard_curves(settings: Settings) -> Curves:
@@ -468,6 +485,8 @@ def claim_monte_carlo(settings: Settings, curves: Curves) -> Claim:
         z = (mc.loss - exact.loss) / (exact.spread / np.sqrt(mc.chains))
         per_rule[f"{label} on the {curves.problem_label} (loss)"] = float(np.abs(z).max())
         z_all.append(z)
+    import scipy.stats  # here: its import takes half a second, and bad input is refused first
+
     z = np.concatenate(z_all)
     threshold = float(scipy.stats.norm.isf(FAMILY_ALPHA / (2 * z.size)))
     max_z = float(np.abs(z).max())

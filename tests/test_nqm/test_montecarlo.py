@@ -313,3 +313,25 @@ def test_batch_scaling_in_the_chains():
     b = mc.simulate(p4, RULE, 20, 300, seed=1)
     np.testing.assert_allclose(b.var, a.var / 4, rtol=1e-12)
     np.testing.assert_allclose(b.loss, a.loss / 4, rtol=1e-12)
+
+
+def test_chunks_are_made_one_at_a_time_with_the_seed_sequences_children():
+    """A billion chunks (a chain each) cost nothing until they are run, and chunk i's generator is
+    the i-th child SeedSequence.spawn would have made: results do not change."""
+    import itertools
+
+    chunks = mc._chunks(10**9, 2**20, 2**20, seed=7)
+    first = list(itertools.islice(chunks, 3))
+    children = np.random.SeedSequence(7).spawn(3)
+    assert [size for size, _ in first] == [1, 1, 1]
+    for (_, rng), child in zip(first, children, strict=True):
+        assert rng.random() == np.random.default_rng(child).random()
+    sizes = [size for size, _ in mc._chunks(10, 1, 4, seed=0)]
+    assert sizes == [4, 4, 2]
+
+
+def test_on_step_counts_every_step_of_every_chunk():
+    seen = []
+    mc.simulate(PROBLEM, SGD(0.5), steps=5, chains=10, max_elements=4 * PROBLEM.dim,
+                on_step=seen.append)  # fmt: skip
+    assert seen == [4] * 5 + [4] * 5 + [2] * 5

@@ -84,7 +84,7 @@ def test_reduction_claim_fails_when_r_exceeds_one(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:divide by zero")
 def test_divergence_claim_fails_when_a_divergent_query_returns_a_number(monkeypatch):
-    monkeypatch.setattr(closed_form, "checked_rho", lambda base, h: base.lr * np.asarray(h))
+    monkeypatch.setattr(closed_form, "checked_rho", lambda base, h, **_: base.lr * np.asarray(h))
     claim = verify.claim_divergence_raises(QUICK)
     assert not claim.holds and "returned a value" in claim.evidence
 
@@ -100,3 +100,19 @@ def test_same_seed_same_claims():
     assert a == b
     c = verify.claim_variance_reduction(verify.Settings(seed=1, quick=True)).details
     assert c != a
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 57, 1000, 12345])
+@pytest.mark.parametrize("count", [2, 5, 20, 60, 1000, 100_000])
+def test_log_steps_is_the_rounded_geometric_grid(steps, count):
+    """The grid, rounded, without repeats; where every step is among them (every_step), the steps
+    themselves without the grid, and the same answer."""
+    grid = np.round(np.geomspace(1, steps, count)).astype(np.int64)
+    expected = np.unique(np.concatenate([[0], grid]))
+    assert np.array_equal(verify.log_steps(steps, count), expected)
+    if verify.every_step(steps, count):
+        assert np.array_equal(expected, np.arange(steps + 1))
+
+
+def test_log_steps_of_a_billion_points_is_every_step_at_once():
+    assert np.array_equal(verify.log_steps(1000, 10**9), np.arange(1001))
