@@ -19,6 +19,8 @@ no steady state raises ``ValueError``; a divergent case never returns a finite n
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lic_dynamics import validation
@@ -27,8 +29,11 @@ from nqm.problem import Problem
 from nqm.rules import EMA, SGD, SMA, Base, Lookahead, Momentum, Polyak, Rule
 
 
-def checked_rho(base: Base, h: np.ndarray) -> np.ndarray:
-    """``lr*h`` after checking that the base optimizer has a steady state at every coordinate.
+def checked_rho(base: Base, h: np.ndarray, *, positive: bool = False) -> np.ndarray:
+    """``rho = lr*P*h`` (:meth:`~nqm.rules.SGD.rho`) after checking that the base optimizer has a
+    steady state at every coordinate; with ``positive``, also that rho is not so small that it
+    rounds to 0 in float64 (the formulas of the averages divide by ``1 - (1 - rho)^k``). A message
+    gives rho's true size where float64 cannot hold it.
 
     Examples:
         >>> checked_rho(SGD(0.5), np.array([1.0, 2.0])).tolist()
@@ -37,21 +42,60 @@ def checked_rho(base: Base, h: np.ndarray) -> np.ndarray:
         Traceback (most recent call last):
         ...
         ValueError: no steady state: rho = lr*h must be in (0, 2), got rho = 2.0 at coordinate 1 ...
+        >>> checked_rho(SGD(1e300), np.array([1e300]))
+        Traceback (most recent call last):
+        ...
+        ValueError: no steady state: rho = lr*h must be in (0, 2), got rho = about 1e+600 (beyond ...
     """
     h = validation.array("h", h, positive=True)
-    rho = base.step_size(h) * h
+    rho = base.rho(h)
     high = 2.0 * (1.0 + base.mu) if isinstance(base, Momentum) else 2.0
-    bad = ~(rho < high)
-    if bad.any():
+    bad = ~(rho < high) | ((rho == 0) if positive else False)
+    if np.any(bad):
         i = int(np.flatnonzero(np.atleast_1d(bad))[0])
         at = f" at coordinate {i}" if np.size(h) > 1 else ""
-        bound = f"2*(1+mu)) = (0, {high:g}" if isinstance(base, Momentum) else "2"
+        hi, value = float(np.atleast_1d(h)[i]), float(np.atleast_1d(rho)[i])
         name = "lr*P*h" if base.precondition else "lr*h"
+        given = f"lr={base.lr!r}, h={hi!r}" + (
+            f", p={base.precondition!r}" if base.precondition else ""
+        )
+        size = f"about {power_of_ten(log10_rho(base, hi))} (beyond float64)"
+        if value == 0:
+            raise ValueError(
+                f"rho = {name} is {size}{at}, where the averages' formulas need rho > 0 ({given})"
+            )
+        bound = f"2*(1+mu)) = (0, {high:g}" if isinstance(base, Momentum) else "2"
+        shown = repr(value) if np.isfinite(value) else size
         raise ValueError(
-            f"no steady state: rho = {name} must be in (0, {bound}), got "
-            f"rho = {float(np.atleast_1d(rho)[i])!r}{at} (lr={base.lr!r}, h={float(np.atleast_1d(h)[i])!r})"
+            f"no steady state: rho = {name} must be in (0, {bound}), got rho = {shown}{at} ({given})"
         )
     return rho
+
+
+def log10_rho(base: Base, h: float) -> float:
+    """``log10(rho) = log10(lr) + (1 - p) log10(h)``: rho's size where rho itself would overflow
+    or underflow float64.
+
+    Examples:
+        >>> log10_rho(SGD(1e300), 1e300), log10_rho(SGD(0.5, precondition=1.0), 5e-324)
+        (600.0, -0.3010299956639812)
+    """
+    return math.log10(base.lr) + (1.0 - base.precondition) * math.log10(h)
+
+
+def power_of_ten(log10: float) -> str:
+    """``10**log10`` written out even where float64 cannot hold it, to two significant digits.
+
+    Examples:
+        >>> power_of_ten(600.0), power_of_ten(-600.52), power_of_ten(0.0)
+        ('1e+600', '3e-601', '1')
+    """
+    exponent = math.floor(log10)
+    mantissa = 10.0 ** (log10 - exponent)
+    if mantissa >= 9.95:  # rounds up to 10: carry into the exponent
+        mantissa, exponent = 1.0, exponent + 1
+    text = f"{mantissa:.2g}"
+    return text if exponent == 0 else f"{text}e{exponent:+d}"
 
 
 def lag_correlation(
@@ -227,10 +271,12 @@ def steady_variance(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray
             f"no closed form for {rule.label()}; use nqm.moments.stationary_variance"
         )
     if feedback:
-        return _lookahead_variance(1 - beta, rule.base, h, sigma2, k)
+        # Lookahead's own alpha, not 1 - (1 - alpha): alpha = 1e-300 would round to 0 that way.
+        alpha = rule.alpha if isinstance(rule, Lookahead) else 1 - beta
+        return _lookahead_variance(alpha, rule.base, h, sigma2, k)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
-        return v * sma_ratio(beta, checked_rho(rule.base, h), k)
+        return v * sma_ratio(beta, checked_rho(rule.base, h, positive=True), k)
     gamma_sum = _momentum_autocovariance_sum(rule.base, h, v, k, beta)
     return (1 - beta) / (1 + beta) * (v + 2 * gamma_sum)
 
@@ -266,8 +312,10 @@ def _lookahead_variance(
     shape = np.broadcast_shapes(h.shape, sigma2.shape)
     h, sigma2 = np.broadcast_arrays(np.atleast_1d(h), np.atleast_1d(sigma2))
     lr = base.step_size(h)
-    rho = lr * h
+    rho = base.rho(h)
     inside = rho < 2
+    if inside.any():
+        checked_rho(base, h[inside], positive=True)  # rho rounded to 0 has no formula here
     out = np.empty(h.shape)
     if inside.any():
         out[inside] = _sgd_variance(base, h[inside], sigma2[inside]) * lookahead_ratio(
@@ -370,12 +418,25 @@ def polyak_variance(rule: Polyak, h: np.ndarray, sigma2: np.ndarray, n: int) -> 
     n = validation.integer("n", n, minimum=1)
     v = base_variance(rule.base, h, sigma2)
     if isinstance(rule.base, SGD):
-        rho = checked_rho(rule.base, h)
+        rho = checked_rho(rule.base, h, positive=True)
         u, one_minus_u, one_plus_u = lag_correlation(rho, rule.k)
-        _, one_minus_un, _ = lag_correlation(rho, rule.k * n)  # u**n = (1 - rho)**(k*n)
+        one_minus_un = _one_minus_power(rho, rule.k * n)  # u**n = (1 - rho)**(k*n)
         bracket = one_plus_u / one_minus_u - 2 * u * one_minus_un / (n * one_minus_u**2)
         return v / n * bracket
     return (v + 2 * _momentum_triangular_sum(rule.base, h, v, rule.k, n)) / n
+
+
+def _one_minus_power(rho: np.ndarray, kn: int) -> np.ndarray:
+    """``1 - (1 - rho)**kn`` for a count ``kn`` that may pass 2**53 (Polyak's k times n, each up
+    to 2**53): :func:`lag_correlation`'s where it can take ``kn``, else the same logarithm with
+    ``kn`` as a float (exact to its 16 digits) and its parity from the integer."""
+    if kn <= validation.MAX_INTEGER:
+        return lag_correlation(rho, kn)[1]
+    rho = validation.interval_array("rho", rho, "(0, 2)", low=0, high=2)
+    with np.errstate(divide="ignore"):
+        log_abs = float(kn) * np.log1p(-np.minimum(rho, 2.0 - rho))
+    negative = (rho > 1.0) & (kn % 2 == 1)
+    return np.where(negative, 1.0 + np.exp(log_abs), -np.expm1(log_abs))
 
 
 def _as_sma(rule: SMA | EMA | Lookahead) -> tuple[int, float, bool]:

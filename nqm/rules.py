@@ -42,9 +42,16 @@ STATE_NAMES = State._fields
 
 
 def _check_precondition(value: object) -> float:
-    return validation.real(
-        "precondition", value, "[0, 1]", low=0, high=1, low_open=False, high_open=False
+    return _signless(
+        validation.real(
+            "precondition", value, "[0, 1]", low=0, high=1, low_open=False, high_open=False
+        )
     )
+
+
+def _signless(value: float) -> float:
+    """``value`` with -0.0 made 0.0 (``-0.0 + 0.0`` is 0.0), so that a label never shows ``-0``."""
+    return value + 0.0
 
 
 def _precondition_label(power: float) -> str:
@@ -65,6 +72,25 @@ class _Preconditioned:
         """``lr * h^(-precondition)``, the effective learning rate of each coordinate, shape of h."""
         # h**0 keeps h's shape (and lets sympy run the rules on symbols, as proofs/ does)
         return self.lr * (h ** (-self.precondition) if self.precondition else h**0)
+
+    def rho(self, h: np.ndarray) -> np.ndarray:
+        """``rho = lr * P * h = lr * h^(1 - precondition)``, the step times the curvature
+        (dimensionless; stability needs ``0 < rho < 2`` for SGD), shape of h. It is
+        ``step_size(h) * h`` where that is a positive finite float, and ``lr * h^(1 - p)`` where
+        the step size alone overflows or underflows (``h = 5e-324``, ``p = 1``: rho is ``lr``).
+
+        Examples:
+            >>> rule = SGD(0.5, precondition=1.0)
+            >>> rule.rho(np.array([5e-324, 1e300])).tolist()  # lr*P alone is inf at h = 5e-324
+            [0.5, 0.5]
+        """
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            rho = self.step_size(h) * h
+            wrong = ~(np.isfinite(rho) & (rho > 0))
+            if np.any(wrong):
+                safe = self.lr * np.asarray(h, dtype=np.float64) ** (1.0 - self.precondition)
+                rho = np.where(wrong, safe, rho)
+        return rho
 
 
 @dataclass(frozen=True)
@@ -137,7 +163,9 @@ class Momentum(_Preconditioned):
         object.__setattr__(
             self, "lr", validation.real("lr", self.lr, "(0, inf)", low=0, high=np.inf)
         )
-        object.__setattr__(self, "mu", validation.real("mu", self.mu, "(-1, 1)", low=-1, high=1))
+        object.__setattr__(
+            self, "mu", _signless(validation.real("mu", self.mu, "(-1, 1)", low=-1, high=1))
+        )
         object.__setattr__(self, "precondition", _check_precondition(self.precondition))
 
     @property
@@ -206,7 +234,7 @@ class SMA(_Averaging):
         object.__setattr__(
             self,
             "beta",
-            validation.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False),
+            _signless(validation.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)),
         )
         validation.flag("feedback", self.feedback)
 
@@ -244,7 +272,7 @@ class EMA(_Averaging):
         object.__setattr__(
             self,
             "beta",
-            validation.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False),
+            _signless(validation.real("beta", self.beta, "[0, 1)", low=0, high=1, low_open=False)),
         )
 
     def label(self) -> str:

@@ -6,6 +6,7 @@ constant."""
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from fractions import Fraction
 
@@ -882,3 +883,51 @@ def test_polyak_over_momentum_equals_the_term_by_term_sum(lr, mu, k, n):
     direct = (v + 2 * sum((1 - m / n) * gamma[m * k] for m in range(1, n))) / n
     got = cf.polyak_variance(Polyak(Momentum(lr, mu), k), ONE, ONE, n)[0]
     assert got == pytest.approx(direct, rel=1e-10)
+
+
+# ---- beyond float64: what the messages say, and tiny or huge but valid parameters --------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "h", "message"),
+    [
+        (
+            SGD(1e300),
+            1e300,
+            "rho = lr*h must be in (0, 2), got rho = about 1e+600 (beyond float64)",
+        ),
+        (SGD(0.5, precondition=0.5), 1e300, "got rho = 5e+149 (lr=0.5, h=1e+300, p=0.5)"),
+        (SGD(1e-300), 1e-300, "rho = lr*h is about 1e-600 (beyond float64), where the averages'"),
+    ],
+)
+def test_checked_rho_says_rho_as_it_is(base, h, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cf.checked_rho(base, np.array([h]), positive=True)
+
+
+def test_checked_rho_takes_a_tiny_h_under_newton_preconditioning():
+    """lr * h^-1 overflows at h = 5e-324, yet rho = lr * h^0 = lr: a steady state exists."""
+    assert cf.checked_rho(SGD(0.5, precondition=1.0), np.array([5e-324])).tolist() == [0.5]
+
+
+@pytest.mark.parametrize(("log10", "text"), [(600.0, "1e+600"), (-600.48, "3.3e-601"),
+                                             (2.9999, "1e+3"), (0.0, "1")])  # fmt: skip
+def test_power_of_ten(log10, text):
+    assert cf.power_of_ten(log10) == text
+
+
+def test_lookahead_keeps_a_tiny_alpha():
+    """alpha = 1e-300 went through beta = 1 - alpha = 1.0 and back to 0.0 before; R_LA is about
+    alpha (1 + u) / 2 for a small alpha."""
+    variance = float(cf.steady_variance(Lookahead(SGD(0.5), 5, 1e-300), 1.0, 1.0))
+    assert variance == pytest.approx((1 / 3) * 1e-300 * (1 + 0.5**5) / 2, rel=1e-12)
+
+
+def test_polyak_variance_past_2_to_the_53_samples():
+    """k * n = 2^106: u^n = 0 there, so the variance is V*/n * (1 + u)/(1 - u) minus a term of
+    order 1/n^2; at n = 2^53 and k = 2^53 it is V*/n to float precision."""
+    n = 2**53
+    variance = float(cf.polyak_variance(Polyak(SGD(0.5), k=2**53), 1.0, 1.0, n))
+    assert variance == pytest.approx((1 / 3) / n, rel=1e-12)
+    just_below = float(cf.polyak_variance(Polyak(SGD(0.5), k=2**26), 1.0, 1.0, 2**27))
+    assert just_below == pytest.approx((1 / 3) / 2**27, rel=1e-12)  # k n = 2^53: the integer path

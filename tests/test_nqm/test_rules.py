@@ -282,3 +282,31 @@ def test_sma_without_feedback_leaves_fast_weights_on_the_sgd_path(lr, beta, k, i
     sgd = _run(SGD(lr), _state(x0), h, noises)
     for a, b in zip(sma, sgd, strict=True):
         np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_minus_zero_hyperparameters_are_zero_in_the_label():
+    """-0.0 is inside [0, 1) and (-1, 1); the rule keeps 0.0, so no label shows -0."""
+    rule = SMA(Momentum(0.5, -0.0, precondition=-0.0), k=3, beta=-0.0)
+    assert rule.label() == "SMA(k=3, beta=0) over Momentum(lr=0.5, mu=0)"
+    assert str(EMA(SGD(0.5), -0.0).beta) == "0.0"
+
+
+@given(lr=lrs, p=st.floats(0.0, 1.0), h=st.floats(1e-300, 1e300))
+def test_rho_is_the_step_times_the_curvature_where_float64_holds_it(lr, p, h):
+    """rho = lr * h^(1-p): as step_size(h) * h where that is a positive float, and from
+    lr * h^(1-p) where the step size alone over- or underflows."""
+    rule = SGD(lr, precondition=p)
+    with np.errstate(all="ignore"):
+        direct = float(rule.step_size(np.array([h]))[0] * h)
+    rho = float(rule.rho(np.array([h]))[0])
+    if 0 < direct < np.inf:
+        assert rho == direct
+    else:
+        assert rho == pytest.approx(lr * h ** (1 - p), rel=1e-12) or not np.isfinite(
+            lr * h ** (1 - p)
+        )
+
+
+def test_rho_where_the_step_size_overflows():
+    rule = SGD(0.5, precondition=1.0)
+    assert rule.rho(np.array([5e-324, 1.0, 1e300])).tolist() == [0.5, 0.5, 0.5]
