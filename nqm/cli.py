@@ -13,12 +13,16 @@ Bad input prints one line on stderr naming the flag, the value and what is allow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
+import stat
 import sys
+import tempfile
 import textwrap
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +30,7 @@ import numpy as np
 
 from lic_dynamics import files, signals, validation
 from lic_dynamics.cli import Parser, UsageError, error_line, subcommand
-from nqm import closed_form, moments, montecarlo, scaling, verify
+from nqm import budget, closed_form, moments, montecarlo, scaling, verify
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
 
@@ -274,7 +278,7 @@ def _steady_result(args: argparse.Namespace) -> dict:
     if isinstance(rule, Polyak):
         method = f"closed form, uniform average of {args.window} stationary samples"
 
-        def variance_at(sigma2: np.ndarray) -> np.ndarray:
+        def engine(rule: Rule, h: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
             return closed_form.polyak_variance(rule, h, sigma2, args.window)
 
     else:
@@ -283,27 +287,26 @@ def _steady_result(args: argparse.Namespace) -> dict:
             method, engine = "closed form", closed_form.steady_variance
         except NotImplementedError:
             method, engine = "Lyapunov", moments.stationary_variance
-
-        def variance_at(sigma2: np.ndarray) -> np.ndarray:
-            return engine(rule, h, sigma2)
-
-    variance = float(variance_at(problem.sigma2)[0])
+        except ValueError:  # no steady state, or beyond float64: _held says which
+            method, engine = "closed form", closed_form.steady_variance
+    rho = float(np.atleast_1d(rule.base.rho(h))[0])
+    unit = _at_unit_curvature(rule, rho)
+    variance = _held(args, "variance", rho, engine, rule, unit, h, problem.sigma2)
     sgd = SGD(args.lr, precondition=args.precondition)  # the same step and preconditioner
     try:
-        sgd_variance = float(closed_form.base_variance(sgd, h, problem.sigma2)[0])
-        # Both are proportional to sigma2: the ratio at sigma2 = 1 stays defined for c = 0.
-        ratio = float(variance_at(np.ones(1))[0] / closed_form.base_variance(sgd, h, np.ones(1))[0])
+        sgd_unit = None if unit is None else SGD(rho)
+        sgd_variance = _held(args, "SGD's variance", rho, closed_form.steady_variance, sgd,
+                             sgd_unit, h, problem.sigma2)  # fmt: skip
+        ratio = _steady_ratio(rule, engine, h, rho)
     except ValueError:  # momentum and Lookahead can be stable where SGD at the same lr is not
         sgd_variance = ratio = None
-    for value in (variance, sgd_variance, ratio):
-        if value is not None and not math.isfinite(value):
-            raise ValueError(
-                f"lr, h: the variance overflows float64 (lr={args.lr!r}, h={args.h!r}, c={args.c!r})"
-            )
+    if ratio is not None and not math.isfinite(ratio):
+        raise UsageError(f"nqm steady: error: {_steady_flags(args)}: the variance ratio is not "
+                         f"finite in float64 (rho = {_rho_text(args, rho)})")  # fmt: skip
     return {
         "rule": args.rule,
         "label": rule.label(),
-        "rho": float(sgd.step_size(h)[0] * args.h),
+        "rho": rho,
         "precondition": args.precondition,
         "variance": variance,
         "sgd_variance": sgd_variance,
@@ -312,21 +315,147 @@ def _steady_result(args: argparse.Namespace) -> dict:
     }
 
 
+def _at_unit_curvature(rule: Rule, rho: float) -> Rule | None:
+    """The same rule on a coordinate of curvature 1: step ``rho``, no preconditioner (None where
+    rho is no positive float). Every rule here is linear, and ``x = (lr P / rho) w`` maps that
+    coordinate onto this one, so its variance is ``sigma2 / h^2`` times this rule's at ``h = 1``,
+    ``sigma2 = 1``: the ratio to SGD is this rule's, and a variance float64 cannot hold has
+    ``log10 V = log10 sigma2 - 2 log10 h + log10 V_1`` (``docs/theory.md``)."""
+    if not (0 < rho < math.inf):
+        return None
+    base = dataclasses.replace(rule.base, lr=rho, precondition=0.0)
+    return base if rule is rule.base else dataclasses.replace(rule, base=base)
+
+
+def _held(args, name: str, rho: float, engine, rule: Rule, unit, h, sigma2) -> float:
+    """``engine``'s variance of ``rule`` where float64 holds it; else the line that says how big it
+    is (an engine that fails, at a curvature where the rule at curvature 1 does not, has met
+    float64's range, not a missing steady state)."""
+    try:
+        with np.errstate(all="ignore"):  # checked below
+            value = float(engine(rule, h, sigma2)[0])
+    except ValueError:
+        if unit is None or not _unit_variance(engine, unit) < math.inf:
+            raise
+        value = math.inf
+    if float(sigma2[0]) == 0:  # no noise: 0 wherever a steady state exists (inf * 0 is nan)
+        return 0.0
+    if not math.isfinite(value) or (value == 0 and float(sigma2[0]) > 0):
+        raise UsageError(_unrepresentable(args, name, rho, engine, unit))
+    return value
+
+
+def _unit_variance(engine, unit: Rule) -> float:
+    """The variance of ``unit`` at curvature 1 and noise 1; nan where it has none."""
+    try:
+        with np.errstate(all="ignore"):
+            return float(engine(unit, np.ones(1), np.ones(1))[0])
+    except ValueError:
+        return math.nan
+
+
+def _steady_ratio(rule: Rule, engine, h: np.ndarray, rho: float) -> float:
+    """The rule's steady variance over SGD's at the same step, formed at curvature 1 where rho is a
+    positive float (neither variance can then over- or underflow), else at ``sigma2 = 1``."""
+    unit = _at_unit_curvature(rule, rho)
+    one = np.ones(1)
+    if unit is None:
+        sgd = SGD(rule.base.lr, precondition=rule.base.precondition)
+        return float(engine(rule, h, one)[0] / closed_form.base_variance(sgd, h, one)[0])
+    return float(engine(unit, one, one)[0] / closed_form.base_variance(SGD(rho), one, one)[0])
+
+
+def _unrepresentable(args: argparse.Namespace, name: str, rho: float, engine, unit) -> str:
+    """The line for a variance float64 cannot hold: its size from the unit-curvature rule
+    (:func:`_at_unit_curvature`), in logarithms, so that working it out cannot overflow too."""
+    v1 = math.nan if unit is None else _unit_variance(engine, unit)
+    if 0 < v1 < math.inf:
+        log10 = math.log10(args.c) - math.log10(args.batch) - 2 * math.log10(args.h)
+        log10 += math.log10(v1)
+        how = "overflows" if log10 > 0 else "underflows"
+        size = f"the {name} is about {closed_form.power_of_ten(log10)}, which {how} float64"
+    elif v1 == 0:  # at curvature 1 already below the smallest float64 (alpha = 5e-324)
+        size = f"the {name} underflows float64, below 5e-324"
+    else:
+        size = f"the {name} is beyond float64"
+    rule_rho = f"rho = {'lr*P*h' if args.precondition else 'lr*h'} = {_rho_text(args, rho)}"
+    return f"nqm steady: error: {_steady_flags(args)}: {size} ({rule_rho})"
+
+
+def _steady_flags(args: argparse.Namespace) -> str:
+    """The flags that set a coordinate's variance, curvature first: ``--h 1e+300 with --lr 0.5``,
+    and ``--c``, ``--batch`` and ``--precondition`` where they are not their defaults."""
+    named = [f"--lr {args.lr!r}"]
+    for flag, default in (("c", 1.0), ("batch", 1), ("precondition", 0.0),
+                          *((f, DEFAULTS.get(f)) for f in sorted(USES[args.rule]))):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is True:
+            named.append(f"--{flag}")
+        elif value is not None and value is not False and value != default:
+            named.append(f"--{flag} {value!r}")
+    return f"--h {args.h!r} with {budget.and_list(named)}"
+
+
+def _rho_text(args: argparse.Namespace, rho: float) -> str:
+    """rho as a float, or its size where float64 cannot hold it (``lr = h = 1e-300``: 1e-600)."""
+    if 0 < rho < math.inf:
+        return f"{rho:.6g}"
+    sgd = SGD(args.lr, precondition=args.precondition)
+    return f"about {closed_form.power_of_ten(closed_form.log10_rho(sgd, args.h))} (beyond float64)"
+
+
 def _check_finite(values: np.ndarray, record: np.ndarray, args, rule: Rule, problem) -> None:
     finite = np.isfinite(values)
     if not finite.all():
         first = int(record[np.flatnonzero(~finite)[0]])
         raise validation.InvalidValue(
             "steps",
-            f"{args.steps}: the moments overflow float64 by step {first}: rho = lr*h reaches "
-            f"{float((rule.base.step_size(problem.h) * problem.h).max()):g}, where {rule.label()} "
+            f"{args.steps}: the moments overflow float64 by step {first}: rho = "
+            f"{'lr*P*h' if args.precondition else 'lr*h'} reaches "
+            f"{float(np.max(rule.base.rho(problem.h))):g}, where {rule.label()} "
             "has no steady state and its "
             "variance grows geometrically; ask for fewer steps",
         )
 
 
+def _check_divergence(record: np.ndarray | None, args, rule: Rule) -> None:
+    """Refuse, before the run and its progress lines, a run whose exact moments overflow. The
+    moments are taken on up to ``SAMPLED`` log-spaced coordinates of the standard NQM (every one
+    where d is smaller; the first and the last, where rho and the noise are largest, always), at
+    the last reported step by repeated squaring (:func:`nqm.moments.moments_at`, O(log t)), and
+    where they overflow, at the first reported step that does, by bisection (a divergent rule's
+    loss grows). Polyak's moments need every step: its run is checked as it goes, as is a
+    coordinate the sample misses (:func:`_check_finite`)."""
+    if record is None or isinstance(rule, Polyak):
+        return
+    i = np.unique(np.round(np.geomspace(1, args.dim, min(args.dim, SAMPLED))))
+    problem = Problem(h=1.0 / i, c=1.0 / i, batch=args.batch)  # those coordinates of standard()
+
+    def loss_at(step: int) -> float:
+        with np.errstate(all="ignore"):  # an overflow is what is looked for
+            mean, var = moments.moments_at(problem, rule, int(step)).readout(rule)
+            bias, variance = problem.expected_loss(mean, var)
+            return float(bias + variance)
+
+    if math.isfinite(loss_at(record[-1])):
+        return
+    low, high = 0, record.size - 1  # the loss overflows at record[high]
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if math.isfinite(loss_at(record[mid])) else (low, mid)
+    values = np.where(np.arange(record.size) < high, 0.0, np.inf)
+    _check_finite(values, record, args, rule, problem)
+
+
+SAMPLED = 4096  # coordinates of the divergence check: milliseconds, whatever --dim
+
+
 def simulate_result(args: argparse.Namespace) -> dict:
     """What ``nqm simulate`` reports, as a dict: exact and Monte Carlo loss at log-spaced steps.
+
+    Its memory and time are estimated from the flags first (:func:`nqm.budget.simulate_cost`): more
+    memory than this machine has available, or more than a year of work, is refused before anything
+    is allocated; a run estimated over 10 s says how long it will take, then once a minute.
 
     Examples:
         >>> argv = ["simulate", "--rule", "sgd", "--lr", "0.5", "--dim", "10", "--steps", "50",
@@ -336,22 +465,24 @@ def simulate_result(args: argparse.Namespace) -> dict:
         ([0, 1, 7, 50], True)
     """
     rule = make_rule(args)
-    problem = standard(args.dim, batch=args.batch)
-    if args.points < 2:
-        raise validation.InvalidValue("points", f"must be an integer >= 2, got {args.points}")
-    # The Monte Carlo's own checks, before the exact moments and the chains run.
-    validation.integer("chains", args.chains, minimum=2)
-    validation.integer("seed", args.seed, minimum=0)
+    progress = _simulate_progress(args)  # every flag checked, the cost refused or accepted
     steps = args.steps
     record = verify.log_steps(max(steps, 1), args.points) if steps > 0 else None
+    _check_divergence(record, args, rule)  # before the progress line: one line, status 2
+    progress.begin()  # the estimate's line, before anything of the size of --dim is allocated
     start = time.perf_counter()
+    problem = standard(args.dim, batch=args.batch)
+    exact_step = budget.EXACT_STEP_S + budget.EXACT_COORD_S * args.dim
+    chain_step = budget.CHAIN_COORD_S * args.dim
     with np.errstate(over="ignore", invalid="ignore"):  # a divergent run is reported below
-        exact = moments.loss_curve(problem, rule, steps, record)
+        exact = moments.loss_curve(
+            problem, rule, steps, record, on_step=lambda: progress.advance(exact_step)
+        )
         record = exact.steps
         _check_finite(exact.loss, record, args, rule, problem)  # before the chains run
         mc = montecarlo.simulate(
             problem, rule, steps, args.chains, seed=args.seed, record=record,
-            on_chunk=ChainsProgress(args.chains),
+            on_step=lambda size: progress.advance(budget.CHUNK_STEP_S + chain_step * size),
         )  # fmt: skip
         mc_variance = 0.5 * mc.var @ problem.h
         mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
@@ -380,40 +511,24 @@ def simulate_result(args: argparse.Namespace) -> dict:
     }
 
 
-class ChainsProgress:
-    """A line on stderr when the chains will take more than ``quiet`` seconds, then one every
-    ``every`` seconds: chains done and the time left, so that a long run is never silent.
-
-    Examples:
-        >>> progress = ChainsProgress(1000, quiet=3600.0)
-        >>> progress(500)  # half done, far less than an hour left: silent
-        >>> progress.first
-        True
-    """
-
-    def __init__(self, chains: int, *, quiet: float = 10.0, every: float = 60.0) -> None:
-        self.chains, self.quiet, self.every = chains, quiet, every
-        self.start = self.printed = time.monotonic()
-        self.first = True
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        left = (now - self.start) / done * (self.chains - done)
-        due = left > self.quiet if self.first else now - self.printed >= self.every
-        if done < self.chains and due:
-            self.first, self.printed = False, now
-            print(
-                f"nqm simulate: {done}/{self.chains} chains, about {_duration(left)} left "
-                "(Ctrl-C stops; fewer --chains, --steps or --dim is faster)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+def _simulate_progress(args: argparse.Namespace) -> budget.Progress:
+    """``nqm simulate``'s flags checked, its cost estimated from them alone and refused where it
+    cannot be done (one line, status 2); the :class:`~nqm.budget.Progress` that will report it."""
+    validation.integer("dim", args.dim, minimum=1)
+    validation.integer("steps", args.steps, minimum=0)
+    if args.points < 2:
+        raise validation.InvalidValue("points", f"must be an integer >= 2, got {args.points}")
+    validation.integer("points", args.points, minimum=2)
+    validation.integer("chains", args.chains, minimum=2)
+    validation.integer("seed", args.seed, minimum=0)
+    cost = budget.simulate_cost(args.dim, args.steps, args.chains, args.points)
+    flags = [("--dim", args.dim, 1000), ("--chains", args.chains, 100),
+             ("--steps", args.steps, 1000), ("--points", args.points, 20)]  # fmt: skip
+    named = budget.name_flags(flags)
+    budget.refuse("nqm simulate", cost, named, "--dim, --chains, --steps or --points")
+    return budget.Progress(
+        "nqm simulate", cost.seconds, "fewer --chains, --steps or --dim is faster"
+    )
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -426,12 +541,11 @@ def run_verify(args: argparse.Namespace) -> int:
         claim ...
         0
     """
-    from nqm import report  # matplotlib is only needed here
-
     files.check_folder(args.out, "out")  # before minutes of work
+    settings = verify.Settings(seed=args.seed, quick=args.quick)
+    report = _report_module()  # after the flags' checks: bad input never waits for matplotlib
     out = Path(args.out)
     start = time.perf_counter()
-    settings = verify.Settings(seed=args.seed, quick=args.quick)
     claims, curves = verify.run(settings)
     try:
         paths = report.write(out, claims, curves, settings)
@@ -444,6 +558,58 @@ def run_verify(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - start:.1f} s); wrote {', '.join(str(p) for p in paths)}"
     )
     return 0 if ok else 1
+
+
+def _report_module() -> types.ModuleType:
+    """:mod:`nqm.report`, imported only where a command writes plots (matplotlib takes a while),
+    with a matplotlib folder it can write (:func:`_writable_matplotlib_folder`)."""
+    _writable_matplotlib_folder()
+    from nqm import report
+
+    return report
+
+
+def _writable_matplotlib_folder() -> None:
+    """Point ``MPLCONFIGDIR`` at ``nqm-matplotlib-UID`` in the temporary folder when matplotlib's
+    own folders (``MPLCONFIGDIR``, else ``$XDG_CONFIG_HOME/matplotlib`` and
+    ``$XDG_CACHE_HOME/matplotlib``, under ``~/.config`` and ``~/.cache`` by default) cannot be
+    written, as with ``HOME=/nonexistent``: matplotlib would print two warnings before any line of
+    ours and make a new temporary folder each run. The one folder is shared by this user's runs
+    (its font cache is built once), private (0700), and not used if another user owns it."""
+    if "matplotlib" in sys.modules:
+        return
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no password entry
+        home = None
+    if os.environ.get("MPLCONFIGDIR"):
+        wanted: list[Path | None] = [Path(os.environ["MPLCONFIGDIR"])]
+    else:
+        wanted = [
+            Path(os.environ[var]) / "matplotlib" if os.environ.get(var) else
+            (None if home is None else home / default / "matplotlib")
+            for var, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"))
+        ]  # fmt: skip
+    if all(folder is not None and _writable(folder) for folder in wanted):
+        return
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = Path(tempfile.gettempdir()) / f"nqm-matplotlib-{uid}"
+    if _writable(folder, private=True):
+        os.environ["MPLCONFIGDIR"] = str(folder)
+
+
+def _writable(folder: Path, *, private: bool = False) -> bool:
+    """Whether ``folder`` is (or could be made) a folder this process can write; with
+    ``private``, made mode 0700 and owned by this user, not a link."""
+    try:
+        folder.mkdir(mode=0o700 if private else 0o777, parents=not private, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return not private or (mine and not info.st_mode & 0o077)
 
 
 def run_scaling(args: argparse.Namespace) -> int:
@@ -461,18 +627,23 @@ def run_scaling(args: argparse.Namespace) -> int:
     if args.out is not None:
         files.check_folder(args.out, "out")  # before a minute of work
     rules, batches, target, precondition, dim, bins, workers = checked
+    cost = scaling.cost(rules, len(batches), dim, bins, workers)
+    named = (
+        f"--dim {dim}{'' if bins is None else f' --bins {bins}'} with --workers {workers} "
+        f"({len(rules)} rules x {len(batches) + 1} batch sizes)"
+    )
+    budget.refuse("nqm scaling", cost, named, "--dim, --workers, --rules or --batch, or use --bins")
+    took = f", about {budget.duration(cost.seconds)}" if cost.seconds > budget.QUIET else ""
     print(
         f"nqm scaling: {len(rules)} rule{'s' if len(rules) > 1 else ''} x {len(batches) + 1} "
-        f"batch sizes on {workers} worker{'s' if workers > 1 else ''}...",
+        f"batch sizes on {workers} worker{'s' if workers > 1 else ''}{took}...",
         file=sys.stderr,
         flush=True,
     )
     result = scaling.study(rules, batches, target, precondition, dim, bins, workers)
     if args.out is not None:
-        from nqm import report  # matplotlib is only needed here
-
         try:
-            paths = report.write_scaling(Path(args.out), result)
+            paths = _report_module().write_scaling(Path(args.out), result)
         except OSError as err:
             raise UsageError(f"nqm scaling: error: --out {args.out!r}: {err.strerror}") from err
     if args.json:
@@ -546,11 +717,11 @@ def _table(rows: list[tuple[str, str, str]], width: int = 118) -> str:
     return "\n".join(out).rstrip()
 
 
-def _print_steady(result: dict) -> None:
+def _print_steady(result: dict, args: argparse.Namespace) -> None:
     sgd = result["sgd_variance"]
     print(f"rule          {result['label']}")
     name = "rho = lr*P*h" if result["precondition"] else "rho = lr*h  "
-    print(f"{name}  {result['rho']:.6g}")
+    print(f"{name}  {_rho_text(args, result['rho'])}")
     print(f"variance      {result['variance']:.10g}  ({result['method']})")
     print(f"SGD variance  {'no steady state at this lr' if sgd is None else f'{sgd:.10g}'}")
     if result["ratio"] is not None:
@@ -577,6 +748,15 @@ def _print_simulate(result: dict) -> None:
         )
 
 
+def _signless(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with every -0.0 made 0.0 (``-0.0 + 0.0`` is 0.0): a value given as ``-0`` is 0,
+    and no message or output shows ``-0.0``."""
+    for key, value in vars(args).items():
+        if isinstance(value, float):
+            setattr(args, key, value + 0.0)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``nqm`` command line; returns the exit status (2 for bad input, one line on stderr).
 
@@ -595,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, name = "nqm", None
     try:
         with signals.sigterm_raises():
-            args = parser.parse_args(argv)
+            args = _signless(parser.parse_args(argv))
             command, name = f"nqm {args.command}", args.command
             if args.command == "verify":
                 return run_verify(args)
@@ -603,7 +783,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_scaling(args)
             if args.command == "steady":
                 result = steady_result(args)
-                print(json.dumps(result, allow_nan=False)) if args.json else _print_steady(result)
+                if args.json:
+                    print(json.dumps(result, allow_nan=False))
+                else:
+                    _print_steady(result, args)
             else:
                 result = simulate_result(args)
                 print(json.dumps(result, allow_nan=False)) if args.json else _print_simulate(result)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import math
+import os
 import signal
 import statistics
 import time
@@ -38,10 +39,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import scipy.optimize
 
 from lic_dynamics import validation
-from nqm import closed_form
+from nqm import budget, closed_form
 from nqm.moments import transition
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule, State
@@ -652,6 +652,8 @@ class _Tuner:
             crossed, _ = self.crossing(math.exp(log_lr), grid.point, sigma2)
             return crossed.fractional if crossed.steps is not None else 1e300
 
+        import scipy.optimize  # here: its import is slow, and bad input is refused first
+
         low = math.log(grid.lrs[max(i - 1, 0)])
         high = math.log(grid.lrs[i + 1] if i + 1 < len(grid.lrs) else grid.limit)
         search = scipy.optimize.minimize_scalar(
@@ -941,6 +943,50 @@ def check_study(
 
 
 MAX_DIM = 10**6  # memory: a ladder holds about 40 levels of a few (d,) arrays
+# The cost model of :func:`cost`, measured on a 2-core machine: a ladder holds up to about 40 levels
+# of a few (d,) arrays, 1.9 to 2.4 kB per coordinate (2.5 kB taken); a steps-to-target search
+# (a ladder built, or one crossed) takes about 0.4 us per coordinate (the default sweep: 106 CPU-s
+# over about 26000 searches at d = 10^4; 0.5 us taken); besides the grid scan, each batch size
+# costs about 45 searches (Brent's steps at the REFINE best grid points, and the monotone pass).
+LADDER_BYTES = 2500
+SEARCH_SECONDS = 0.5e-6
+SEARCHES_PER_BATCH = 45
+WORKER_BYTES = 150 * 2**20  # a worker process: Python, numpy and scipy
+
+
+def cost(
+    rules: Iterable[str], batches: int, dim: int, bins: int | None, workers: int
+) -> budget.Cost:
+    """The estimated cost of :func:`study` from its sizes alone, before anything is built.
+
+    Each family runs in ``PARTS`` parts of ``n`` of the ``batches + 1`` batch sizes; a part builds
+    ``17 G`` ladders (G points on the family's grid, 17 coarse learning rates) and runs
+    ``17 G + n (17 G + 45)`` searches of ``d`` coordinates each (``bins`` where binned), 0.5 us per
+    search and coordinate. The parts run on ``w = min(workers, parts, cores)`` processes, longest
+    first: about ``max(all searches / w, longest part)``. Memory: the ``min(workers, parts)``
+    largest parts at once, each ``17 G`` ladders of 2500 bytes per coordinate, and 150 MiB per
+    worker.
+
+    Examples:
+        >>> estimate = cost(["momentum"], len(DEFAULT_BATCHES), 10_000, None, workers=1)
+        >>> budget.gib(estimate.bytes), budget.duration(estimate.seconds)
+        ('4.1 GiB', '24 s')
+    """
+    coords = dim if bins is None else min(bins, dim)
+    sizes = batches + 1  # and the noiseless limit
+    per_part = math.ceil(sizes / PARTS)
+    counts = [per_part] * (sizes // per_part) + ([sizes % per_part] if sizes % per_part else [])
+    searches, held = [], []
+    for name in rules:
+        ladders = len(COARSE) * len(FAMILIES[name].grid)
+        for n in counts:
+            searches.append(ladders + n * (ladders + SEARCHES_PER_BATCH))
+            held.append(ladders * LADDER_BYTES * coords)
+    running = max(1, min(workers, len(held)))
+    parallel = max(1, min(running, os.cpu_count() or 1))
+    seconds = SEARCH_SECONDS * coords * max(sum(searches) / parallel, max(searches, default=0))
+    nbytes = sum(sorted(held, reverse=True)[:running]) + WORKER_BYTES * running
+    return budget.Cost(float(nbytes), seconds)
 
 
 def study(

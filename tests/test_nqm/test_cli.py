@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -420,3 +423,241 @@ def _default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# ---- what a run will cost: refused from its flags alone, or announced ------------------------------
+
+GIB = 2**30
+
+
+@pytest.fixture
+def nothing_started(monkeypatch):
+    """Every piece of work of simulate and scaling replaced by a failure, the machine's memory
+    fixed at 24 GiB: a refusal must come from the flags alone."""
+    from nqm import budget, cli, moments, montecarlo, scaling
+
+    def started(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    for module, name in ((cli, "standard"), (moments, "loss_curve"), (moments, "moments_at"),
+                         (montecarlo, "simulate"), (scaling, "study"), (scaling, "sweep")):  # fmt: skip
+        monkeypatch.setattr(module, name, started)
+    monkeypatch.setattr(budget, "available_memory", lambda: 24 * GIB)
+
+
+SIMULATE = ["simulate", "--rule", "sgd", "--lr", "0.5"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        ([*SIMULATE, "--dim", "1000000000", "--steps", "10", "--chains", "10"],
+         ["--dim 1000000000 with", "GiB of memory; this machine has 24 GiB available"]),
+        ([*SIMULATE, "--steps", "1000000000000"],
+         ["--steps 1000000000000 with --dim 1000", "years here, and work over a year is refused"]),
+        ([*SIMULATE, "--chains", "1000000000000"], ["--chains 1000000000000 with", "years here"]),
+        ([*SIMULATE, "--points", "1000000000", "--steps", "100000000"],
+         ["--points 1000000000 with --steps 100000000", "of memory"]),
+        ([*SIMULATE, "--dim", "100000000", "--points", "1000000"], ["--dim 100000000", "memory"]),
+        ([*SIMULATE, "--dim", str(2**53 + 1)], ["--dim must be an integer in [1, 2**53]"]),
+        ([*SIMULATE, "--points", str(2**53 + 1)], ["--points must be an integer in [2, 2**53]"]),
+        (["scaling", "--dim", "1000000"], ["--dim 1000000 with --workers", "of memory"]),
+        (["scaling", "--dim", "100000", "--workers", "1"], ["--dim 100000", "24 GiB available"]),
+    ],
+)  # fmt: skip
+def test_absurd_work_is_refused_from_the_flags_at_once(capsys, nothing_started, argv, needles):
+    """One line, status 2, the flag and its value first, nothing allocated or started, within a
+    second (the estimate is arithmetic on the flags)."""
+    start = time.perf_counter()
+    code, out, err = run(capsys, *argv)
+    assert time.perf_counter() - start < 1.0
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nqm {argv[0]}: error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_a_long_simulate_says_how_long_before_anything_is_allocated(capsys, monkeypatch):
+    """Estimated at 100000 steps of d = 1000 and 100 chains (about 12 minutes here): the line comes
+    before the problem is even made; Ctrl-C there stops it with its own line."""
+    from nqm import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "standard", interrupted)
+    code, out, err = run(capsys, *SIMULATE, "--steps", "100000")
+    assert code == 130 and out == ""
+    first, last = err.splitlines()
+    assert first.startswith("nqm simulate: this will take about ") and " minutes (Ctrl-C" in first
+    assert last == "nqm simulate: interrupted"
+
+
+def test_a_short_simulate_says_nothing_on_stderr(capsys):
+    code, _, err = run(capsys, *SIMULATE, "--dim", "20", "--steps", "30", "--chains", "10")
+    assert code == 0 and err == ""
+
+
+def test_more_points_than_steps_report_every_step_without_the_grid(capsys):
+    """A billion log-spaced points over 50 steps are every step: no grid of a billion is made."""
+    argv = [*SIMULATE, "--dim", "10", "--steps", "50", "--chains", "4", "--points", "1000000000"]
+    start = time.perf_counter()
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0 and err == "" and time.perf_counter() - start < 10
+    assert [row["step"] for row in json.loads(out)["steps"]] == list(range(51))
+
+
+def test_a_divergent_simulate_is_refused_before_its_progress_line(capsys, monkeypatch):
+    """Estimated at minutes, yet its moments overflow by step 532: one line, not an estimate first
+    (found on a sample of coordinates by repeated squaring, before anything of size d is made)."""
+    from nqm import cli, moments, montecarlo
+
+    def started(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    for module, name in ((cli, "standard"), (moments, "loss_curve"), (montecarlo, "simulate")):
+        monkeypatch.setattr(module, name, started)
+    start = time.perf_counter()
+    code, out, err = run(capsys, "simulate", "--rule", "sgd", "--lr", "3", "--steps", "5000",
+                         "--dim", "100000")  # fmt: skip
+    assert time.perf_counter() - start < 1.0
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith(
+        "nqm simulate: error: --steps 5000: the moments overflow float64 by step 532"
+    )
+
+
+def test_scaling_says_how_long_on_its_first_line(capsys, monkeypatch):
+    from nqm import budget, scaling
+
+    monkeypatch.setattr(budget, "available_memory", lambda: 24 * GIB)  # it needs about 4.3 GiB
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scaling, "study", interrupted)
+    code, _, err = run(capsys, "scaling", "--workers", "1")
+    first, last = err.splitlines()
+    assert code == 130 and last == "nqm scaling: interrupted"
+    assert first.startswith("nqm scaling: 7 rules x 21 batch sizes on 1 worker, about ")
+
+
+# ---- values beyond float64: each message says what is true ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["--rule", "sgd", "--lr", "0.5", "--h", "5e-324", "--precondition", "1"],
+         ["--h 5e-324 with --lr 0.5 and --precondition 1.0: the variance is about 1.4e+646, "
+          "which overflows float64 (rho = lr*P*h = 0.5)"]),
+        (["--rule", "sgd", "--lr", "0.5", "--h", "1e300", "--precondition", "1"],
+         ["--h 1e+300 with --lr 0.5 and --precondition 1.0: the variance is about 3.3e-601, "
+          "which underflows float64 (rho = lr*P*h = 0.5)"]),
+        (["--rule", "sma", "--lr", "1e308", "--h", "1e-308"], ["--h 1e-308 with --lr 1e+308",
+                                                               "about 5.3e+614, which overflows"]),
+        (["--rule", "sgd", "--lr", "1e300", "--h", "1e300"],
+         ["rho = lr*h must be in (0, 2), got rho = about 1e+600 (beyond float64)"]),
+        (["--rule", "sma", "--lr", "1e-300", "--h", "1e-300"], ["rho = lr*h is about 1e-600"]),
+        (["--rule", "lookahead", "--lr", "0.5", "--h", "1", "--alpha", "5e-324"],
+         ["--h 1.0 with --lr 0.5 and --alpha 5e-324: the variance underflows float64"]),
+        (["--rule", "lookahead", "--mu", "0.5", "--lr", "0.5", "--h", "1e-200", "--precondition",
+          "1"], ["--h 1e-200 with --lr 0.5, --precondition 1.0 and --mu 0.5", "overflows"]),
+    ],
+)  # fmt: skip
+def test_steady_states_the_true_size_of_what_float64_cannot_hold(capsys, argv, needles):
+    """rho and the variance worked out in logarithms (the variance as c/(B h^2) times the rule's
+    at curvature 1), so that the message never shows an inf or a 0.0 the user did not cause."""
+    code, out, err = run(capsys, "steady", *argv)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert "inf" not in err.replace("float64", "") and "got 0.0" not in err
+
+
+def test_steady_lookahead_keeps_a_tiny_alpha(capsys):
+    """alpha = 1e-300 is in (0, 1]: the variance is alpha times SGD's, about, not an error that
+    alpha is 0.0 (it was rounded through beta = 1 - alpha)."""
+    code, out, err = run(capsys, "steady", "--rule", "lookahead", "--lr", "0.5", "--h", "1",
+                         "--alpha", "1e-300", "--json")  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and err == "" and "alpha=1e-300" in result["label"]
+    # R_LA = alpha(1+u) / (alpha(1+u) + 2(1-alpha)) -> alpha (1+u)/2, u = 0.5^5
+    assert result["ratio"] == pytest.approx(1e-300 * (1 + 0.5**5) / 2, rel=1e-12)
+    assert result["variance"] == pytest.approx(result["ratio"] / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("argv", "rho_line"),
+    [
+        (["--rule", "sgd", "--lr", "1e-300", "--h", "1e-300"], "about 1e-600 (beyond float64)"),
+        (["--rule", "sgd", "--lr", "0.5", "--h", "5e-324", "--precondition", "1", "--c", "0"],
+         "0.5"),
+    ],
+)  # fmt: skip
+def test_steady_rho_line_shows_what_float64_cannot(capsys, argv, rho_line):
+    code, out, err = run(capsys, "steady", *argv)
+    assert code == 0 and err == ""
+    assert [line.split(None, 3)[-1] for line in out.splitlines() if line.startswith("rho")] == [
+        rho_line
+    ]
+
+
+def test_steady_polyak_counts_past_2_to_the_53(capsys):
+    """k n = 2^106 samples apart: u^n is formed in logarithms, not refused as a bad --k."""
+    n = str(2**53)
+    code, out, err = run(capsys, "steady", "--rule", "polyak", "--lr", "0.5", "--h", "1",
+                         "--k", n, "--window", n, "--json")  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and err == ""
+    # (V*/n) [(1+u)/(1-u) - ...] with u = 0.5^(2^53) = 0: V*/n
+    assert result["variance"] == pytest.approx((1 / 3) / 2**53, rel=1e-12)
+
+
+def test_minus_zero_is_shown_as_zero(capsys):
+    """-0 is 0 in every label and output (``-0.0 + 0.0`` is 0.0), whatever the parser gives."""
+    code, out, err = run(capsys, "steady", "--rule", "sma", "--lr", "0.5", "--h", "1", "--beta",
+                         "-0", "--mu", "-0", "--precondition", "-0", "--c", "-0", "--json")  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and err == "" and "-0" not in out
+    assert result["label"] == "SMA(k=5, beta=0) over Momentum(lr=0.5, mu=0)"
+    assert math.copysign(1.0, result["precondition"]) == 1.0
+
+
+# ---- matplotlib where HOME cannot be written --------------------------------------------------------
+
+
+def _no_home(tmp_path):
+    """An environment whose HOME is a file (unwritable even for root) and whose temporary
+    folder is ``tmp_path/tmp``; no matplotlib or XDG folder set."""
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}  # fmt: skip
+    return {**env, "HOME": str(home), "TMPDIR": str(tmp_path / "tmp")}
+
+
+def test_verify_with_an_unwritable_home_prints_one_line_for_a_bad_flag(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nqm", "verify", "--seed", "-1"],
+                          capture_output=True, text=True, env=_no_home(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "nqm verify: error: --seed must be an integer in [0, 2**53], got -1"
+    ]
+
+
+def test_verify_with_an_unwritable_home_is_quiet_and_reuses_one_folder(tmp_path):
+    """matplotlib gets one private folder in the temporary folder, kept for the next run (its font
+    cache), instead of two warnings and a new folder each run."""
+    env = _no_home(tmp_path)
+    for run_number in (1, 2):
+        out = tmp_path / f"report{run_number}"
+        done = subprocess.run([sys.executable, "-m", "nqm", "verify", "--quick", "--out", str(out)],
+                              capture_output=True, text=True, env=env, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert (out / "loss_curves.png").exists()
+        folders = list((tmp_path / "tmp").iterdir())
+        assert [f.name for f in folders] == [f"nqm-matplotlib-{os.getuid()}"]
+        assert folders[0].stat().st_mode & 0o777 == 0o700
