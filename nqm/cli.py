@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from lic_dynamics import files, signals, validation
-from lic_dynamics.cli import Parser, UsageError, error_line, subcommand
-from nqm import budget, closed_form, moments, montecarlo, scaling, verify
+from lic_dynamics.cli import Parser, UsageError, error_line, one_line, reader_gone, subcommand
+from nqm import closed_form, moments, montecarlo, resources, scaling, verify
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule
 
@@ -393,7 +393,7 @@ def _steady_flags(args: argparse.Namespace) -> str:
             named.append(f"--{flag}")
         elif value is not None and value is not False and value != default:
             named.append(f"--{flag} {value!r}")
-    return f"--h {args.h!r} with {budget.and_list(named)}"
+    return f"--h {args.h!r} with {resources.and_list(named)}"
 
 
 def _rho_text(args: argparse.Namespace, rho: float) -> str:
@@ -453,7 +453,7 @@ SAMPLED = 4096  # coordinates of the divergence check: milliseconds, whatever --
 def simulate_result(args: argparse.Namespace) -> dict:
     """What ``nqm simulate`` reports, as a dict: exact and Monte Carlo loss at log-spaced steps.
 
-    Its memory and time are estimated from the flags first (:func:`nqm.budget.simulate_cost`): more
+    Its memory and time are estimated from the flags first (:func:`nqm.resources.simulate_cost`): more
     memory than this machine has available, or more than a year of work, is refused before anything
     is allocated; a run estimated over 10 s says how long it will take, then once a minute.
 
@@ -472,8 +472,8 @@ def simulate_result(args: argparse.Namespace) -> dict:
     progress.begin()  # the estimate's line, before anything of the size of --dim is allocated
     start = time.perf_counter()
     problem = standard(args.dim, batch=args.batch)
-    exact_step = budget.EXACT_STEP_S + budget.EXACT_COORD_S * args.dim
-    chain_step = budget.CHAIN_COORD_S * args.dim
+    exact_step = resources.EXACT_STEP_S + resources.EXACT_COORD_S * args.dim
+    chain_step = resources.CHAIN_COORD_S * args.dim
     with np.errstate(over="ignore", invalid="ignore"):  # a divergent run is reported below
         exact = moments.loss_curve(
             problem, rule, steps, record, on_step=lambda: progress.advance(exact_step)
@@ -482,7 +482,7 @@ def simulate_result(args: argparse.Namespace) -> dict:
         _check_finite(exact.loss, record, args, rule, problem)  # before the chains run
         mc = montecarlo.simulate(
             problem, rule, steps, args.chains, seed=args.seed, record=record,
-            on_step=lambda size: progress.advance(budget.CHUNK_STEP_S + chain_step * size),
+            on_step=lambda size: progress.advance(resources.CHUNK_STEP_S + chain_step * size),
         )  # fmt: skip
         mc_variance = 0.5 * mc.var @ problem.h
         mc_variance_se = np.sqrt((0.25 * mc.var_se**2) @ problem.h**2)
@@ -511,9 +511,9 @@ def simulate_result(args: argparse.Namespace) -> dict:
     }
 
 
-def _simulate_progress(args: argparse.Namespace) -> budget.Progress:
+def _simulate_progress(args: argparse.Namespace) -> resources.Progress:
     """``nqm simulate``'s flags checked, its cost estimated from them alone and refused where it
-    cannot be done (one line, status 2); the :class:`~nqm.budget.Progress` that will report it."""
+    cannot be done (one line, status 2); the :class:`~nqm.resources.Progress` that will report it."""
     validation.integer("dim", args.dim, minimum=1)
     validation.integer("steps", args.steps, minimum=0)
     if args.points < 2:
@@ -521,12 +521,12 @@ def _simulate_progress(args: argparse.Namespace) -> budget.Progress:
     validation.integer("points", args.points, minimum=2)
     validation.integer("chains", args.chains, minimum=2)
     validation.integer("seed", args.seed, minimum=0)
-    cost = budget.simulate_cost(args.dim, args.steps, args.chains, args.points)
+    cost = resources.simulate_cost(args.dim, args.steps, args.chains, args.points)
     flags = [("--dim", args.dim, 1000), ("--chains", args.chains, 100),
              ("--steps", args.steps, 1000), ("--points", args.points, 20)]  # fmt: skip
-    named = budget.name_flags(flags)
-    budget.refuse("nqm simulate", cost, named, "--dim, --chains, --steps or --points")
-    return budget.Progress(
+    named = resources.name_flags(flags)
+    resources.refuse("nqm simulate", cost, named, "--dim, --chains, --steps or --points")
+    return resources.Progress(
         "nqm simulate", cost.seconds, "fewer --chains, --steps or --dim is faster"
     )
 
@@ -547,10 +547,7 @@ def run_verify(args: argparse.Namespace) -> int:
     out = Path(args.out)
     start = time.perf_counter()
     claims, curves = verify.run(settings)
-    try:
-        paths = report.write(out, claims, curves, settings)
-    except OSError as err:
-        raise UsageError(f"nqm verify: error: --out {args.out!r}: {err.strerror}") from err
+    paths = report.write(out, claims, curves, settings)  # a full disk: main's one line
     print(_table(report.table_rows(claims)))
     ok = all(c.holds for c in claims)
     print(
@@ -632,8 +629,10 @@ def run_scaling(args: argparse.Namespace) -> int:
         f"--dim {dim}{'' if bins is None else f' --bins {bins}'} with --workers {workers} "
         f"({len(rules)} rules x {len(batches) + 1} batch sizes)"
     )
-    budget.refuse("nqm scaling", cost, named, "--dim, --workers, --rules or --batch, or use --bins")
-    took = f", about {budget.duration(cost.seconds)}" if cost.seconds > budget.QUIET else ""
+    resources.refuse(
+        "nqm scaling", cost, named, "--dim, --workers, --rules or --batch, or use --bins"
+    )
+    took = f", about {resources.duration(cost.seconds)}" if cost.seconds > resources.QUIET else ""
     print(
         f"nqm scaling: {len(rules)} rule{'s' if len(rules) > 1 else ''} x {len(batches) + 1} "
         f"batch sizes on {workers} worker{'s' if workers > 1 else ''}{took}...",
@@ -642,10 +641,7 @@ def run_scaling(args: argparse.Namespace) -> int:
     )
     result = scaling.study(rules, batches, target, precondition, dim, bins, workers)
     if args.out is not None:
-        try:
-            paths = _report_module().write_scaling(Path(args.out), result)
-        except OSError as err:
-            raise UsageError(f"nqm scaling: error: --out {args.out!r}: {err.strerror}") from err
+        paths = _report_module().write_scaling(Path(args.out), result)
     if args.json:
         print(json.dumps(result.records(), allow_nan=False))
     else:
@@ -795,6 +791,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err, file=sys.stderr)
     except ValueError as err:
         print(error_line(command, err, subcommand(parser, name), ALIASES), file=sys.stderr)
+    except BrokenPipeError:  # nqm scaling | head
+        return reader_gone()
+    except OSError as err:  # a full disk, a file gone: not the input's fault, status 1
+        where = f"{err.filename}: " if err.filename else ""
+        print(one_line(f"{command}: error: {where}{err.strerror or err}"), file=sys.stderr)
+        return 1
     except MemoryError:  # not the input's fault: status 1
         print(
             f"{command}: error: out of memory; ask for a smaller --dim, --points, --chains or "

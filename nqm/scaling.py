@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from lic_dynamics import validation
-from nqm import budget, closed_form
+from nqm import closed_form, resources
 from nqm.moments import transition
 from nqm.problem import Problem, standard
 from nqm.rules import EMA, SGD, SMA, Lookahead, Momentum, Polyak, Rule, State
@@ -956,7 +956,7 @@ WORKER_BYTES = 150 * 2**20  # a worker process: Python, numpy and scipy
 
 def cost(
     rules: Iterable[str], batches: int, dim: int, bins: int | None, workers: int
-) -> budget.Cost:
+) -> resources.Cost:
     """The estimated cost of :func:`study` from its sizes alone, before anything is built.
 
     Each family runs in ``PARTS`` parts of ``n`` of the ``batches + 1`` batch sizes; a part builds
@@ -969,7 +969,7 @@ def cost(
 
     Examples:
         >>> estimate = cost(["momentum"], len(DEFAULT_BATCHES), 10_000, None, workers=1)
-        >>> budget.gib(estimate.bytes), budget.duration(estimate.seconds)
+        >>> resources.gib(estimate.bytes), resources.duration(estimate.seconds)
         ('4.1 GiB', '24 s')
     """
     coords = dim if bins is None else min(bins, dim)
@@ -986,7 +986,7 @@ def cost(
     parallel = max(1, min(running, os.cpu_count() or 1))
     seconds = SEARCH_SECONDS * coords * max(sum(searches) / parallel, max(searches, default=0))
     nbytes = sum(sorted(held, reverse=True)[:running]) + WORKER_BYTES * running
-    return budget.Cost(float(nbytes), seconds)
+    return resources.Cost(float(nbytes), seconds)
 
 
 def study(

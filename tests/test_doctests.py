@@ -36,6 +36,7 @@ WITH_EXAMPLES = {
     "nqm.verify",
     "nqm.scaling",
     "nqm.report",
+    "nqm.resources",
     "nqm.cli",
     "lic_dynamics.validation",
     "lic_dynamics.cli",

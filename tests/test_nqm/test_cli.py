@@ -434,7 +434,7 @@ GIB = 2**30
 def nothing_started(monkeypatch):
     """Every piece of work of simulate and scaling replaced by a failure, the machine's memory
     fixed at 24 GiB: a refusal must come from the flags alone."""
-    from nqm import budget, cli, moments, montecarlo, scaling
+    from nqm import cli, moments, montecarlo, resources, scaling
 
     def started(*args, **kwargs):
         raise AssertionError("work started before the refusal")
@@ -442,7 +442,7 @@ def nothing_started(monkeypatch):
     for module, name in ((cli, "standard"), (moments, "loss_curve"), (moments, "moments_at"),
                          (montecarlo, "simulate"), (scaling, "study"), (scaling, "sweep")):  # fmt: skip
         monkeypatch.setattr(module, name, started)
-    monkeypatch.setattr(budget, "available_memory", lambda: 24 * GIB)
+    monkeypatch.setattr(resources, "available_memory", lambda: 24 * GIB)
 
 
 SIMULATE = ["simulate", "--rule", "sgd", "--lr", "0.5"]
@@ -529,9 +529,9 @@ def test_a_divergent_simulate_is_refused_before_its_progress_line(capsys, monkey
 
 
 def test_scaling_says_how_long_on_its_first_line(capsys, monkeypatch):
-    from nqm import budget, scaling
+    from nqm import resources, scaling
 
-    monkeypatch.setattr(budget, "available_memory", lambda: 24 * GIB)  # it needs about 4.3 GiB
+    monkeypatch.setattr(resources, "available_memory", lambda: 24 * GIB)  # it needs about 4.3 GiB
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -661,3 +661,25 @@ def test_verify_with_an_unwritable_home_is_quiet_and_reuses_one_folder(tmp_path)
         folders = list((tmp_path / "tmp").iterdir())
         assert [f.name for f in folders] == [f"nqm-matplotlib-{os.getuid()}"]
         assert folders[0].stat().st_mode & 0o777 == 0o700
+
+
+def test_a_full_disk_under_scaling_out_is_one_line_naming_the_file(small_disk, fill, capsys):
+    """Not the input's fault: status 1, the file named, nothing half-written."""
+    fill(small_disk)
+    argv = ["scaling", "--dim", "100", "--rules", "sgd", "--batch", "4", "16", "--workers", "1"]
+    code, _, err = run(capsys, *argv, "--out", str(small_disk / "study"))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"nqm scaling: error: {small_disk / 'study'}/")
+    assert lines[-1].endswith(": No space left on device")
+    assert not list((small_disk / "study").glob(".*.tmp"))
+
+
+def test_a_reader_that_goes_away_ends_nqm_quietly():
+    argv = ["simulate", "--rule", "sgd", "--lr", "0.5", "--dim", "10", "--steps", "10", "--json"]
+    script = "import sys; from nqm.cli import main; sys.exit(main(sys.argv[1:]))"
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    process.stdout.close()  # before nqm writes: its first write meets a closed pipe
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""

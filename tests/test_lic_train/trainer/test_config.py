@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from lic_train.trainer import config  # noqa: E402
+from lic_train.trainer import config
 
 
 @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (5, 4), (64, 4)])

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from lic_dynamics.cli import UsageError
-from nqm import budget, scaling
+from nqm import resources, scaling
 from nqm.cli import build_parser, simulate_result
 
 
@@ -36,7 +36,7 @@ def test_simulate_memory_estimate_bounds_the_measured_peak(dim, chains, steps, p
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    estimate = budget.simulate_cost(dim, steps, chains, points).bytes
+    estimate = resources.simulate_cost(dim, steps, chains, points).bytes
     assert peak <= estimate <= 4 * peak + 2**20, (peak, estimate)
 
 
@@ -53,32 +53,40 @@ def test_scaling_memory_estimate_bounds_the_measured_peak():
 
 
 def test_simulate_time_estimate_grows_with_every_flag_that_adds_work():
-    base = budget.simulate_cost(1000, 1000, 100, 20).seconds
+    base = resources.simulate_cost(1000, 1000, 100, 20).seconds
     assert 1 < base < 10  # the default run: a few seconds, no line
     for bigger in ((10_000, 1000, 100, 20), (1000, 10_000, 100, 20), (1000, 1000, 1000, 20)):
-        assert budget.simulate_cost(*bigger).seconds > 5 * base
+        assert resources.simulate_cost(*bigger).seconds > 5 * base
 
 
 def test_refuse_memory_first_then_time():
     named = "--dim 10"
-    budget.refuse("nqm x", budget.Cost(1e9, budget.YEAR), named, "--dim", memory=2**30)  # fits
+    resources.refuse(
+        "nqm x", resources.Cost(1e9, resources.YEAR), named, "--dim", memory=2**30
+    )  # fits
     with pytest.raises(UsageError, match=r"^nqm x: error: --dim 10 needs about 1.9 GiB of memory; "
                        r"this machine has 1.0 GiB available \(lower --dim\)$"):  # fmt: skip
-        budget.refuse("nqm x", budget.Cost(2e9, 2 * budget.YEAR), named, "--dim", memory=2**30)
+        resources.refuse(
+            "nqm x", resources.Cost(2e9, 2 * resources.YEAR), named, "--dim", memory=2**30
+        )
     with pytest.raises(UsageError, match=r"would take about 2.0 years here, and work over a year"):
-        budget.refuse("nqm x", budget.Cost(1e9, 2 * budget.YEAR), named, "--dim", memory=2**30)
+        resources.refuse(
+            "nqm x", resources.Cost(1e9, 2 * resources.YEAR), named, "--dim", memory=2**30
+        )
 
 
 def test_refuse_reads_the_machine_when_not_told(monkeypatch):
-    monkeypatch.setattr(budget, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**30)
     with pytest.raises(UsageError, match=r"1\.0 GiB available"):
-        budget.refuse("nqm x", budget.Cost(2e9, 1.0), "--dim 10", "--dim")
-    monkeypatch.setattr(budget, "available_memory", lambda: None)  # unknown: only time is checked
-    budget.refuse("nqm x", budget.Cost(1e30, 1.0), "--dim 10", "--dim")
+        resources.refuse("nqm x", resources.Cost(2e9, 1.0), "--dim 10", "--dim")
+    monkeypatch.setattr(
+        resources, "available_memory", lambda: None
+    )  # unknown: only time is checked
+    resources.refuse("nqm x", resources.Cost(1e30, 1.0), "--dim 10", "--dim")
 
 
 def test_available_memory_is_at_most_the_physical_memory():
-    found = budget.available_memory()
+    found = resources.available_memory()
     if not hasattr(os, "sysconf"):
         pytest.skip("no sysconf here")
     physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -92,13 +100,13 @@ def test_available_memory_is_at_most_the_physical_memory():
      (400 * 86400, "1.1 years"), (1e20, "3.2e+12 years")],
 )  # fmt: skip
 def test_duration(seconds, text):
-    assert budget.duration(seconds) == text
+    assert resources.duration(seconds) == text
 
 
 def test_name_flags_puts_the_most_unusual_first():
     flags = [("--dim", 1000, 1000), ("--steps", 10, 1000), ("--points", 10**9, 20)]
-    assert budget.name_flags(flags) == "--points 1000000000 with --dim 1000 and --steps 10"
-    assert budget.name_flags([("--dim", 5, 1000)]) == "--dim 5"
+    assert resources.name_flags(flags) == "--points 1000000000 with --dim 1000 and --steps 10"
+    assert resources.name_flags([("--dim", 5, 1000)]) == "--dim 5"
 
 
 class Clock:
@@ -114,13 +122,13 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = Clock()
-    monkeypatch.setattr(budget, "time", types.SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(resources, "time", types.SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
 
 def test_progress_says_the_estimate_then_a_line_a_minute(clock):
     stream = io.StringIO()
-    progress = budget.Progress("nqm simulate", 600.0, "fewer --chains", stream=stream)
+    progress = resources.Progress("nqm simulate", 600.0, "fewer --chains", stream=stream)
     progress.begin()
     for _ in range(200):  # the run goes exactly as estimated, a second per second
         clock.now += 1.0
@@ -137,7 +145,7 @@ def test_progress_speaks_when_a_short_estimate_proves_wrong(clock):
     """Estimated at 5 s (no line), measured at twenty times that: a line once a second has told,
     then a line a minute; none once the work is done."""
     stream = io.StringIO()
-    progress = budget.Progress("nqm simulate", 5.0, "fewer --chains", stream=stream)
+    progress = resources.Progress("nqm simulate", 5.0, "fewer --chains", stream=stream)
     progress.begin()
     assert stream.getvalue() == ""
     clock.now += 0.5
@@ -158,7 +166,7 @@ def test_progress_speaks_when_a_short_estimate_proves_wrong(clock):
 
 def test_a_short_run_is_silent(clock):
     stream = io.StringIO()
-    progress = budget.Progress("nqm simulate", 3.0, "fewer --chains", stream=stream)
+    progress = resources.Progress("nqm simulate", 3.0, "fewer --chains", stream=stream)
     progress.begin()
     for _ in range(30):
         clock.now += 0.1

@@ -54,7 +54,13 @@ EXACT_COORD_B, CHUNK_NUMBER_B, ROW_COORD_B, LOG_STEP_B, FIXED_B = 800, 80, 32, 3
 
 @dataclass(frozen=True)
 class Cost:
-    """An estimate: ``bytes`` at the peak, ``seconds`` of work on this machine."""
+    """An estimate: ``bytes`` at the peak, ``seconds`` of work on this machine.
+
+    Examples:
+        >>> estimate = Cost(bytes=3 * GIB, seconds=90.0)
+        >>> gib(estimate.bytes), duration(estimate.seconds)
+        ('3.0 GiB', '90 s')
+    """
 
     bytes: float
     seconds: float
