@@ -349,13 +349,13 @@ def concurrency_and_disk_cases() -> list[Case]:
     """One run folder, two writers (``one-out``); a full disk (``full-disk``)."""
     return [
         Case("one-out: two fits at once on one --out", "lic-train", fit(), expect=(0, 2), twice=True),
-        Case("full-disk:  at the first checkpoint write (340k tmpfs)", "lic-train",
+        Case("full-disk: fit, at the first checkpoint write (340k tmpfs)", "lic-train",
              fit(out="disk/run"), expect=(1,), setup=full_disk("340k"),
              must_name=("checkpoint",)),
-        Case("full-disk:  at the first best checkpoint (480k tmpfs)", "lic-train",
+        Case("full-disk: fit, at the first best checkpoint (480k tmpfs)", "lic-train",
              fit(out="disk/run"), expect=(1,), setup=full_disk("480k"),
              must_name=("checkpoint",)),
-        Case("full-disk:  at a later checkpoint (650k tmpfs)", "lic-train",
+        Case("full-disk: fit, at a later checkpoint (650k tmpfs)", "lic-train",
              fit(out="disk/run"), expect=(1,), setup=full_disk("650k"),
              must_name=("checkpoint",)),
         Case("full-disk: no room for one checkpoint (64k tmpfs)", "lic-train",
