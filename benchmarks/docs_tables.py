@@ -6,7 +6,8 @@ on its page.
 Run:  python benchmarks/docs_tables.py        # every table, grouped by page; after
                                               # time_to_quality.py, stdet_stability.py,
                                               # ablations.py, trainer_throughput.py,
-                                              # checkpoint_bitflips.py, nqm_scaling.py
+                                              # checkpoint_bitflips.py, nqm_scaling.py,
+                                              # hostile_inputs.py
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import statistics
 from pathlib import Path
 
 import checkpoint_bitflips  # benchmarks/ is on sys.path when a script runs
+import hostile_inputs
 import nqm_scaling
 import time_to_quality
 import trainer_throughput
@@ -30,6 +32,7 @@ LINKED_ONLY = ("convergence", "convergence-raw")
 PAGES = {
     "ablation": "docs/results/earlier-runs.md",
     "checkpoint_bitflips": "docs/reliability.md",
+    "hostile_inputs": "docs/reliability.md",
     "nqm_scaling": "docs/scaling.md",
     "stability": "docs/results/stdet-stability.md",
     "stability-2": "docs/results/stdet-stability.md",
@@ -97,6 +100,10 @@ def folder_tables(path: Path) -> dict[str, list[str]]:
         return {name: throughput_tables(results)}
     if results.get("benchmark") == "checkpoint_bitflips":
         return {name: checkpoint_bitflips.table(results)}
+    if results.get("benchmark") == "hostile_inputs":  # with the sweep of the version before
+        before = path.parent / "before.json"
+        earlier = json.loads(before.read_text()) if before.exists() else None
+        return {name: hostile_inputs.table(results, earlier)}
     if results.get("benchmark") == "nqm_scaling":
         return nqm_scaling.tables(results)
     if "protocol" in results:  # time_to_quality.py

@@ -934,6 +934,27 @@ def report(results: list[dict], latency: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def table(results: dict, before: dict | None = None) -> list[str]:
+    """The published table (docs/reliability.md): the cases of each outcome and the median
+    refusal latencies, for ``before`` (an earlier sweep, e.g. of the previous version) and
+    ``results``, each column headed by its commit."""
+    sweeps = [sweep for sweep in (before, results) if sweep is not None]
+    heads = [f"`{(sweep['commit'] or 'unknown')[:7]}`" for sweep in sweeps]
+    lines = ["| outcome | " + " | ".join(heads) + " |", "|---" * (len(sweeps) + 1) + "|"]
+    for outcome in ("ok", *SEVERITY, "skipped"):
+        counts = [sweep["outcomes"].get(outcome, 0) for sweep in sweeps]
+        if any(counts):
+            lines.append(f"| {outcome} | " + " | ".join(map(str, counts)) + " |")
+    lines.append("| cases | " + " | ".join(str(sweep["cases"]) for sweep in sweeps) + " |")
+    for program in ("lic-train", "nqm"):
+        found = [sweep["refusal_latency"].get(program) for sweep in sweeps]
+        command = next((f["command"] for f in found if f), None)
+        if command:
+            cells = " | ".join("-" if f is None else f"{f['median']:.2f} s" for f in found)
+            lines.append(f"| refusal latency, `{command}` (median) | {cells} |")
+    return lines
+
+
 def commit_of(python_path: str | None) -> str | None:
     """The commit of the code under test, ``+changes`` when its tree differs from it."""
     where = str(Path(python_path) if python_path else ROOT)
