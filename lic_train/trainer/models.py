@@ -13,6 +13,10 @@ small CPU runs. Models are built from the registry class, not through the zoo fu
 
 The variable-rate zoo models (``*-vbr``) have a single configuration (N, M) = (192, 320): the zoo
 ignores their quality, so :func:`quality_range` returns None for them and a quality is refused.
+
+Widths are at most :data:`MAX_WIDTH`. ``build_model(..., shapes_only=True)`` builds a model whose
+large tensors live on the ``meta`` device (shapes and dtypes, no memory): a checkpoint's weights are
+compared with it before a model of the size the file chose is built for real.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ from __future__ import annotations
 import difflib
 import inspect
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import compressai.zoo
 import compressai.zoo.image
 import compressai.zoo.image_vbr
 import compressai.zoo.pretrained
+import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import Elic2022Chandelier, Elic2022Official
 from compressai.models.utils import remap_old_keys
 from compressai.registry import MODELS
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from lic_dynamics import validation
 from lic_dynamics.validation import InvalidValue
@@ -41,6 +49,23 @@ _NON_IMAGE_MODULES = ("compressai.models.pointcloud", "compressai.models.video")
 # ELIC splits the latent into channel groups 16, 16, 32, 64 and M - 128 when none are given.
 _ELIC_CLASSES = (Elic2022Official, Elic2022Chandelier)
 _ELIC_FIXED_GROUPS = 128
+
+# The widest N or M accepted: far beyond any published model (the zoo's widest is 320; one 5x5
+# convolution 16384 -> 16384 alone holds 6.7e9 weights), and small enough that the few per-channel
+# tensors a shapes-only build still allocates (CompressAI's entropy bottleneck uses torch.Tensor(C,
+# ...), which no device context reaches) stay a few MB.
+MAX_WIDTH = 2**14
+# A shapes-only build keeps tensors of at most this many elements real: model code reads values
+# of small ones (ELIC's channel ramps call .tolist()); anything larger is a meta tensor.
+_REAL_ELEMENTS = 4096
+_META = torch.device("meta")
+# torch's functions that make a tensor from nothing, and so take a device (CompressAI's models make
+# their parameters and buffers with these; a tensor made from another follows that one's device).
+_FACTORIES = frozenset({
+    torch.empty, torch.zeros, torch.ones, torch.full, torch.eye, torch.arange, torch.linspace,
+    torch.logspace, torch.rand, torch.randn, torch.randint, torch.randperm, torch.tensor,
+    torch.as_tensor, torch.empty_strided, torch.scalar_tensor,
+})  # fmt: skip
 
 
 def _is_image_model(name: str, cls: type) -> bool:
@@ -110,8 +135,8 @@ def model_spec(
         if N is None or M is None:
             missing = "M" if M is None else "N"
             raise InvalidValue(missing, f"missing: N and M are given together (N={N!r}, M={M!r})")
-        N = validation.integer("N", N, minimum=1)
-        M = validation.integer("M", M, minimum=1)
+        N = validation.integer("N", N, minimum=1, maximum=MAX_WIDTH)
+        M = validation.integer("M", M, minimum=1, maximum=MAX_WIDTH)
         if not _takes(cls, "N"):
             raise InvalidValue(
                 "name", f"{name!r} does not take N and M (its class is {cls.__name__})"
@@ -153,8 +178,54 @@ def model_spec(
     return cls, dict(zip(("N", "M"), widths, strict=False))
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Tensor factories make meta tensors (no memory) unless the tensor is small, and an operation
+    that meets a meta tensor moves its other tensors to meta (CompressAI registers small buffers
+    with ``torch.Tensor([...])``, which ignores device contexts, and computes with them at init)."""
+
+    def __torch_function__(
+        self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _FACTORIES and kwargs.get("device") is None:
+            shaped = func(*args, **{**kwargs, "device": _META})
+            if not isinstance(shaped, torch.Tensor) or shaped.numel() > _REAL_ELEMENTS:
+                return shaped
+            return func(*args, **kwargs)
+        if _meets_meta((args, kwargs)):
+            args, kwargs = _to_meta((args, kwargs))
+        return func(*args, **kwargs)
+
+
+def _meets_meta(value: Any) -> bool:
+    """Whether a meta tensor is among ``value``'s arguments (in tuples, lists and dicts)."""
+    if isinstance(value, torch.Tensor):
+        return value.is_meta
+    if isinstance(value, dict):
+        return any(_meets_meta(item) for item in value.values())
+    return isinstance(value, tuple | list) and any(_meets_meta(item) for item in value)
+
+
+def _to_meta(value: Any) -> Any:
+    """``value`` with every tensor among its arguments moved to the meta device."""
+    if isinstance(value, torch.Tensor):
+        return value.to(_META)
+    if isinstance(value, dict):
+        return {key: _to_meta(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_meta(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_to_meta(item) for item in value)
+    return value
+
+
 def build_model(
-    name: str, *, quality: int | None = None, N: int | None = None, M: int | None = None
+    name: str,
+    *,
+    quality: int | None = None,
+    N: int | None = None,
+    M: int | None = None,
+    shapes_only: bool = False,
 ) -> nn.Module:
     """A freshly initialised CompressAI image model (no weights are downloaded).
 
@@ -162,17 +233,25 @@ def build_model(
         name: one of :func:`model_names`.
         quality: zoo quality in :func:`quality_range` (name), which picks (N, M) as the zoo does;
             only for zoo models with qualities.
-        N, M: channel widths (both or neither, each >= 1) instead of a quality: the same
-            architecture, narrower or wider. ``cheng2020-*`` have M = N; ELIC needs M >= 129.
-            A registry-only or variable-rate model given neither uses its defaults.
+        N, M: channel widths (both or neither, each in [1, :data:`MAX_WIDTH`]) instead of a
+            quality: the same architecture, narrower or wider. ``cheng2020-*`` have M = N; ELIC
+            needs M >= 129. A registry-only or variable-rate model given neither uses its defaults.
+        shapes_only: build the model with every tensor of more than 4096 elements on the ``meta``
+            device: the same names, shapes and dtypes in a few MB at most, to compare a
+            checkpoint's weights with before building the model for real. Its values are not
+            meant to be used, and the random state is left as it was.
 
     Raises:
         ValueError: unknown name (with the nearest names), quality out of range or given for a
-            model without qualities, quality and N/M together, only one of N and M, N or M < 1,
-            or a zoo model with qualities given neither quality nor N and M.
+            model without qualities, quality and N/M together, only one of N and M, N or M
+            outside [1, MAX_WIDTH], or a zoo model with qualities given neither quality nor N and
+            M.
     """
     cls, kwargs = model_spec(name, quality=quality, N=N, M=M)
-    return cls(**kwargs)
+    if not shapes_only:
+        return cls(**kwargs)
+    with torch.random.fork_rng(devices=[]), _ShapesOnly():
+        return cls(**kwargs)
 
 
 def _conv_widths(model: nn.Module) -> tuple[int | None, int | None]:
@@ -220,24 +299,25 @@ def _widths_of(state_dict: dict) -> tuple[int, int] | None:
     return int(convs[0][1].shape[0]), int(convs[-1][1].shape[0])
 
 
-def from_weights(name: str, state_dict: dict) -> nn.Module:
+def from_weights(name: str, state_dict: dict, *, shapes_only: bool = False) -> nn.Module:
     """A fresh ``name`` model shaped for ``state_dict`` (not loaded): its widths (N, M) are read
     off the analysis transform's weights, as CompressAI's ``from_state_dict`` does, so that a
     checkpoint that does not say its widths can be loaded. A model that takes no widths is built
-    with its defaults.
+    with its defaults. ``shapes_only``: as :func:`build_model`'s (the weights may be meta tensors).
 
     Raises:
-        ValueError: an unknown name, or weights without an analysis transform (``g_a.*``).
+        ValueError: an unknown name, weights without an analysis transform (``g_a.*``), or widths
+            outside [1, MAX_WIDTH].
     """
     name = _check_name(name)
     cls = MODELS[name]
     if not _takes(cls, "N"):
-        return build_model(name)
+        return build_model(name, shapes_only=shapes_only)
     widths = _widths_of(state_dict)
     if widths is None:
         raise ValueError(f"the weights hold no analysis transform (g_a.*) of a {name} model")
     n, m = widths
-    return build_model(name, N=n, M=m if _takes(cls, "M") else n)
+    return build_model(name, N=n, M=m if _takes(cls, "M") else n, shapes_only=shapes_only)
 
 
 def current_names(state_dict: dict, model: nn.Module) -> dict:

@@ -1,5 +1,6 @@
-"""lic_train.trainer.models: names, zoo qualities and their widths, the factorized-relu fix, explicit
-widths, registry-only models, describe() and one clear ValueError per bad input."""
+"""lic_train.trainer.models: names, zoo qualities and their widths, the factorized-relu fix,
+explicit widths (at most MAX_WIDTH), registry-only models, describe(), shapes-only builds (the real
+model's names, shapes and dtypes in a few MB) and one clear ValueError per bad input."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import compressai.zoo  # noqa: E402
 from compressai.models import FactorizedPrior, FactorizedPriorReLU  # noqa: E402
 
 from lic_train.trainer.models import (  # noqa: E402
+    MAX_WIDTH,
     build_model,
     describe,
+    from_weights,
     model_names,
     model_spec,
     quality_range,
@@ -154,6 +157,8 @@ def test_describe_unwraps_data_parallel_and_reads_the_weights():
         ({"name": "bmshj2018-hyperprior", "M": 8}, r"^N missing: N and M are given together"),
         ({"name": "bmshj2018-hyperprior", "N": 0, "M": 8}, r"^N must be an integer .*got 0$"),
         ({"name": "bmshj2018-hyperprior", "N": 8, "M": -1}, r"^M must be an integer .*got -1$"),
+        ({"name": "mbt2018", "N": 2**14 + 1, "M": 8}, r"^N must be an integer in \[1, 16384\]"),
+        ({"name": "mbt2018", "N": 8, "M": 10**9}, r"^M must be an integer in \[1, 16384\]"),
         ({"name": "bmshj2018-hyperprior", "quality": 1, "N": 8, "M": 8}, r"not both"),
         ({"name": "bmshj2018-hyperprior"}, r"quality must be .*\[1, 8\].*or give N and M"),
         ({"name": "cheng2020-anchor", "N": 8, "M": 12}, r"M must equal N"),
@@ -169,3 +174,39 @@ def test_bad_input_raises_one_line_value_error(kwargs, message):
 def test_quality_range_rejects_unknown_names():
     with pytest.raises(ValueError, match=r"nearest: mbt2018-mean"):
         quality_range("mbt2018-maen")
+
+
+def shapes(model: torch.nn.Module) -> dict:
+    return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_a_shapes_only_build_has_the_real_models_names_shapes_and_dtypes(name):
+    widths = {"N": 16, "M": 136} if name.startswith("elic") else {"N": 16, "M": 16}
+    rng = torch.get_rng_state()
+    shaped = build_model(name, **widths, shapes_only=True)
+    assert torch.equal(torch.get_rng_state(), rng)  # the random state is left as it was
+    assert shapes(shaped) == shapes(build_model(name, **widths))
+    assert all(t.is_meta for t in shaped.state_dict().values() if t.numel() > 4096)
+    assert describe(shaped) == describe(build_model(name, **widths))
+
+
+def test_a_shapes_only_build_at_the_widest_width_is_fast_and_small():
+    import time
+
+    for name in model_names():
+        start = time.perf_counter()
+        model = build_model(name, N=MAX_WIDTH, M=MAX_WIDTH, shapes_only=True)
+        assert time.perf_counter() - start < 1.0, name
+        # Only small and per-channel tensors are real; built for real, the 16384-wide
+        # convolutions alone would need hundreds of GB.
+        real = [t for t in model.state_dict().values() if not t.is_meta]
+        assert sum(t.numel() * t.element_size() for t in real) < 16 * 2**20, name
+
+
+def test_from_weights_shapes_only_reads_the_widths_of_meta_weights():
+    real = build_model("mbt2018-mean", N=16, M=24)
+    weights = {name: t.to("meta") for name, t in real.state_dict().items()}
+    shaped = from_weights("mbt2018-mean", weights, shapes_only=True)
+    assert describe(shaped) == {"class": "MeanScaleHyperprior", "N": 16, "M": 24}
+    assert shapes(shaped) == shapes(real)
