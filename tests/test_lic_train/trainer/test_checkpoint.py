@@ -25,7 +25,7 @@ from lic_train.rules import SMAConfig  # noqa: E402
 from lic_train.trainer import checkpoint  # noqa: E402
 from lic_train.trainer.config import FitConfig  # noqa: E402
 from lic_train.trainer.loop import build, fit  # noqa: E402
-from lic_train.trainer.models import build_model, from_weights  # noqa: E402
+from lic_train.trainer.models import build_model, describe, from_weights  # noqa: E402
 from lic_train.trainer.state import layout, load_optimizer_state, optimizer_state  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -146,6 +146,36 @@ def test_export_writes_the_chosen_weights_in_compressais_keys(sma_run, tmp_path)
         for name, tensor in saved[key].items():
             assert torch.equal(exported["state_dict"][name], tensor), name
         assert checkpoint.load_trained(out, model="bmshj2018-hyperprior")[0].endswith("checkpoint")
+
+
+def test_export_writes_weights_of_the_architecture_the_run_is_configured_with(sma_run, tmp_path):
+    saved = checkpoint.load(sma_run / "checkpoint_best_loss.pth.tar")
+    config = checkpoint.saved_config(saved, sma_run)
+    configured = build_model(config.model, quality=config.quality, N=config.N, M=config.M)
+    for weights in checkpoint.WEIGHTS:
+        out = tmp_path / f"{weights}.pth.tar"
+        _, exported = checkpoint.export(sma_run, out, weights=weights)
+        # What CompressAI's from_state_dict reads off the file is the run's architecture.
+        assert describe(from_weights(config.model, exported["state_dict"])) == saved["model"]
+        checkpoint.check_architecture(exported["state_dict"], configured, out)
+    # A source whose configuration was edited to other widths and signed again is refused
+    # before anything is written.
+    edited = tmp_path / "edited.pth.tar"
+    changed = {**saved["config"], "quality": None, "N": 16, "M": 16}
+    checkpoint.save({**saved, "config": changed}, edited)
+    with pytest.raises(ValueError, match=r"another architecture than its own configuration"):
+        checkpoint.export(edited, tmp_path / "x.pth.tar")
+    assert not (tmp_path / "x.pth.tar").exists()
+
+
+def test_read_layout_gives_the_shapes_without_the_data(sma_run):
+    path = sma_run / "checkpoint.pth.tar"
+    layout, saved = checkpoint.read_layout(path), checkpoint.load(path)
+    for key in ("state_dict", "raw_state_dict"):
+        for name, tensor in saved[key].items():
+            shaped = layout[key][name]
+            assert shaped.is_meta and (shaped.shape, shaped.dtype) == (tensor.shape, tensor.dtype)
+    assert layout["config"] == saved["config"] and layout["step"] == saved["step"]
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_before_running_it(tmp_path):
