@@ -275,10 +275,13 @@ class _Storages:
 
 
 class _StorageType:
-    """A legacy storage class (``torch.FloatStorage``) as a pickle names it: its dtype."""
+    """A storage class (``torch.FloatStorage``) as a pickle names it: its dtype."""
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
+
+    def __call__(self, *_: Any) -> NoReturn:  # torch would allocate what the file asks
+        raise pickle.UnpicklingError(f"a storage ({self.dtype}) made by a call, not by the file")
 
 
 def _meta_tensor(storage: _Declared, offset: int, size: Any, stride: Any, *_: Any) -> torch.Tensor:
@@ -291,6 +294,16 @@ def _meta_tensor(storage: _Declared, offset: int, size: Any, stride: Any, *_: An
     return empty.set_(storage.untyped, offset, size, stride)
 
 
+def _meta_tensor_v3(
+    storage: _Declared, offset: int, size: Any, stride: Any, _: Any, __: Any, dtype: Any, *___: Any
+) -> torch.Tensor:
+    """``torch._utils._rebuild_tensor_v3`` (dtypes without a storage class: uint16, float8...,
+    over a byte storage) on the ``meta`` device."""
+    if not isinstance(storage, _Declared) or not isinstance(dtype, torch.dtype):
+        raise pickle.UnpicklingError("a tensor whose storage is not one of the file's")
+    return torch.empty((0,), dtype=dtype, device="meta").set_(storage.untyped, offset, size, stride)
+
+
 def _meta_parameter(data: torch.Tensor, requires_grad: bool, *_: Any) -> torch.Tensor:
     """``torch._utils._rebuild_parameter`` on the ``meta`` device."""
     return nn.Parameter(data, requires_grad)
@@ -299,7 +312,9 @@ def _meta_parameter(data: torch.Tensor, requires_grad: bool, *_: Any) -> torch.T
 # What each global a checkpoint's pickle may name stands for while its layout is read. torch's
 # weights_only list also calls tensor and storage constructors (torch.FloatTensor(n),
 # torch.UntypedStorage(n), bytearray(n), quantized tensors), each allocating a size the file
-# chooses while it is unpickled: a pickle that names one is refused.
+# chooses while it is unpickled: a pickle that names one is refused, and storage classes stand
+# for their dtype alone, which cannot be called (a pickle that calls one fails here, before torch
+# reads it).
 _STORAGE_TYPES = {
     "Double": torch.float64, "Float": torch.float32, "Half": torch.float16,
     "BFloat16": torch.bfloat16, "Long": torch.int64, "Int": torch.int32, "Short": torch.int16,
@@ -312,7 +327,9 @@ _GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set, ("builtins", "complex"): complex,
     ("torch._utils", "_rebuild_tensor"): _meta_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _meta_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _meta_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _meta_parameter,
+    ("torch.storage", "UntypedStorage"): _StorageType(torch.uint8),  # under _rebuild_tensor_v3
     **{("torch", f"{kind}Storage"): _StorageType(dtype) for kind, dtype in _STORAGE_TYPES.items()},
     **{("torch", name): dtype for name, dtype in vars(torch).items()
        if isinstance(dtype, torch.dtype)},
