@@ -24,6 +24,7 @@ from compressai.optimizers import net_aux_optimizer  # noqa: E402
 from lic_train.rules import SMAConfig  # noqa: E402
 from lic_train.trainer import checkpoint  # noqa: E402
 from lic_train.trainer.config import FitConfig  # noqa: E402
+from lic_train.trainer.layout import read_layout  # noqa: E402
 from lic_train.trainer.loop import build, fit  # noqa: E402
 from lic_train.trainer.models import build_model, describe, from_weights  # noqa: E402
 from lic_train.trainer.state import layout, load_optimizer_state, optimizer_state  # noqa: E402
@@ -170,7 +171,7 @@ def test_export_writes_weights_of_the_architecture_the_run_is_configured_with(sm
 
 def test_read_layout_gives_the_shapes_without_the_data(sma_run):
     path = sma_run / "checkpoint.pth.tar"
-    layout, saved = checkpoint.read_layout(path), checkpoint.load(path)
+    layout, saved = read_layout(path), checkpoint.load(path)
     for key in ("state_dict", "raw_state_dict"):
         for name, tensor in saved[key].items():
             shaped = layout[key][name]
