@@ -22,6 +22,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import glob
@@ -97,18 +98,14 @@ def append_text(text: str, path: str | Path) -> None:
         raise OSError(error.errno, error.strerror, str(path)) from error
 
 
-# The lock of a folder that one process writes (a run's, a comparison's): held for the process's
-# whole work, released by the kernel when the process ends, however it ends.
-LOCK = ".lock"
-
-
 class FolderLock:
     """The lock of ``folder``'s one writer (``with FolderLock(out, "out"):``): an advisory
-    ``fcntl.flock`` on ``folder/.lock``, which also holds the holder's PID. A second writer is
-    refused at once with :class:`~lic_dynamics.validation.InvalidValue` about ``parameter``,
-    naming the folder and the holder; a lock whose process died never blocks (the kernel released
-    it). The folder is created if needed (:attr:`created`), and removed on exit when this lock
-    made it and nothing but the lock file was written in it.
+    ``fcntl.flock`` on the folder itself, so that nothing is written to hold it. A second writer
+    is refused at once with :class:`~lic_dynamics.validation.InvalidValue` about ``parameter``,
+    naming the folder and the holder's PID (from ``/proc/locks`` where Linux has it); a lock
+    whose process died never blocks (the kernel released it with the process). The folder is
+    created if needed (:attr:`created`), and removed on exit when this lock made it and it is
+    still empty.
 
     A file system without locks (some network file systems answer ``ENOLCK``) holds no lock: a
     warning says so, and the work goes on unguarded.
@@ -134,13 +131,14 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
+            holder = _lock_holder(fd)
             os.close(fd)
-            who = f"process {holder}" if holder.isdigit() else "another process"
+            self._remove_if_made()
+            who = "another process" if holder is None else f"process {holder}"
             raise InvalidValue(
                 self.parameter,
                 f"{self.folder}: in use by {who}, which writes there (one process per folder: "
@@ -152,23 +150,34 @@ class FolderLock:
                 "a second process from writing there",
                 stacklevel=2,
             )
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.created and sorted(_listing(self.folder)) == [LOCK]:
-            Path(self.folder, LOCK).unlink(missing_ok=True)
-            self.folder.rmdir()
+        self._remove_if_made()
         os.close(self.fd)  # releases the lock
 
+    def _remove_if_made(self) -> None:
+        if self.created:
+            with contextlib.suppress(OSError):  # not empty, or gone already: it stays as it is
+                self.folder.rmdir()
 
-def _listing(folder: Path) -> list[str]:
+
+def _lock_holder(fd: int) -> int | None:
+    """The PID that holds an ``flock`` on the file of ``fd``, as Linux lists it in /proc/locks
+    (``1: FLOCK  ADVISORY  WRITE 4242 fe:00:2147011 0 EOF``: pid, then device:inode); None where
+    that cannot be read."""
+    info = os.fstat(fd)
+    where = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
     try:
-        return os.listdir(folder)
-    except FileNotFoundError:  # the work removed its folder itself
-        return []
+        listed = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in listed.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where:
+            return int(fields[4])
+    return None
 
 
 def check_folder(path: str | Path, parameter: str) -> None:

@@ -509,13 +509,12 @@ def _duration(seconds: float) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from lic_train.trainer.checkpoint import export
+    from lic_train.trainer.checkpoint import BEST, LATEST, export
 
     folder = Path(args.out).parent
-    # Into a run's or a comparison's folder only while no process writes there; any other folder
-    # gains no lock file.
-    lock = files.FolderLock(folder, "out") if (folder / files.LOCK).exists() else nullcontext()
-    with lock:
+    # Into a run's folder only while no process writes there.
+    holds_run = (folder / LATEST).exists() or (folder / BEST).exists()
+    with files.FolderLock(folder, "out") if holds_run else nullcontext():
         weights, exported = export(args.target, args.out, weights=args.weights)
     print(
         f"wrote {args.out}: the {weights} weights (validation loss {exported['loss']:.4f}), "

@@ -393,24 +393,6 @@ def fit(
     """
     out, device = Path(out), resolve_device(config.device)
     rank = start_processes(device)
-    # One writer per run folder, from before anything is written (rank 0 writes for all ranks).
-    lock = files.FolderLock(out, "resume" if resume else "out") if rank == 0 else nullcontext()
-    with lock:
-        created = rank == 0 and lock.created
-        return _fit(config, out, resume, on_log, device, rank, created=created)
-
-
-def _fit(
-    config: FitConfig,
-    out: Path,
-    resume: bool | dict,
-    on_log: Callable[[dict], None] | None,
-    device: torch.device,
-    rank: int,
-    *,
-    created: bool,
-) -> Trained:
-    """:func:`fit`, its folder locked (``created``: by this run)."""
     saved, train, test = checked_inputs(config, out, resume, rank)
     # A resumed run takes its weights from its checkpoint, not from --checkpoint again.
     initial = saved is None and config.checkpoint is not None
@@ -419,6 +401,31 @@ def _fit(
     )
     if rank == 0:
         check_space(out, state, "resume" if saved is not None else "out")
+    # One writer per run folder: taken once the inputs are checked, before anything is written
+    # (rank 0 writes for all ranks).
+    lock = files.FolderLock(out, "resume" if resume else "out") if rank == 0 else nullcontext()
+    with lock:
+        created = rank == 0 and lock.created
+        return _train(state, trained, config, out, saved, (train, test), on_log, device, rank,
+                      created=created)  # fmt: skip
+
+
+def _train(
+    state: TrainingState,
+    trained: nn.Module,
+    config: FitConfig,
+    out: Path,
+    saved: dict | None,
+    images: tuple[Images, Images],
+    on_log: Callable[[dict], None] | None,
+    device: torch.device,
+    rank: int,
+    *,
+    created: bool,
+) -> Trained:
+    """:func:`fit` once its inputs are checked, its model built and its folder locked
+    (``created``: by this run): the data, the steps, the summary."""
+    train, test = images
     batches, test = load_data(config, train, test, device, rank)
     if saved is not None:
         restore(state, saved, config, out, batches, device, rank)

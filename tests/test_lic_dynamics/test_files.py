@@ -13,7 +13,6 @@ import stat
 import pytest
 
 from lic_dynamics.files import (
-    LOCK,
     FolderLock,
     append_text,
     read_jsonl,
@@ -128,7 +127,7 @@ def test_a_second_writer_is_refused_naming_the_folder_and_the_holder(tmp_path, h
         pass
     assert caught.value.parameter == "out"
     assert str(caught.value).startswith(f"out {run}: in use by process {process.pid}, ")
-    assert sorted(p.name for p in run.iterdir()) == [LOCK]  # the refused one wrote nothing
+    assert list(run.iterdir()) == []  # nothing is written to hold a lock
 
 
 def test_the_lock_of_a_killed_process_never_blocks(tmp_path, holder):
@@ -136,23 +135,25 @@ def test_the_lock_of_a_killed_process_never_blocks(tmp_path, holder):
     process = holder(run)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (run / LOCK).exists()  # the file stays; its lock went with the process
     with FolderLock(run, "out") as lock:
-        assert (run / LOCK).read_text() == f"{os.getpid()}\n"
         assert not lock.created
 
 
-def test_a_folder_made_by_the_lock_goes_when_nothing_else_was_written(tmp_path):
+def test_a_folder_made_by_the_lock_goes_when_nothing_was_written_in_it(tmp_path, holder):
     with FolderLock(tmp_path / "a" / "run", "out") as lock:
-        assert lock.created and (tmp_path / "a" / "run" / LOCK).exists()
+        assert lock.created and (tmp_path / "a" / "run").is_dir()
     assert not (tmp_path / "a" / "run").exists()
     with FolderLock(tmp_path / "b", "out"):
         (tmp_path / "b" / "metrics.jsonl").write_text("{}\n")
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [LOCK, "metrics.jsonl"]
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["metrics.jsonl"]
     (tmp_path / "c").mkdir()
     with FolderLock(tmp_path / "c", "out"):  # the user's own (empty) folder stays
         pass
     assert (tmp_path / "c").is_dir()
+    holder(tmp_path / "d")
+    with pytest.raises(InvalidValue):  # refused: the holder's folder stays as it is
+        FolderLock(tmp_path / "d", "out").__enter__()
+    assert (tmp_path / "d").is_dir()
 
 
 def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
