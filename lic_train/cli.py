@@ -37,7 +37,13 @@ from lic_dynamics.validation import InvalidValue
 from lic_train.experiments.methods import parse_method
 from lic_train.rules import SMAConfig, STDETConfig
 from lic_train.rules.stdet import GRANULARITIES, TRAJECTORIES, VARIANTS
-from lic_train.trainer.config import EMA_DECAY, LR_SCHEDULES, FitConfig, default_workers
+from lic_train.trainer.config import (
+    EMA_DECAY,
+    FLOAT32_MAX,
+    LR_SCHEDULES,
+    FitConfig,
+    default_workers,
+)
 
 # Everything above imports no torch: a bad flag is refused before torch and CompressAI load
 # (seconds), and the modules that need them are imported by the command that runs.
@@ -316,7 +322,10 @@ def with_length(config: FitConfig, args: argparse.Namespace) -> FitConfig:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    config = fit_config(args)  # the flags themselves, before torch is imported
+    if args.epochs is not None:  # its bound in steps needs the data: with_length
+        validation.integer("epochs", args.epochs, minimum=1)
+    config = fit_config(args)  # the flags themselves, before torch is imported (the model's
+    # name, quality and widths last: their check imports CompressAI)
     from lic_train.trainer.loop import LATEST, NonFiniteLoss, check_out, fit, resume_point
 
     resume: bool | dict = args.resume is not None
@@ -555,6 +564,10 @@ def run_compare(args: argparse.Namespace) -> int:
     validation.integer("jobs", args.jobs, minimum=1)  # the numbers before the import
     if args.steps is not None:
         validation.integer("steps", args.steps, minimum=1)
+    for seed in args.seeds or ():  # each again, and once, with the preset
+        validation.integer("seeds", seed, minimum=0)
+    for lmbda in args.lambdas or ():
+        validation.real("lambdas", lmbda, "(0, 3.4e38)", low=0, high=FLOAT32_MAX)
     for spec in args.methods or ():
         try:
             parse_method(spec)

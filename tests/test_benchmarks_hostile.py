@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -25,12 +26,21 @@ def hostile():
     del sys.modules["hostile_inputs"]
 
 
-def sweep(hostile, tmp_path: Path, code: str):
-    """A sweep whose program ``nqm`` is ``python -c code``; 100 MiB is a huge allocation."""
+# A child's peak resident memory includes its parent's at the moment it execs (Linux records the
+# old memory's high-water mark in the child's rusage), and pytest's grows as the suite runs:
+# "huge" is 100 MiB beyond the parent's peak now, and the huge stand-in allocates 400 MiB more.
+def huge_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + 100 * 1024
+
+
+def sweep(hostile, tmp_path: Path, code: str, huge: int | None = None):
+    """A sweep whose program ``nqm`` is ``python -c code``; ``huge`` KiB (default
+    :func:`huge_kb`) is a huge allocation."""
     fixtures = tmp_path / "fx"
     fixtures.mkdir()
     programs = {"nqm": [sys.executable, "-c", code]}
-    return hostile.Sweep({}, fixtures, tmp_path, programs, dict(os.environ), 5.0, 2.0, 100 * 1024)
+    return hostile.Sweep({}, fixtures, tmp_path, programs, dict(os.environ), 5.0, 2.0,
+                         huge or huge_kb())  # fmt: skip
 
 
 STAND_INS = {
@@ -41,7 +51,7 @@ STAND_INS = {
     "hang": (0, "import time; time.sleep(60)", (2,)),
     "stray file": (0, "import sys; open('.x.1.abcdefgh.tmp', 'w'); "
                       "print('nqm steady: error: --lr', file=sys.stderr); sys.exit(2)", (2,)),
-    "huge allocation": (0, "import time; b = bytearray(400 * 2**20); time.sleep(5)", (2,)),
+    "huge allocation": (0, "import time; b = bytearray(HUGE * 1024); time.sleep(0.5)", (2,)),
     "slow refusal": (1, "import sys, time; time.sleep(2.5); "
                         "print('nqm steady: error: --lr', file=sys.stderr); sys.exit(2)", (2,)),
 }  # fmt: skip
@@ -50,8 +60,10 @@ STAND_INS = {
 @pytest.mark.parametrize("outcome", list(STAND_INS))
 def test_each_outcome_is_recognised(hostile, tmp_path, outcome):
     number, code, expect = STAND_INS[outcome]
+    huge = huge_kb()
+    code = code.replace("HUGE", str(huge + 400 * 1024))  # KiB beyond the bound
     case = hostile.Case(outcome, "nqm", ["steady"], expect=expect, number=bool(number), deadline=3)
-    result = hostile.run_case(case, sweep(hostile, tmp_path, code))
+    result = hostile.run_case(case, sweep(hostile, tmp_path, code, huge))
     assert result["outcome"] == outcome, result
 
 

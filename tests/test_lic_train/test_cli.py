@@ -496,6 +496,9 @@ NO_MODEL_NEEDED = [
     ["compare", "--jobs", "0"],
     ["compare", "--steps", "-1"],
     ["compare", "--methods", "adam", "stdet:k=5"],
+    ["fit", "--epochs", "0"],
+    ["compare", "--seeds", "-1"],
+    ["compare", "--lambdas", "1e300"],
 ]
 
 
