@@ -33,7 +33,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from lic_dynamics.validation import InvalidValue
 
@@ -98,6 +98,10 @@ def append_text(text: str, path: str | Path) -> None:
         raise OSError(error.errno, error.strerror, str(path)) from error
 
 
+# The lock file of a folder that its file system cannot lock itself (NFS).
+LOCK_FILE = ".lock"
+
+
 class FolderLock:
     """The lock of ``folder``'s one writer (``with FolderLock(out, "out"):``): an advisory
     ``fcntl.flock`` on the folder itself, so that nothing is written to hold it. A second writer
@@ -107,8 +111,10 @@ class FolderLock:
     created if needed (:attr:`created`), and removed on exit when this lock made it and it is
     still empty.
 
-    A file system without locks (some network file systems answer ``ENOLCK``) holds no lock: a
-    warning says so, and the work goes on unguarded.
+    Where a folder cannot be locked (NFS: Linux emulates ``flock`` there with a POSIX write lock,
+    which needs a file open for writing), the lock is taken on ``folder/.lock`` instead, which
+    then holds the holder's PID. A file system without locks at all (``ENOLCK``: an NFS mount
+    with ``nolock``) holds none: a warning says so, and the work goes on unguarded.
 
     Examples:
         >>> import tempfile
@@ -133,33 +139,58 @@ class FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            self.fd = self._lock(fd)
+        except BaseException:
+            self._remove_if_made()
+            raise
+        return self
+
+    def _lock(self, fd: int) -> int:
+        """The descriptor that holds the lock: the folder's ``fd``, or its lock file's."""
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
         except BlockingIOError:
             holder = _lock_holder(fd)
             os.close(fd)
-            self._remove_if_made()
-            who = "another process" if holder is None else f"process {holder}"
-            raise InvalidValue(
-                self.parameter,
-                f"{self.folder}: in use by {who}, which writes there (one process per folder: "
-                "wait for it to end, or choose another folder)",
-            ) from None
-        except OSError as error:  # no locks on this file system
+            self._refuse(holder)
+        except OSError:  # a folder this file system cannot lock: a file then
+            os.close(fd)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            self._refuse(int(holder) if holder.isdigit() else None)
+        except OSError as error:  # no locks on this file system at all
             warnings.warn(
                 f"{self.folder}: its file system takes no lock ({error.strerror}); nothing stops "
                 "a second process from writing there",
-                stacklevel=2,
+                stacklevel=3,
             )
-        self.fd = fd
-        return self
+            return fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def _refuse(self, holder: int | None) -> NoReturn:
+        who = "another process" if holder is None else f"process {holder}"
+        raise InvalidValue(
+            self.parameter,
+            f"{self.folder}: in use by {who}, which writes there (one process per folder: "
+            "wait for it to end, or choose another folder)",
+        )
 
     def __exit__(self, *exc: object) -> None:
         self._remove_if_made()
         os.close(self.fd)  # releases the lock
 
     def _remove_if_made(self) -> None:
-        if self.created:
-            with contextlib.suppress(OSError):  # not empty, or gone already: it stays as it is
+        """The folder this lock made, if nothing but its lock file was written in it."""
+        with contextlib.suppress(OSError):  # gone already, or unreadable: it stays as it is
+            if self.created and set(os.listdir(self.folder)) <= {LOCK_FILE}:
+                Path(self.folder, LOCK_FILE).unlink(missing_ok=True)
                 self.folder.rmdir()
 
 

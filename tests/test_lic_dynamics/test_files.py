@@ -13,6 +13,7 @@ import stat
 import pytest
 
 from lic_dynamics.files import (
+    LOCK_FILE,
     FolderLock,
     append_text,
     read_jsonl,
@@ -164,3 +165,22 @@ def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="its file system takes no lock .*No locks available"):
         with FolderLock(tmp_path / "run", "out"):
             pass
+
+
+def test_a_folder_its_file_system_cannot_lock_is_locked_through_a_file(tmp_path, monkeypatch):
+    """NFS: flock on a folder fails (a POSIX write lock needs a file open for writing); the lock
+    file then holds the lock and the holder's PID, and a second writer is still refused."""
+    real = fcntl.flock
+
+    def nfs(fd, operation):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs)
+    run = tmp_path / "run"
+    with FolderLock(run, "out"):
+        assert (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(InvalidValue, match=f"in use by process {os.getpid()}, "):
+            FolderLock(run, "out").__enter__()
+    assert not run.exists()  # made by the lock, nothing else written: removed, lock file too
