@@ -388,8 +388,10 @@ def fit(
     ``out/summary.json``. With ``resume`` continue the run in ``out`` from its checkpoint
     (:func:`resume_point`; pass the checkpoint itself when it was read already).
 
-    Raises ``ValueError`` for bad input (one line) and :class:`NonFiniteLoss` when the training
-    loss or a validation stops being finite (the last good checkpoint stays).
+    Raises ``ValueError`` for bad input (one line), also when another process writes in ``out``
+    (:class:`lic_dynamics.files.FolderLock`, held from the first write to the end), and
+    :class:`NonFiniteLoss` when the training loss or a validation stops being finite (the last
+    good checkpoint stays).
     """
     out, device = Path(out), resolve_device(config.device)
     rank = start_processes(device)
