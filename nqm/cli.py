@@ -744,15 +744,6 @@ def _print_simulate(result: dict) -> None:
         )
 
 
-def _signless(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with every -0.0 made 0.0 (``-0.0 + 0.0`` is 0.0): a value given as ``-0`` is 0,
-    and no message or output shows ``-0.0``."""
-    for key, value in vars(args).items():
-        if isinstance(value, float):
-            setattr(args, key, value + 0.0)
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``nqm`` command line; returns the exit status (2 for bad input, one line on stderr).
 
@@ -771,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, name = "nqm", None
     try:
         with signals.sigterm_raises():
-            args = _signless(parser.parse_args(argv))
+            args = parser.parse_args(argv)  # -0 is 0 already (real_number)
             command, name = f"nqm {args.command}", args.command
             if args.command == "verify":
                 return run_verify(args)
